@@ -1,0 +1,71 @@
+"""napari-activations: see what a convolutional network sees, on your own images.
+
+The public API is imported lazily: ``import napari_activations`` loads neither torch nor Qt;
+torch loads on the first call that needs a network.
+
+>>> import napari_activations as na
+>>> net = na.load_squeezenet()                          # doctest: +SKIP
+>>> a = na.activations(net, image, "fire6-squeeze1x1")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+try:
+    from importlib.metadata import PackageNotFoundError, version
+
+    __version__ = version("napari-activations")
+except PackageNotFoundError:  # running from a source tree without an install
+    __version__ = "unknown"
+
+# public name -> module that defines it
+_API = {
+    "load_squeezenet": "network",
+    "Network": "network",
+    "resolve_device": "network",
+    "default_weights_path": "network",
+    "WeightsError": "network",
+    "WeightsUnavailableError": "network",
+    "WEIGHTS_ENV": "network",
+    "activations": "compute",
+    "iter_activations": "compute",
+    "classify": "compute",
+    "Progress": "compute",
+    "ImageError": "compute",
+    "is_rgb": "compute",
+    "LAYERS": "layers",
+    "LayerInfo": "layers",
+    "find_layer": "layers",
+    "layer_names": "layers",
+    "output_size": "layers",
+    "minimum_input_size": "layers",
+    "UnknownLayerError": "layers",
+    "AlignedActivations": "alignment",
+    "align": "alignment",
+}
+
+__all__ = sorted(_API) + ["__version__"]
+
+if TYPE_CHECKING:
+    from .compute import (ImageError, Progress, activations, classify, is_rgb,
+                              iter_activations)
+    from .alignment import AlignedActivations, align
+    from .layers import (LAYERS, LayerInfo, UnknownLayerError, find_layer, layer_names,
+                         minimum_input_size, output_size)
+    from .network import (WEIGHTS_ENV, Network, WeightsError, WeightsUnavailableError,
+                          default_weights_path, load_squeezenet, resolve_device)
+
+
+def __getattr__(name: str) -> Any:
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'napari_activations' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))

@@ -1,0 +1,159 @@
+"""Placing activation maps on the input image's own pixel grid.
+
+Activation pixel ``i`` of a layer with total stride S and offset O looks at input pixel
+``O + S * i`` (see :mod:`napari_activations.layers`). Resizing therefore maps input pixel ``y``
+to the fractional activation coordinate ``(y - O) / S`` and interpolates bilinearly, holding the
+edge values beyond the first and last activation pixels. A plain stretch of ``h`` pixels onto
+``H`` (``imresize``) would misplace deep layers by several input pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .layers import LayerInfo
+
+__all__ = ["AxisMap", "axis_map", "AlignedActivations", "align"]
+
+
+@dataclass(frozen=True)
+class AxisMap:
+    """Interpolation of one spatial axis: output pixel -> two source pixels and a weight."""
+
+    lo: np.ndarray  # int, source index below
+    hi: np.ndarray  # int, source index above
+    w: np.ndarray  # float32, weight of ``hi``
+
+
+def axis_map(n_out: int, n_act: int, info: LayerInfo, scale: float = 1.0,
+             index: np.ndarray | None = None) -> AxisMap:
+    """Interpolation table for ``n_out`` image pixels from ``n_act`` activation pixels.
+
+    ``scale`` is the factor the image was resized by before the network (network pixels per
+    image pixel); image pixel ``y`` sits at network pixel ``(y + 0.5) * scale - 0.5``.
+    ``index`` restricts the table to those output pixels.
+    """
+    y = np.arange(n_out, dtype=np.float64) if index is None else index.astype(np.float64)
+    if info.is_global or n_act == 1:
+        zeros = np.zeros(y.shape, dtype=np.intp)
+        return AxisMap(zeros, zeros, np.zeros(y.shape, dtype=np.float32))
+    t = ((y + 0.5) * scale - 0.5 - info.offset) / info.stride
+    t = np.clip(t, 0.0, n_act - 1)
+    lo = np.floor(t).astype(np.intp)
+    hi = np.minimum(lo + 1, n_act - 1)
+    return AxisMap(lo, hi, (t - lo).astype(np.float32))
+
+
+def _interp(a: np.ndarray, m: AxisMap, axis: int) -> np.ndarray:
+    lo = np.take(a, m.lo, axis=axis)
+    hi = np.take(a, m.hi, axis=axis)
+    shape = [1] * a.ndim
+    shape[axis] = -1
+    w = m.w.reshape(shape)
+    lo += (hi - lo) * w  # lo is a fresh copy from np.take
+    return lo
+
+
+def align(native: np.ndarray, info: LayerInfo, image_hw: tuple[int, int],
+          scale: tuple[float, float] = (1.0, 1.0),
+          rows: np.ndarray | None = None, cols: np.ndarray | None = None) -> np.ndarray:
+    """Resample ``(..., h, w)`` activations onto the ``(H, W)`` image grid (eagerly).
+
+    ``rows``/``cols`` select output rows/columns (default: all).
+    """
+    h, w = native.shape[-2:]
+    H, W = image_hw
+    rm = axis_map(H, h, info, scale[0], rows)
+    cm = axis_map(W, w, info, scale[1], cols)
+    out = _interp(np.asarray(native, dtype=np.float32), rm, native.ndim - 2)
+    return _interp(out, cm, native.ndim - 1)
+
+
+class AlignedActivations:
+    """Lazy ``(..., C, H, W)`` float32 array: activations on the image's own pixel grid.
+
+    Only the native ``(..., C, h, w)`` activations are held in memory; indexing computes the
+    requested channels, rows and columns on access (a napari channel slider move costs one
+    single-channel upsample). ``np.asarray(stack)`` computes the whole array.
+
+    Attributes
+    ----------
+    native : numpy.ndarray
+        The activations at the network's resolution, ``(..., C, h, w)``.
+    layer : LayerInfo
+    image_shape : tuple of int
+        ``(H, W)`` of the image grid.
+    scale : tuple of float
+        Network pixels per image pixel along rows and columns (``input_scale``, as realised).
+    """
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, native: np.ndarray, layer: LayerInfo, image_shape: tuple[int, int],
+                 scale: tuple[float, float] = (1.0, 1.0)):
+        self.native = native
+        self.layer = layer
+        self.image_shape = (int(image_shape[0]), int(image_shape[1]))
+        self.scale = (float(scale[0]), float(scale[1]))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.native.shape[:-2]) + self.image_shape
+
+    @property
+    def ndim(self) -> int:
+        return self.native.ndim
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return (f"<AlignedActivations {self.layer.name} shape={self.shape} "
+                f"(native {tuple(self.native.shape)}), lazy>")
+
+    def __array__(self, dtype=None, copy=None):
+        out = align(self.native, self.layer, self.image_shape, self.scale)
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __getitem__(self, key):
+        if not isinstance(key, tuple):
+            key = (key,)
+        if any(k is None for k in key) or sum(k is Ellipsis for k in key) > 1:
+            return np.asarray(self)[key]
+        if Ellipsis in key:
+            i = key.index(Ellipsis)
+            key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1:]
+        key = key + (slice(None),) * (self.ndim - len(key))
+        if len(key) > self.ndim:
+            raise IndexError(f"too many indices for an array of {self.ndim} dimensions")
+        lead, (rk, ck) = key[:-2], key[-2:]
+        native = self.native[lead + (slice(None), slice(None))]
+        H, W = self.image_shape
+        rows, r_scalar = _as_index(rk, H)
+        cols, c_scalar = _as_index(ck, W)
+        out = align(native, self.layer, self.image_shape, self.scale, rows, cols)
+        if r_scalar or c_scalar:
+            out = out[(Ellipsis, 0 if r_scalar else slice(None), 0 if c_scalar else slice(None))]
+        return out
+
+
+def _as_index(k, n: int) -> tuple[np.ndarray, bool]:
+    """An index along one spatial axis as explicit positions, and whether it drops the axis."""
+    if isinstance(k, (int, np.integer)):
+        i = int(k)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} is out of bounds for axis with size {n}")
+        return np.array([i % n]), True
+    if isinstance(k, slice):
+        return np.arange(n)[k], False
+    return np.arange(n)[np.asarray(k)], False

@@ -1,0 +1,376 @@
+"""Computing activations: image -> preprocessing -> network stopped at a layer -> array.
+
+The compute is a generator (:func:`iter_activations`) that yields :class:`Progress` after each
+network block and returns the result; :func:`activations` drains it for scripts and tests, and
+the napari widget runs the same generator in a worker thread, so there is one code path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .alignment import AlignedActivations
+from .layers import LayerInfo, find_layer, minimum_input_size, output_size
+
+if TYPE_CHECKING:
+    import torch
+
+    from .network import Network
+
+__all__ = [
+    "Progress",
+    "ImageError",
+    "activations",
+    "iter_activations",
+    "classify",
+    "is_rgb",
+    "image_planes_shape",
+    "NETWORK_INPUT_SIZE",
+]
+
+NETWORK_INPUT_SIZE = 227
+"""Side of the images SqueezeNet v1.1 was trained on (and that :func:`classify` uses)."""
+
+
+class ImageError(ValueError):
+    """The image cannot be used as it is; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One step of a computation: ``done`` of ``total`` steps, and what is happening."""
+
+    done: int
+    total: int
+    message: str
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 1.0
+
+
+def is_rgb(shape: tuple[int, ...], rgb: bool | None = None) -> bool:
+    """Whether an array of ``shape`` is RGB(A), by napari's own rule unless ``rgb`` says.
+
+    napari's rule: more than two dimensions, the last of size 3 or 4, and the two before it
+    larger than 30 pixels.
+    """
+    if rgb is not None:
+        if rgb and (len(shape) < 3 or shape[-1] not in (3, 4)):
+            raise ImageError(f"rgb=True needs a last axis of 3 (RGB) or 4 (RGBA) values; "
+                             f"this image has shape {tuple(shape)}.")
+        return bool(rgb)
+    return len(shape) > 2 and shape[-1] in (3, 4) and all(d > 30 for d in shape[-3:-1])
+
+
+def image_planes_shape(shape: tuple[int, ...], rgb: bool | None = None
+                       ) -> tuple[tuple[int, ...], tuple[int, int], bool]:
+    """Split an image shape into (leading axes, (H, W), is_rgb)."""
+    shape = tuple(int(s) for s in shape)
+    colour = is_rgb(shape, rgb)
+    spatial = shape[:-1] if colour else shape
+    if len(spatial) < 2:
+        raise ImageError(f"An image needs at least two axes (H, W); this one has shape "
+                         f"{shape}.")
+    return spatial[:-2], (spatial[-2], spatial[-1]), colour
+
+
+def _check_dtype(dtype: np.dtype) -> None:
+    if dtype == bool or np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating):
+        return
+    if np.issubdtype(dtype, np.complexfloating):
+        raise ImageError("The image has complex values; pass a real image such as "
+                         "np.abs(image) or image.real.")
+    raise ImageError(f"The image has values of type {dtype}; pass numbers (integers, floats "
+                     "or booleans).")
+
+
+def _intensity_bounds(image: Any, intensity_range: tuple[float, float] | None
+                      ) -> tuple[float, float] | None:
+    """(low, high) that map to 0 and 1; ``None`` for uint8 scaled by 255."""
+    if intensity_range is not None:
+        try:
+            low, high = (float(v) for v in intensity_range)
+        except (TypeError, ValueError) as exc:
+            raise ImageError("intensity_range must be two numbers (low, high).") from exc
+        if not (math.isfinite(low) and math.isfinite(high) and high > low):
+            raise ImageError(f"intensity_range must be finite with high > low; got "
+                             f"({low}, {high}).")
+        return low, high
+    dtype = np.dtype(image.dtype)
+    if dtype == np.uint8:
+        return None
+    if dtype == bool:
+        return 0.0, 1.0
+    if np.issubdtype(dtype, np.floating):
+        finite = _where_finite(image)
+        low, high = _reduce(finite, "nanmin"), _reduce(finite, "nanmax")
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise ImageError("The image has no finite values (all NaN or infinite).")
+        return low, high
+    return _reduce(image, "min"), _reduce(image, "max")
+
+
+def _where_finite(image: Any) -> Any:
+    if hasattr(image, "compute"):  # dask: stays lazy
+        import dask.array as da
+
+        return da.where(da.isfinite(image), image, np.nan)
+    return np.where(np.isfinite(image), image, np.nan)
+
+
+def _reduce(a: Any, how: str) -> float:
+    if hasattr(a, "compute"):
+        import dask.array as da
+
+        return float(getattr(da, how)(a).compute())
+    return float(getattr(np, how)(a))
+
+
+def _plane_tensor(plane: Any, colour: bool, bounds: tuple[float, float] | None,
+                  net: Network, size: tuple[int, int]) -> torch.Tensor:
+    """One (H, W[, C]) plane -> normalised (1, 3, h, w) float32 tensor on the net's device."""
+    import torch
+    import torch.nn.functional as F
+
+    p = np.asarray(plane)
+    if colour:
+        p = p[..., :3]
+    if bounds is None:  # uint8, scaled by 255
+        low, inv, clip = 0.0, 1.0 / 255.0, False
+    else:
+        low, high = bounds
+        inv = 1.0 / (high - low) if high > low else 0.0
+        clip = True
+        if p.dtype != np.float32 or not p.dtype.isnative:
+            p = p.astype(np.float32)
+    t = torch.from_numpy(np.ascontiguousarray(p)).to(net.device)
+    t = t.permute(2, 0, 1) if colour else t.unsqueeze(0)
+    x = t.to(torch.float32)
+    if x.data_ptr() == t.data_ptr():
+        x = x.clone()
+    x.sub_(low).mul_(inv)
+    if clip:
+        x.nan_to_num_(nan=0.0).clamp_(0.0, 1.0)
+    if not colour:
+        x = x.expand(3, -1, -1)
+    mean = torch.tensor(net.mean, dtype=torch.float32, device=net.device).view(3, 1, 1)
+    std = torch.tensor(net.std, dtype=torch.float32, device=net.device).view(3, 1, 1)
+    x = ((x - mean) / std).unsqueeze(0)
+    if tuple(x.shape[-2:]) != tuple(size):
+        shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+    return x
+
+
+def _module_path(info: LayerInfo) -> tuple[int, int | None, str | None]:
+    """(last features index to run, classifier index or None, sub-module inside a fire)."""
+    parts = info.module.split(".")
+    if parts[0] == "features":
+        return int(parts[1]), None, (parts[2] if len(parts) > 2 else None)
+    if parts[0] == "classifier":
+        return 12, int(parts[1]), None
+    return 12, 3, "softmax"
+
+
+def forward_steps(info: LayerInfo) -> int:
+    """How many progress steps one forward pass to ``info`` yields."""
+    feat, cls, _ = _module_path(info)
+    return feat + 1 + (0 if cls is None else cls + 1)
+
+
+def _forward(model: Any, x: torch.Tensor, info: LayerInfo
+             ) -> Generator[None, None, torch.Tensor]:
+    """Run ``model`` on ``x`` up to and including ``info``; yield after each block.
+
+    The walk calls the model's own modules, so the values equal a full forward pass; it stops
+    at the requested layer and never reads a tensor that an in-place ReLU has since changed,
+    so pre-ReLU layers keep their negative values.
+    """
+    import torch
+
+    feat, cls, sub = _module_path(info)
+    for i in range(feat + 1):
+        module = model.features[i]
+        if i == feat and cls is None and sub is not None:
+            x = _fire_part(module, x, sub)
+        else:
+            x = module(x)
+        yield
+    if cls is None:
+        return x
+    for j in range(cls + 1):
+        x = model.classifier[j](x)
+        yield
+    if sub == "softmax":
+        x = torch.softmax(torch.flatten(x, 1), dim=1)[:, :, None, None]
+    return x
+
+
+def _fire_part(fire: Any, x: torch.Tensor, sub: str) -> torch.Tensor:
+    s = fire.squeeze(x)
+    if sub == "squeeze":
+        return s
+    s = fire.squeeze_activation(s)
+    if sub == "squeeze_activation":
+        return s
+    branch = "expand1x1" if sub.startswith("expand1x1") else "expand3x3"
+    e = getattr(fire, branch)(s)
+    if sub == branch:
+        return e
+    return getattr(fire, f"{branch}_activation")(e)
+
+
+def _network_size(hw: tuple[int, int], input_scale: float) -> tuple[int, int]:
+    return (max(1, int(round(hw[0] * input_scale))), max(1, int(round(hw[1] * input_scale))))
+
+
+def iter_activations(net: Network, image: Any, layer: str | LayerInfo, *,
+                     resize: bool = False, input_scale: float = 1.0,
+                     intensity_range: tuple[float, float] | None = None,
+                     rgb: bool | None = None
+                     ) -> Generator[Progress, None, np.ndarray | AlignedActivations]:
+    """The compute of :func:`activations` as a generator of :class:`Progress`.
+
+    Closing the generator (``gen.close()``) between steps cancels the computation; nothing is
+    kept. The return value (``StopIteration.value``) is what :func:`activations` returns.
+    """
+    import torch
+
+    info = find_layer(layer)
+    if not (isinstance(input_scale, (int, float)) and math.isfinite(input_scale)
+            and input_scale > 0):
+        raise ImageError(f"input_scale must be a positive number; got {input_scale!r}.")
+    if not hasattr(image, "shape") or not hasattr(image, "dtype"):
+        image = np.asarray(image)
+    _check_dtype(np.dtype(image.dtype))
+    lead, hw, colour = image_planes_shape(image.shape, rgb)
+    if min(hw) == 0 or any(n == 0 for n in lead):
+        raise ImageError(f"The image is empty (shape {tuple(image.shape)}).")
+    size = _network_size(hw, input_scale)
+    h, w = output_size(info, *size)
+    if h == 0:
+        need = minimum_input_size(info)
+        at = "" if input_scale == 1 else f" at input_scale={input_scale:g}"
+        raise ImageError(
+            f"The image is too small for layer {info.name!r}: it needs at least {need}x{need} "
+            f"pixels, and the network sees {size[0]}x{size[1]}{at}. Use a larger image"
+            f"{', a larger input_scale' if input_scale < 1 else ''} or an earlier layer.")
+    bounds = _intensity_bounds(image, intensity_range)
+
+    n_planes = int(np.prod(lead)) if lead else 1
+    steps = forward_steps(info)
+    total = n_planes * steps
+    out = np.empty(tuple(lead) + (info.channels, h, w), dtype=np.float32)
+    done = 0
+    yield Progress(0, total, f"{info.name}: starting")
+    for idx in np.ndindex(*lead) if lead else [()]:
+        with torch.inference_mode():
+            x = _plane_tensor(image[idx], colour, bounds, net, size)
+            walk = _forward(net.model, x, info)
+            while True:
+                try:
+                    next(walk)
+                except StopIteration as stop:
+                    result = stop.value
+                    break
+                done += 1
+                plane = f" plane {idx}" if lead else ""
+                yield Progress(done, total, f"{info.name}{plane}: block {done % steps or steps}"
+                                            f"/{steps}")
+            out[idx] = result[0].detach().to("cpu", torch.float32).numpy()
+        del x, result
+    if resize:
+        scale = (size[0] / hw[0], size[1] / hw[1])
+        return AlignedActivations(out, info, hw, scale)
+    return out
+
+
+def _drain(gen: Generator) -> Any:
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def activations(net: Network, image: Any, layer: str | LayerInfo, *, resize: bool = False,
+                input_scale: float = 1.0, intensity_range: tuple[float, float] | None = None,
+                rgb: bool | None = None) -> np.ndarray | AlignedActivations:
+    """Activations of one network layer for an image or a stack of images.
+
+    Parameters
+    ----------
+    net : Network
+        From :func:`load_squeezenet`.
+    image : array-like
+        ``(H, W)`` grayscale, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA (alpha dropped), with any
+        leading axes ``(..., H, W[, 3])`` computed plane by plane. Any real dtype; numpy or
+        dask (planes are read one at a time).
+    layer : str or LayerInfo
+        MATLAB / Caffe name (``"fire6-squeeze1x1"``) or torchvision path
+        (``"features.9.squeeze"``).
+    resize : bool
+        False: native resolution ``(..., C, h, w)``. True: on the image's own pixel grid,
+        ``(..., C, H, W)``, activation pixel ``i`` placed over input pixel ``O + S*i``
+        (bilinear, edges held); returned as a lazy :class:`AlignedActivations` whose slices
+        are computed on access (``np.asarray`` gives the full array).
+    input_scale : float
+        Run the network on the image resized by this factor, then map the activations back to
+        the original grid (with ``resize=True``).
+    intensity_range : (low, high), optional
+        Intensities mapped to 0 and 1 (clipped), e.g. a napari layer's contrast limits.
+        Default: uint8 by 0..255, booleans as 0/1, other dtypes by the image's own finite
+        min and max. NaN counts as ``low``.
+    rgb : bool, optional
+        Whether the last axis is colour; default napari's rule (last axis 3 or 4, the two
+        before it longer than 30).
+
+    Returns
+    -------
+    numpy.ndarray or AlignedActivations
+        float32, ``(..., C, h, w)`` or ``(..., C, H, W)``: the channel axis stands just before
+        the spatial axes.
+
+    Raises
+    ------
+    ImageError
+        Unusable image (empty, complex, too small for the layer, ...); the message says what
+        to do. :class:`UnknownLayerError` for a layer name that does not exist.
+    """
+    return _drain(iter_activations(net, image, layer, resize=resize, input_scale=input_scale,
+                                   intensity_range=intensity_range, rgb=rgb))
+
+
+def classify(net: Network, image: Any, top: int = 5, *,
+             intensity_range: tuple[float, float] | None = None,
+             rgb: bool | None = None) -> list[tuple[str, float]]:
+    """The ``top`` ImageNet classes of an image, as ``[(category, probability), ...]``.
+
+    The whole image is resized to 227x227 (SqueezeNet's training size), after the same
+    intensity scaling as :func:`activations`. Stacks are refused: classify one plane.
+    """
+    import torch
+
+    if not hasattr(image, "shape") or not hasattr(image, "dtype"):
+        image = np.asarray(image)
+    _check_dtype(np.dtype(image.dtype))
+    lead, hw, colour = image_planes_shape(image.shape, rgb)
+    if lead:
+        raise ImageError(f"classify takes one image, (H, W) or (H, W, 3); this is a stack of "
+                         f"shape {tuple(image.shape)}. Pass one plane, e.g. image[0].")
+    if min(hw) == 0:
+        raise ImageError(f"The image is empty (shape {tuple(image.shape)}).")
+    bounds = _intensity_bounds(image, intensity_range)
+    size = (NETWORK_INPUT_SIZE, NETWORK_INPUT_SIZE)
+    with torch.inference_mode():
+        x = _plane_tensor(image, colour, bounds, net, size)
+        prob = _drain(_forward(net.model, x, find_layer("prob")))[0, :, 0, 0].cpu()
+        k = max(1, min(int(top), prob.numel()))
+        values, indices = torch.topk(prob, k)
+    return [(net.categories[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]

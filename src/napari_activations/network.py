@@ -1,0 +1,289 @@
+"""Loading SqueezeNet v1.1 with its weights: torchvision's download, a local file, or random.
+
+The network is built once per (weights, device) and cached, so the widget and scripts that
+call :func:`load_squeezenet` repeatedly never rebuild it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import threading
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .layers import LAYERS, LayerInfo
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "Network",
+    "load_squeezenet",
+    "resolve_device",
+    "default_weights_path",
+    "WeightsError",
+    "WeightsUnavailableError",
+    "WEIGHTS_ENV",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+]
+
+WEIGHTS_ENV = "NAPARI_ACTIVATIONS_WEIGHTS"
+"""Environment variable: a state_dict file that ``weights="DEFAULT"`` resolves to."""
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class WeightsError(RuntimeError):
+    """The weights could not be loaded; the message says why and what to do."""
+
+
+class WeightsUnavailableError(WeightsError):
+    """torchvision's pretrained weights are neither cached nor downloadable."""
+
+
+@dataclass(eq=False)
+class Network:
+    """A SqueezeNet v1.1 ready for inference, with what is known about its weights.
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+        torchvision ``SqueezeNet`` in eval mode, on :attr:`device`.
+    weights : str
+        Where the weights came from: ``"torchvision:IMAGENET1K_V1"``, a file path, or
+        ``"random"``.
+    trained : bool
+        False for random weights: their activations mean nothing.
+    categories : list of str
+        The 1000 ImageNet class names, in output order.
+    device : torch.device
+    sha256 : str or None
+        Hash of the weights file, where there is one.
+    """
+
+    model: Any
+    weights: str
+    trained: bool
+    categories: list[str]
+    device: Any
+    sha256: str | None = None
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    @property
+    def layers(self) -> tuple[LayerInfo, ...]:
+        """The layer table, in network order (see :data:`napari_activations.LAYERS`)."""
+        return LAYERS
+
+    @property
+    def description(self) -> str:
+        """One line for people: the weights and the device."""
+        if not self.trained:
+            return (f"SqueezeNet v1.1 with RANDOM, UNTRAINED weights on {self.device} "
+                    "(for tests only: its activations mean nothing)")
+        return f"SqueezeNet v1.1, weights {self.weights}, on {self.device}"
+
+    def __repr__(self) -> str:
+        return f"<Network: {self.description}>"
+
+
+_CACHE: dict[tuple, Network] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def resolve_device(device: Any = "auto") -> "torch.device":
+    """``"auto"`` picks CUDA, then Apple MPS, then the CPU; anything else is checked."""
+    import torch
+
+    if device is None or (isinstance(device, str) and device.lower() == "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"{device!r} is not a device; use 'auto', 'cpu', 'cuda' or 'mps'.") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for, but PyTorch sees no CUDA GPU here; "
+                         "use device='auto' or 'cpu'.")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None)
+                                  and torch.backends.mps.is_available()):
+        raise ValueError("device='mps' was asked for, but Apple MPS is not available here; "
+                         "use device='auto' or 'cpu'.")
+    return dev
+
+
+def default_weights_path() -> Path:
+    """Where torchvision keeps (or would keep) its SqueezeNet 1.1 download.
+
+    ``$TORCH_HOME/hub/checkpoints/squeezenet1_1-b8a52dc0.pth`` (``~/.cache/torch`` by default).
+    """
+    import torch
+    from torchvision.models import SqueezeNet1_1_Weights
+
+    url = SqueezeNet1_1_Weights.DEFAULT.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_state_dict(path: Path) -> dict:
+    import torch
+
+    if not path.is_file():
+        raise WeightsError(f"No weights file at {path}. Check the path, or use "
+                           "weights='DEFAULT' for torchvision's pretrained weights.")
+    if path.stat().st_size == 0:
+        raise WeightsError(f"The weights file {path} is empty. Download it again.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise WeightsError(
+            f"Refused to load {path}: it holds Python objects other than tensors, and "
+            "loading it could run code. Use a plain state_dict saved with "
+            "torch.save(model.state_dict(), path).") from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise WeightsError(f"Could not read {path}: it is damaged or not a PyTorch weights "
+                           f"file ({type(exc).__name__}). Download or save it again.") from exc
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
+        raise WeightsError(f"{path} is not a state_dict (a mapping of names to tensors).")
+    return state
+
+
+def _apply_state_dict(model: Any, state: dict, source: str) -> None:
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        keys = model.state_dict()
+        missing = [k for k in keys if k not in state]
+        unexpected = [k for k in state if k not in keys]
+        detail = []
+        if missing:
+            detail.append(f"missing {len(missing)} (e.g. {missing[0]!r})")
+        if unexpected:
+            detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]!r})")
+        if not detail:
+            detail.append("tensor shapes differ")
+        raise WeightsError(f"{source} is not a SqueezeNet 1.1 state_dict: "
+                           f"{'; '.join(detail)}.") from exc
+
+
+def _download_default(progress: bool) -> dict:
+    from torchvision.models import SqueezeNet1_1_Weights
+
+    weights = SqueezeNet1_1_Weights.DEFAULT
+    try:
+        return weights.get_state_dict(progress=progress, check_hash=True)
+    except Exception as exc:  # urllib, ssl, socket, hash check: all end the same way for users
+        raise WeightsUnavailableError(
+            f"Could not get torchvision's pretrained SqueezeNet 1.1 weights "
+            f"({type(exc).__name__}: {exc}).\n"
+            f"  URL: {weights.url}\n"
+            f"  A file downloaded by hand is picked up at: {default_weights_path()}\n"
+            f"  Or point the environment variable {WEIGHTS_ENV} at a SqueezeNet 1.1 "
+            "state_dict file, or pass weights='path/to/file.pth'.") from exc
+
+
+def load_squeezenet(weights: str | os.PathLike | None = "DEFAULT", *, device: Any = "auto",
+                    progress: bool = True) -> Network:
+    """Build SqueezeNet v1.1 with pretrained or given weights, ready for inference.
+
+    Parameters
+    ----------
+    weights : "DEFAULT", path or None
+        ``"DEFAULT"``: torchvision's ``SqueezeNet1_1_Weights.DEFAULT``, downloaded once into the
+        torch hub cache (``$TORCH_HOME``), or the file named by ``$NAPARI_ACTIVATIONS_WEIGHTS``
+        when that is set. A path: a ``squeezenet1_1`` state_dict, loaded with
+        ``weights_only=True`` and ``strict=True``. ``None``: random weights (seeded, for tests).
+    device : "auto", "cpu", "cuda", "mps" or torch.device
+        ``"auto"`` picks CUDA, then MPS, then the CPU.
+    progress : bool
+        Show a download progress bar.
+
+    Returns
+    -------
+    Network
+        Cached: the same weights on the same device return the same object.
+
+    Raises
+    ------
+    WeightsError
+        Unreadable, unsafe or mismatched weights; :class:`WeightsUnavailableError` when the
+        default weights can be neither found nor downloaded.
+    """
+    import torch
+    from torchvision.models import SqueezeNet1_1_Weights, squeezenet1_1
+
+    dev = resolve_device(device)
+    categories = list(SqueezeNet1_1_Weights.DEFAULT.meta["categories"])
+
+    path: Path | None = None
+    if weights is None:
+        key: tuple = ("random",)
+    elif isinstance(weights, str) and weights.upper() == "DEFAULT":
+        env = os.environ.get(WEIGHTS_ENV, "").strip()
+        if env:
+            path = Path(env).expanduser()
+            if not path.is_file():
+                raise WeightsError(f"{WEIGHTS_ENV} names {path}, but there is no file there. "
+                                   f"Fix or unset {WEIGHTS_ENV}.")
+            key = _file_key(path)
+        else:
+            key = ("torchvision", SqueezeNet1_1_Weights.DEFAULT.url)
+    elif isinstance(weights, (str, os.PathLike)):
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"No weights file at {path}. Check the path, or use "
+                               "weights='DEFAULT' for torchvision's pretrained weights.")
+        key = _file_key(path)
+    else:
+        raise WeightsError(f"weights must be 'DEFAULT', a file path or None, "
+                           f"not {type(weights).__name__}.")
+    key = key + (str(dev),)
+
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = squeezenet1_1(weights=None)
+        sha = None
+        if key[0] == "random":
+            name, trained = "random", False
+        elif key[0] == "torchvision":
+            _apply_state_dict(model, _download_default(progress), "torchvision's download")
+            name, trained = "torchvision:IMAGENET1K_V1", True
+        else:
+            assert path is not None
+            _apply_state_dict(model, _read_state_dict(path), str(path))
+            name, trained, sha = str(path.resolve()), True, _sha256(path)
+        model.eval().to(dev)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        net = Network(model=model, weights=name, trained=trained, categories=categories,
+                      device=dev, sha256=sha)
+        _CACHE[key] = net
+        return net
+
+
+def _file_key(path: Path) -> tuple:
+    st = path.stat()
+    return ("file", str(path.resolve()), st.st_size, st.st_mtime_ns)
