@@ -27,8 +27,10 @@ stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "setup: creating .venv and installing napari-activations[testing] (torch comes from this machine's disk)"
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
-  .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -m pip install -q -e ".[testing]" 2>&1 | grep -v "^WARNING: Location" || true
+  # pip warns about every package that this machine's local indexes lack: hide that noise only.
+  quiet() { "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }
+  quiet .venv/bin/python -m pip install -q --upgrade pip
+  quiet .venv/bin/python -m pip install -q -e ".[testing]"
   .venv/bin/python -c "import napari_activations, torch, torchvision, napari" 
   rm -f .venv/.installed-*
   touch "$stamp"

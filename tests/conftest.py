@@ -1,0 +1,59 @@
+"""Shared fixtures: networks with random and with real (MATLAB's Caffe) weights."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REAL_WEIGHTS = Path(os.environ.get(
+    "NAPARI_ACTIVATIONS_TEST_WEIGHTS",
+    Path(__file__).resolve().parents[2] / "shared" / "weights" / "squeezenet1_1_caffe_imagenet.pth",
+))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_weight_downloads(tmp_path_factory):
+    """Tests never download: torch's hub cache is an empty folder of their own."""
+    old = os.environ.get("TORCH_HOME")
+    os.environ["TORCH_HOME"] = str(tmp_path_factory.mktemp("torch_home"))
+    os.environ.pop("NAPARI_ACTIVATIONS_WEIGHTS", None)
+    yield
+    if old is None:
+        os.environ.pop("TORCH_HOME", None)
+    else:
+        os.environ["TORCH_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def random_net():
+    """SqueezeNet v1.1 with seeded random weights, on the CPU."""
+    import napari_activations as na
+
+    return na.load_squeezenet(None, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def real_weights_path() -> Path:
+    if not REAL_WEIGHTS.is_file():
+        pytest.skip(f"real SqueezeNet weights not found at {REAL_WEIGHTS} "
+                    "(they live in ../shared/weights/ beside the repository)")
+    return REAL_WEIGHTS
+
+
+@pytest.fixture(scope="session")
+def real_net(real_weights_path):
+    """SqueezeNet v1.1 with the original Caffe weights (MATLAB's), on the CPU."""
+    import napari_activations as na
+
+    return na.load_squeezenet(real_weights_path, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def face() -> np.ndarray:
+    """The astronaut's face, as in ../shared/weights/README.md: (220, 180, 3) uint8."""
+    import skimage.data
+
+    return skimage.data.astronaut()[30:250, 120:300].copy()
