@@ -44,6 +44,15 @@ _API = {
     "UnknownLayerError": "layers",
     "AlignedActivations": "alignment",
     "align": "alignment",
+    "Montage": "analysis",
+    "montage": "analysis",
+    "grid_shape": "analysis",
+    "strongest_channels": "analysis",
+    "top_channels": "analysis",
+    "rank_channels": "analysis",
+    "probe": "analysis",
+    "difference": "analysis",
+    "network_table": "analysis",
 }
 
 __all__ = sorted(_API) + ["__version__"]
@@ -52,6 +61,8 @@ if TYPE_CHECKING:
     from .compute import (ImageError, Progress, activations, classify, is_rgb,
                               iter_activations)
     from .alignment import AlignedActivations, align
+    from .analysis import (Montage, difference, grid_shape, montage, network_table, probe,
+                           rank_channels, strongest_channels, top_channels)
     from .layers import (LAYERS, LayerInfo, UnknownLayerError, find_layer, layer_names,
                          minimum_input_size, output_size)
     from .network import (WEIGHTS_ENV, Network, WeightsError, WeightsUnavailableError,
