@@ -16,6 +16,7 @@ import numpy as np
 
 from .alignment import AlignedActivations
 from .layers import LayerInfo, find_layer, minimum_input_size, output_size
+from .tiling import _CONTEXT_LAYER, choose_tile, tile_count, tiled_forward
 
 if TYPE_CHECKING:
     import torch
@@ -230,18 +231,75 @@ def _network_size(hw: tuple[int, int], input_scale: float) -> tuple[int, int]:
     return (max(1, int(round(hw[0] * input_scale))), max(1, int(round(hw[1] * input_scale))))
 
 
-def iter_activations(net: Network, image: Any, layer: str | LayerInfo, *,
-                     resize: bool = False, input_scale: float = 1.0,
-                     intensity_range: tuple[float, float] | None = None,
-                     rgb: bool | None = None
-                     ) -> Generator[Progress, None, np.ndarray | AlignedActivations]:
-    """The compute of :func:`activations` as a generator of :class:`Progress`.
+@dataclass
+class _Request:
+    """A checked activations request: what to compute, for which planes, in which tiles."""
 
-    Closing the generator (``gen.close()``) between steps cancels the computation; nothing is
-    kept. The return value (``StopIteration.value``) is what :func:`activations` returns.
-    """
-    import torch
+    net: Network
+    image: Any
+    info: LayerInfo
+    lead: tuple[int, ...]
+    hw: tuple[int, int]
+    colour: bool
+    size: tuple[int, int]
+    bounds: tuple[float, float] | None
+    tile: int | None
+    forward_passes: int = 0
 
+    @property
+    def native_shape(self) -> tuple[int, ...]:
+        return self.lead + (self.info.channels,) + output_size(self.info, *self.size)
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        return (self.size[0] / self.hw[0], self.size[1] / self.hw[1])
+
+    def plane_steps(self) -> int:
+        """Progress steps of one plane: network blocks times tiles."""
+        geo = self.info
+        if self.tile is not None and self.info.is_global:
+            geo = find_layer(_CONTEXT_LAYER)
+        return forward_steps(geo) * tile_count(self.info, self.size, self.tile)
+
+    def region(self, plane: Any, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
+        if self.size == self.hw:
+            return _plane_tensor(plane[y0:y1, x0:x1], self.colour, self.bounds, self.net,
+                                 (y1 - y0, x1 - x0))
+        full = _plane_tensor(plane, self.colour, self.bounds, self.net, self.size)
+        return full[..., y0:y1, x0:x1]
+
+    def forward_plane(self, idx: tuple[int, ...]) -> Generator[None, None, np.ndarray]:
+        """``(C, h, w)`` activations of plane ``idx``; yields after each block of each tile."""
+        import torch
+
+        self.forward_passes += 1
+        plane = self.image[idx] if idx else self.image
+        if self.size != self.hw:  # resize once, then cut tiles out of the resized plane
+            resized: list = []
+
+            def region(y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
+                if not resized:
+                    resized.append(_plane_tensor(plane, self.colour, self.bounds, self.net,
+                                                 self.size))
+                return resized[0][..., y0:y1, x0:x1]
+        else:
+            def region(y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
+                return _plane_tensor(plane[y0:y1, x0:x1], self.colour, self.bounds, self.net,
+                                     (y1 - y0, x1 - x0))
+
+        def run(x: torch.Tensor, info: LayerInfo) -> Generator[None, None, torch.Tensor]:
+            return _forward(self.net.model, x, info)
+
+        with torch.inference_mode():
+            return (yield from tiled_forward(run, region, self.size, self.info, self.tile))
+
+    def compute_plane(self, idx: tuple[int, ...]) -> np.ndarray:
+        return _drain(self.forward_plane(idx))
+
+
+def _make_request(net: Network, image: Any, layer: str | LayerInfo, input_scale: float,
+                  intensity_range: tuple[float, float] | None, rgb: bool | None,
+                  tile: int | None, memory_budget: int | str | None) -> _Request:
     info = find_layer(layer)
     if not (isinstance(input_scale, (int, float)) and math.isfinite(input_scale)
             and input_scale > 0):
@@ -261,33 +319,53 @@ def iter_activations(net: Network, image: Any, layer: str | LayerInfo, *,
             f"The image is too small for layer {info.name!r}: it needs at least {need}x{need} "
             f"pixels, and the network sees {size[0]}x{size[1]}{at}. Use a larger image"
             f"{', a larger input_scale' if input_scale < 1 else ''} or an earlier layer.")
+    if tile is None:
+        try:
+            tile = choose_tile(info, *size, memory_budget)
+        except MemoryError as exc:
+            raise ImageError(str(exc)) from exc
+    else:
+        if not isinstance(tile, (int, np.integer)) or tile < 1:
+            raise ImageError(f"tile must be a positive number of pixels; got {tile!r}.")
+        tile = int(tile)
     bounds = _intensity_bounds(image, intensity_range)
+    return _Request(net, image, info, lead, hw, colour, size, bounds, tile)
 
+
+def iter_activations(net: Network, image: Any, layer: str | LayerInfo, *,
+                     resize: bool = False, input_scale: float = 1.0,
+                     intensity_range: tuple[float, float] | None = None,
+                     rgb: bool | None = None, tile: int | None = None,
+                     memory_budget: int | str | None = None,
+                     ) -> Generator[Progress, None, np.ndarray | AlignedActivations]:
+    """The compute of :func:`activations` as a generator of :class:`Progress`.
+
+    Closing the generator (``gen.close()``) between steps cancels the computation; nothing is
+    kept. The return value (``StopIteration.value``) is what :func:`activations` returns.
+    """
+    req = _make_request(net, image, layer, input_scale, intensity_range, rgb, tile,
+                        memory_budget)
+    info, lead = req.info, req.lead
     n_planes = int(np.prod(lead)) if lead else 1
-    steps = forward_steps(info)
+    steps = req.plane_steps()
     total = n_planes * steps
-    out = np.empty(tuple(lead) + (info.channels, h, w), dtype=np.float32)
+    out = np.empty(req.native_shape, dtype=np.float32)
     done = 0
     yield Progress(0, total, f"{info.name}: starting")
     for idx in np.ndindex(*lead) if lead else [()]:
-        with torch.inference_mode():
-            x = _plane_tensor(image[idx], colour, bounds, net, size)
-            walk = _forward(net.model, x, info)
-            while True:
-                try:
-                    next(walk)
-                except StopIteration as stop:
-                    result = stop.value
-                    break
-                done += 1
-                plane = f" plane {idx}" if lead else ""
-                yield Progress(done, total, f"{info.name}{plane}: block {done % steps or steps}"
-                                            f"/{steps}")
-            out[idx] = result[0].detach().to("cpu", torch.float32).numpy()
-        del x, result
+        walk = req.forward_plane(idx)
+        while True:
+            try:
+                next(walk)
+            except StopIteration as stop:
+                out[idx] = stop.value
+                break
+            done += 1
+            plane = f" plane {idx}" if lead else ""
+            yield Progress(done, total, f"{info.name}{plane}: step {done % steps or steps}"
+                                        f"/{steps}")
     if resize:
-        scale = (size[0] / hw[0], size[1] / hw[1])
-        return AlignedActivations(out, info, hw, scale)
+        return AlignedActivations(out, info, req.hw, req.scale)
     return out
 
 
@@ -301,7 +379,8 @@ def _drain(gen: Generator) -> Any:
 
 def activations(net: Network, image: Any, layer: str | LayerInfo, *, resize: bool = False,
                 input_scale: float = 1.0, intensity_range: tuple[float, float] | None = None,
-                rgb: bool | None = None) -> np.ndarray | AlignedActivations:
+                rgb: bool | None = None, tile: int | None = None,
+                memory_budget: int | str | None = None) -> np.ndarray | AlignedActivations:
     """Activations of one network layer for an image or a stack of images.
 
     Parameters
@@ -330,6 +409,13 @@ def activations(net: Network, image: Any, layer: str | LayerInfo, *, resize: boo
     rgb : bool, optional
         Whether the last axis is colour; default napari's rule (last axis 3 or 4, the two
         before it longer than 30).
+    tile : int, optional
+        Compute in tiles of about this many network-input pixels a side (exact: the result
+        equals the untiled one). Default: tiled only when one forward pass would exceed the
+        memory budget.
+    memory_budget : int or str, optional
+        Working-memory budget of one forward pass, in bytes or as ``"2G"``; default
+        ``$NAPARI_ACTIVATIONS_MEMORY_BUDGET``, else 1 GiB (see :mod:`napari_activations.tiling`).
 
     Returns
     -------
@@ -344,7 +430,8 @@ def activations(net: Network, image: Any, layer: str | LayerInfo, *, resize: boo
         to do. :class:`UnknownLayerError` for a layer name that does not exist.
     """
     return _drain(iter_activations(net, image, layer, resize=resize, input_scale=input_scale,
-                                   intensity_range=intensity_range, rgb=rgb))
+                                   intensity_range=intensity_range, rgb=rgb, tile=tile,
+                                   memory_budget=memory_budget))
 
 
 def classify(net: Network, image: Any, top: int = 5, *,
