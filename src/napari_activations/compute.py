@@ -16,7 +16,7 @@ import numpy as np
 
 from .alignment import AlignedActivations
 from .layers import LayerInfo, find_layer, minimum_input_size, output_size
-from .tiling import _CONTEXT_LAYER, choose_tile, tile_count, tiled_forward
+from .tiling import _CONTEXT_LAYER, choose_tile, plan_axis, tile_count, tiled_forward
 
 if TYPE_CHECKING:
     import torch
@@ -332,6 +332,132 @@ def _make_request(net: Network, image: Any, layer: str | LayerInfo, input_scale:
     return _Request(net, image, info, lead, hw, colour, size, bounds, tile)
 
 
+class LazyNative:
+    """``(..., C, h, w)`` activations of a stack, each plane computed when first read.
+
+    Used under :class:`AlignedActivations` for stacks: the first plane shows without
+    computing the rest. The last ``cache_planes`` planes are kept. ``forward_passes`` counts
+    the forward passes run so far.
+    """
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, request: _Request, cache_planes: int = 4):
+        self._req = request
+        self._cache: dict[tuple[int, ...], np.ndarray] = {}
+        self._cache_planes = max(1, int(cache_planes))
+        self.shape = request.native_shape
+        self.ndim = len(self.shape)
+
+    @property
+    def forward_passes(self) -> int:
+        return self._req.forward_passes
+
+    def plane(self, idx: tuple[int, ...]) -> np.ndarray:
+        """The ``(C, h, w)`` activations of plane ``idx``, computed if not cached."""
+        if idx in self._cache:
+            self._cache[idx] = self._cache.pop(idx)  # most recently used last
+            return self._cache[idx]
+        value = self._req.compute_plane(idx)
+        self._cache[idx] = value
+        while len(self._cache) > self._cache_planes:
+            self._cache.pop(next(iter(self._cache)))
+        return value
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.empty(self.shape, dtype=np.float32)
+        for idx in np.ndindex(*self.shape[:-3]):
+            out[idx] = self.plane(idx)
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __getitem__(self, key):
+        if not isinstance(key, tuple):
+            key = (key,)
+        n_lead = self.ndim - 3
+        if any(k is None or k is Ellipsis for k in key[:n_lead]) or not all(
+                isinstance(k, (int, np.integer, slice)) for k in key[:n_lead]):
+            return np.asarray(self)[key]
+        lead_key = key[:n_lead] + (slice(None),) * max(0, n_lead - len(key))
+        ranges = [np.arange(n)[k] for n, k in zip(self.shape[:n_lead], lead_key)]
+        kept = tuple(np.size(r) for r, k in zip(ranges, lead_key) if isinstance(k, slice))
+        planes = [self.plane(tuple(int(i) for i in idx))
+                  for idx in _product([np.atleast_1d(r) for r in ranges])]
+        stacked = np.stack(planes).reshape(kept + self.shape[-3:])
+        return stacked[key[n_lead:]] if len(key) > n_lead else stacked
+
+
+def _product(ranges: list[np.ndarray]) -> list[tuple[int, ...]]:
+    if not ranges:
+        return [()]
+    return [(int(i),) + rest for i in ranges[0] for rest in _product(ranges[1:])]
+
+
+def _tile_task(net: Network, region: np.ndarray, colour: bool,
+               bounds: tuple[float, float] | None, layer: str,
+               crop: tuple[int, int, int, int]) -> np.ndarray:
+    """One dask chunk: activations of one input region, cropped to the exact part."""
+    import torch
+
+    info = find_layer(layer)
+    with torch.inference_mode():
+        x = _plane_tensor(region, colour, bounds, net, tuple(region.shape[:2]))
+        out = _drain(_forward(net.model, x, info))[0]
+        r0, r1, c0, c1 = crop
+        return out[:, r0:r1, c0:c1].to("cpu", torch.float32).numpy()
+
+
+def _plane_task(net: Network, plane: np.ndarray, colour: bool,
+                bounds: tuple[float, float] | None, layer: str, size: tuple[int, int],
+                tile: int | None) -> np.ndarray:
+    """One dask chunk: a whole plane (used with ``input_scale`` other than 1)."""
+    req = _Request(net, plane, find_layer(layer), (), tuple(plane.shape[:2]), colour,
+                   tuple(size), bounds, tile)
+    return req.compute_plane(())
+
+
+def _dask_activations(req: _Request) -> Any:
+    """Native activations of a dask image as a dask array, one chunk per plane and tile."""
+    import dask
+    import dask.array as da
+
+    info = req.info
+    geo = find_layer(_CONTEXT_LAYER) if info.is_global else info
+    C = geo.channels
+    planes = []
+    for idx in np.ndindex(*req.lead) if req.lead else [()]:
+        plane = req.image[idx] if idx else req.image
+        if req.size != req.hw:
+            d = dask.delayed(_plane_task, pure=True)(req.net, plane, req.colour, req.bounds,
+                                                     info.name, req.size, req.tile)
+            planes.append(da.from_delayed(d, shape=req.native_shape[-3:], dtype=np.float32))
+            continue
+        tile = req.tile if req.tile is not None else max(req.size)
+        rows, cols = plan_axis(req.size[0], geo, tile), plan_axis(req.size[1], geo, tile)
+        grid = []
+        for r in rows:
+            line = []
+            for c in cols:
+                region = plane[r.start:r.stop, c.start:c.stop]
+                crop = (r.local_start, r.local_start + r.out_stop - r.out_start,
+                        c.local_start, c.local_start + c.out_stop - c.out_start)
+                d = dask.delayed(_tile_task, pure=True)(req.net, region, req.colour,
+                                                        req.bounds, geo.name, crop)
+                line.append(da.from_delayed(
+                    d, shape=(C, r.out_stop - r.out_start, c.out_stop - c.out_start),
+                    dtype=np.float32))
+            grid.append(line)
+        native = da.block(grid)
+        if info.is_global:
+            native = native.mean(axis=(1, 2), keepdims=True, dtype=np.float64)
+            if info.name == "prob":
+                e = da.exp(native - native.max())
+                native = e / e.sum()
+            native = native.astype(np.float32)
+        planes.append(native)
+    out = planes[0] if not req.lead else da.stack(planes).reshape(req.native_shape)
+    return out
+
+
 def iter_activations(net: Network, image: Any, layer: str | LayerInfo, *,
                      resize: bool = False, input_scale: float = 1.0,
                      intensity_range: tuple[float, float] | None = None,
@@ -346,6 +472,26 @@ def iter_activations(net: Network, image: Any, layer: str | LayerInfo, *,
     req = _make_request(net, image, layer, input_scale, intensity_range, rgb, tile,
                         memory_budget)
     info, lead = req.info, req.lead
+    if _is_dask(req.image) and not resize:
+        yield Progress(1, 1, f"{info.name}: dask graph built")
+        return _dask_activations(req)
+    if resize and (lead or _is_dask(req.image)):
+        lazy = LazyNative(req)
+        if lead:  # compute the first plane now, the rest when they are looked at
+            first = (0,) * len(lead)
+            steps = req.plane_steps()
+            walk = req.forward_plane(first)
+            done = 0
+            yield Progress(0, steps, f"{info.name}: first plane")
+            while True:
+                try:
+                    next(walk)
+                except StopIteration as stop:
+                    lazy._cache[first] = stop.value
+                    break
+                done += 1
+                yield Progress(done, steps, f"{info.name} first plane: step {done}/{steps}")
+        return AlignedActivations(lazy, info, req.hw, req.scale)
     n_planes = int(np.prod(lead)) if lead else 1
     steps = req.plane_steps()
     total = n_planes * steps
@@ -367,6 +513,10 @@ def iter_activations(net: Network, image: Any, layer: str | LayerInfo, *,
     if resize:
         return AlignedActivations(out, info, req.hw, req.scale)
     return out
+
+
+def _is_dask(a: Any) -> bool:
+    return type(a).__module__.startswith("dask")
 
 
 def _drain(gen: Generator) -> Any:

@@ -92,6 +92,17 @@ class Network:
     def __repr__(self) -> str:
         return f"<Network: {self.description}>"
 
+    def __reduce__(self):
+        # Pickled as how to load it, not as tensors: a dask worker loads (and caches) its own
+        # copy, so a graph that names this network stays small.
+        if not self.trained:
+            source = None
+        elif self.weights.startswith("torchvision:"):
+            source = "DEFAULT"
+        else:
+            source = self.weights
+        return (_load_pickled, (source, self.device.type))
+
 
 _CACHE: dict[tuple, Network] = {}
 _CACHE_LOCK = threading.Lock()
@@ -287,3 +298,11 @@ def load_squeezenet(weights: str | os.PathLike | None = "DEFAULT", *, device: An
 def _file_key(path: Path) -> tuple:
     st = path.stat()
     return ("file", str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def _load_pickled(weights: str | None, device: str) -> Network:
+    """Unpickling a :class:`Network`: load it on this machine, falling back to the CPU."""
+    try:
+        return load_squeezenet(weights, device=device, progress=False)
+    except ValueError:
+        return load_squeezenet(weights, device="cpu", progress=False)
