@@ -6,8 +6,6 @@ channel, edge channel, eye channels) with the real Caffe weights, skipped when t
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 
@@ -235,19 +233,11 @@ def test_network_table_lists_every_layer_with_its_size_for_the_image(random_net)
 
 
 def _covered_face(face: np.ndarray) -> np.ndarray:
-    """The face with its left eye (as seen) filled in, as the sample data builds it."""
-    if importlib.util.find_spec("napari_activations._sample_data") is not None:
-        from napari_activations import _sample_data
+    """The Face sample with its image-left eye filled in (the "one eye covered" sample)."""
+    from napari_activations._sample_data import load_sample
 
-        if hasattr(_sample_data, "face_eye_covered"):
-            return np.asarray(_sample_data.face_eye_covered())
-    from skimage.draw import ellipse
-    from skimage.restoration import inpaint_biharmonic
-
-    mask = np.zeros(face.shape[:2], bool)
-    mask[ellipse(72, 81, 9, 15, shape=mask.shape)] = True
-    filled = inpaint_biharmonic(face, mask, channel_axis=-1)
-    return (filled * 255).round().astype(np.uint8)
+    np.testing.assert_array_equal(load_sample("face"), face)
+    return load_sample("face_one_eye_covered")
 
 
 @pytest.mark.real_weights
