@@ -187,13 +187,13 @@ def _spatial_ops(info: LayerInfo) -> list[tuple[int, int, int, bool]]:
 
 
 def _size_after(n: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
+    # PyTorch's own rule; in ceil mode a last window that starts inside the input counts even
+    # where it overhangs the end (a 2-pixel input to a 3x3/2 pool gives one pixel).
     span = n + 2 * p - k
-    if span < 0:
-        return 0
     out = (math.ceil(span / s) if ceil_mode else span // s) + 1
     if ceil_mode and (out - 1) * s >= n + p:  # PyTorch drops a window that starts in padding
         out -= 1
-    return out
+    return max(out, 0)
 
 
 def output_size(layer: str | LayerInfo, height: int, width: int) -> tuple[int, int]:

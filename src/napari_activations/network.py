@@ -197,17 +197,25 @@ def _apply_state_dict(model: Any, state: dict, source: str) -> None:
 
 
 def _download_default(progress: bool) -> dict:
+    """torchvision's SqueezeNet 1.1 state_dict: from the hub cache, else downloaded into it."""
     from torchvision.models import SqueezeNet1_1_Weights
 
     weights = SqueezeNet1_1_Weights.DEFAULT
+    path = default_weights_path()
+    if path.is_file():
+        # Read like any local file: never unpickle objects (torch.hub's default would), and
+        # a damaged cache file is reported as such, not as a failed download.
+        return _read_state_dict(path)
     try:
-        return weights.get_state_dict(progress=progress, check_hash=True)
+        return weights.get_state_dict(progress=progress, check_hash=True, weights_only=True)
     except Exception as exc:  # urllib, ssl, socket, hash check: all end the same way for users
+        if path.is_file():  # the download worked; reading it did not
+            return _read_state_dict(path)
         raise WeightsUnavailableError(
             f"Could not get torchvision's pretrained SqueezeNet 1.1 weights "
             f"({type(exc).__name__}: {exc}).\n"
             f"  URL: {weights.url}\n"
-            f"  A file downloaded by hand is picked up at: {default_weights_path()}\n"
+            f"  A file downloaded by hand is picked up at: {path}\n"
             f"  Or point the environment variable {WEIGHTS_ENV} at a SqueezeNet 1.1 "
             "state_dict file, or pass weights='path/to/file.pth'.") from exc
 
@@ -280,8 +288,9 @@ def load_squeezenet(weights: str | os.PathLike | None = "DEFAULT", *, device: An
         if key[0] == "random":
             name, trained = "random", False
         elif key[0] == "torchvision":
-            _apply_state_dict(model, _download_default(progress), "torchvision's download")
+            _apply_state_dict(model, _download_default(progress), str(default_weights_path()))
             name, trained = "torchvision:IMAGENET1K_V1", True
+            sha = _sha256(default_weights_path())
         else:
             assert path is not None
             _apply_state_dict(model, _read_state_dict(path), str(path))
