@@ -53,6 +53,7 @@ _API = {
     "probe": "analysis",
     "difference": "analysis",
     "network_table": "analysis",
+    "show_activations": "_napari_layers",
 }
 
 __all__ = sorted(_API) + ["__version__"]
@@ -60,6 +61,7 @@ __all__ = sorted(_API) + ["__version__"]
 if TYPE_CHECKING:
     from .compute import (ImageError, Progress, activations, classify, is_rgb,
                               iter_activations)
+    from ._napari_layers import show_activations
     from .alignment import AlignedActivations, align
     from .analysis import (Montage, difference, grid_shape, montage, network_table, probe,
                            rank_channels, strongest_channels, top_channels)

@@ -1,0 +1,417 @@
+"""The "SqueezeNet activations" dock widget.
+
+A thin Qt skin over :mod:`napari_activations._napari_layers`: it picks the image layer, the
+network layer, the input scale and the weights, runs
+:func:`~napari_activations._napari_layers.compute_for_image_layer` in a napari
+``thread_worker`` with a progress bar, and hands the result to
+:func:`~napari_activations._napari_layers.add_activation_layer`, exactly as
+``show_activations`` does from the console. torch is imported by the worker, on the first Run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QFont, QStandardItem, QStandardItemModel
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ._napari_layers import (
+    METADATA_KEY,
+    ActivationResult,
+    LayerInputError,
+    add_activation_layer,
+    compute_for_image_layer,
+)
+from .compute import ImageError, Progress, _network_size, image_planes_shape
+from .layers import LAYERS, LayerInfo, UnknownLayerError, find_layer, output_size
+from .network import WEIGHTS_ENV, WeightsError
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Image
+
+    from .network import Network
+
+__all__ = ["ActivationsWidget"]
+
+LAYER_ROLE = Qt.ItemDataRole.UserRole + 1
+
+# Errors whose message is written for users: shown as they are. Anything else is a bug, and
+# napari's own error notification (with its traceback) reports it.
+USER_ERRORS = (ImageError, WeightsError, LayerInputError, UnknownLayerError)
+
+
+@dataclass(frozen=True)
+class _Failure:
+    message: str
+
+
+def _guarded(gen: Generator) -> Generator[Progress, None, ActivationResult | _Failure]:
+    """Run ``gen``, turning the errors meant for users into a returned :class:`_Failure`."""
+    try:
+        return (yield from gen)
+    except USER_ERRORS as exc:
+        return _Failure(str(exc))
+
+
+def describe_weights(weights: Any, network: Network | None = None) -> str:
+    """One line for the widget: which weights a Run will use."""
+    if network is not None:
+        return network.description
+    if weights is None:
+        return "random, untrained (for tests only: the activations mean nothing)"
+    if isinstance(weights, str) and weights.upper() == "DEFAULT":
+        env = os.environ.get(WEIGHTS_ENV, "").strip()
+        if env:
+            return f"file from ${WEIGHTS_ENV}: {env}"
+        return "torchvision's pretrained ImageNet weights (downloaded once, then cached)"
+    return f"file: {os.fspath(weights)}"
+
+
+class ActivationsWidget(QWidget):
+    """Dock widget: compute one network layer's activations for an image layer.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+    network : Network, optional
+        Use this network instead of loading one (tests, or a network made in the console).
+    weights : "DEFAULT", path or None
+        Weights to load on the first Run when no ``network`` is given; ``None`` is random
+        weights (tests only).
+    """
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, *, network: Network | None = None,
+                 weights: Any = "DEFAULT"):
+        super().__init__()
+        self.viewer = napari_viewer
+        self._network = network
+        self._weights = weights
+        self._run = _RunState()
+        self._build()
+        self._connect_viewer()
+        self.refresh_images()
+        self._follow_active()
+
+    # -- construction -------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self.image_combo = QComboBox()
+        self.image_combo.setToolTip("The image layer to compute on (Image layers only).")
+        self.layer_combo = QComboBox()
+        self.layer_combo.setToolTip("The network layer, in network order, grouped by block: "
+                                    "its channel count and its size for this image.")
+        self.layer_combo.setModel(self._layer_model())
+        self.scale_spin = QDoubleSpinBox()
+        self.scale_spin.setRange(0.1, 8.0)
+        self.scale_spin.setSingleStep(0.25)
+        self.scale_spin.setDecimals(2)
+        self.scale_spin.setValue(1.0)
+        self.scale_spin.setToolTip("The network sees the image resized by this factor; the "
+                                   "activations are placed back on the image's own pixels.")
+        self.contrast_combo = QComboBox()
+        self.contrast_combo.addItem("each channel (mat2gray per channel)", "channel")
+        self.contrast_combo.addItem("whole layer (one range)", "global")
+        self.weights_label = QLabel()
+        self.weights_label.setWordWrap(True)
+        self.weights_file_button = QPushButton("Weights file…")
+        self.weights_file_button.setToolTip("Use a SqueezeNet 1.1 state_dict file (.pth).")
+        self.weights_default_button = QPushButton("Default weights")
+        self.run_button = QPushButton("Run")
+        self.cancel_button = QPushButton("Cancel")
+        self.status_label = QLabel()
+        self.status_label.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Image", self.image_combo)
+        form.addRow("Network layer", self.layer_combo)
+        form.addRow("Input scale", self.scale_spin)
+        form.addRow("Contrast", self.contrast_combo)
+        form.addRow("Weights", self.weights_label)
+        weights_row = QHBoxLayout()
+        weights_row.addWidget(self.weights_file_button)
+        weights_row.addWidget(self.weights_default_button)
+        form.addRow("", weights_row)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status_label)
+        layout.addStretch(1)
+
+        self.image_combo.currentIndexChanged.connect(self.refresh_layer_sizes)
+        self.scale_spin.valueChanged.connect(self.refresh_layer_sizes)
+        self.weights_file_button.clicked.connect(self.choose_weights_file)
+        self.weights_default_button.clicked.connect(lambda: self.set_weights("DEFAULT"))
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.set_network_layer("conv1")
+        self._update_weights_label()
+        self._set_busy(False)
+
+    def _layer_model(self) -> QStandardItemModel:
+        model = QStandardItemModel()
+        block = None
+        bold = QFont()
+        bold.setBold(True)
+        for info in LAYERS:
+            if info.block != block:
+                block = info.block
+                header = QStandardItem(block)
+                header.setFlags(Qt.ItemFlag.NoItemFlags)
+                header.setFont(bold)
+                model.appendRow(header)
+            item = QStandardItem(info.name)
+            item.setData(info.name, LAYER_ROLE)
+            model.appendRow(item)
+        return model
+
+    def _connect_viewer(self) -> None:
+        layers = self.viewer.layers
+        layers.events.inserted.connect(self._on_layers_changed)
+        layers.events.removed.connect(self._on_layers_changed)
+        layers.events.removed.connect(self._on_layer_removed)
+        layers.events.moved.connect(self._on_layers_changed)
+        layers.selection.events.active.connect(self._follow_active)
+        # A lambda, not a method: it must run while the widget is being destroyed.
+        self.destroyed.connect(lambda *_: self._run.abandon())
+
+    # -- image layers --------------------------------------------------------------------------
+
+    def _image_layers(self) -> list[Image]:
+        """Image layers that are not themselves activations (those are outputs, not inputs)."""
+        from napari.layers import Image
+
+        return [layer for layer in self.viewer.layers
+                if isinstance(layer, Image) and METADATA_KEY not in layer.metadata]
+
+    def _on_layers_changed(self, event: Any = None) -> None:
+        value = getattr(event, "value", None)
+        if value is not None and hasattr(value, "events"):
+            value.events.name.connect(self.refresh_images)
+        self.refresh_images()
+
+    def refresh_images(self, event: Any = None) -> None:
+        """Offer the viewer's Image layers, keeping the current choice where it still exists."""
+        current = self.image_combo.currentText()
+        self.image_combo.blockSignals(True)
+        self.image_combo.clear()
+        for layer in self._image_layers():
+            self.image_combo.addItem(layer.name)
+        index = self.image_combo.findText(current)
+        self.image_combo.setCurrentIndex(max(index, 0))
+        self.image_combo.blockSignals(False)
+        self.refresh_layer_sizes()
+
+    def _follow_active(self, event: Any = None) -> None:
+        from napari.layers import Image
+
+        active = self.viewer.layers.selection.active
+        if isinstance(active, Image) and METADATA_KEY not in active.metadata:
+            index = self.image_combo.findText(active.name)
+            if index >= 0:
+                self.image_combo.setCurrentIndex(index)
+
+    def selected_image(self) -> Image | None:
+        """The chosen image layer, or None if there is none."""
+        name = self.image_combo.currentText()
+        if name and name in self.viewer.layers:
+            return self.viewer.layers[name]
+        return None
+
+    # -- network layers ------------------------------------------------------------------------
+
+    def set_network_layer(self, layer: str | LayerInfo) -> None:
+        """Choose a network layer by name (as in the layer table)."""
+        name = find_layer(layer).name
+        model = self.layer_combo.model()
+        for row in range(model.rowCount()):
+            if model.item(row).data(LAYER_ROLE) == name:
+                self.layer_combo.setCurrentIndex(row)
+                return
+
+    def selected_layer(self) -> LayerInfo:
+        return find_layer(self.layer_combo.currentData(LAYER_ROLE))
+
+    def refresh_layer_sizes(self, *args: Any) -> None:
+        """Show each network layer's channel count and size for the chosen image."""
+        hw = self._network_input_size()
+        model = self.layer_combo.model()
+        for row in range(model.rowCount()):
+            item = model.item(row)
+            name = item.data(LAYER_ROLE)
+            if name is None:
+                continue
+            info = find_layer(name)
+            text = f"    {name}   {info.channels} ch"
+            if hw is not None:
+                h, w = output_size(info, *hw)
+                text += f", {h}×{w}" if h else ", image too small"
+            item.setText(text)
+
+    def _network_input_size(self) -> tuple[int, int] | None:
+        source = self.selected_image()
+        if source is None or source.multiscale:
+            return None
+        try:
+            _, hw, _ = image_planes_shape(source.data.shape, bool(source.rgb))
+        except ImageError:
+            return None
+        return _network_size(hw, self.scale_spin.value())
+
+    # -- weights -------------------------------------------------------------------------------
+
+    def set_weights(self, weights: Any) -> None:
+        """Use ``weights`` ("DEFAULT", a file path or None) from the next Run on."""
+        self._weights = weights
+        self._network = None
+        self._update_weights_label()
+
+    def choose_weights_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "SqueezeNet 1.1 weights", "", "PyTorch weights (*.pth *.pt);;All files (*)")
+        if path:
+            self.set_weights(path)
+
+    def _update_weights_label(self) -> None:
+        self.weights_label.setText(describe_weights(self._weights, self._network))
+
+    # -- running -------------------------------------------------------------------------------
+
+    @property
+    def worker(self) -> Any:
+        """The running napari worker, or None when ready."""
+        return self._run.worker
+
+    @property
+    def busy(self) -> bool:
+        return self._run.worker is not None
+
+    def _set_busy(self, busy: bool, message: str = "Ready.") -> None:
+        self.run_button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+        self.status_label.setText(message)
+
+    def run(self) -> None:
+        """Start computing the chosen layer for the chosen image (does nothing while busy)."""
+        from napari.qt.threading import create_worker
+        from napari.utils.notifications import show_error
+
+        if self.busy:
+            return
+        source = self.selected_image()
+        if source is None:
+            show_error("There is no image to compute on. Open an image (or File > Open Sample "
+                       "> napari-activations > Face) and choose it under 'Image'.")
+            return
+        info = self.selected_layer()
+        gen = compute_for_image_layer(self._network, source, info, weights=self._weights,
+                                      input_scale=self.scale_spin.value())
+        worker = create_worker(_guarded, gen, _start_thread=False)
+        run = _RunState(worker, source, self.contrast_combo.currentData())
+        self._run = run
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(self._on_returned)
+        worker.aborted.connect(self._on_aborted)
+        worker.finished.connect(self._on_finished)
+        # Plain callables, not widget methods: they still run if the widget is gone.
+        worker.finished.connect(lambda: run.close_progress())
+        self._set_busy(True, f"Computing {info.name} for {source.name!r}…")
+        worker.start()
+
+    def cancel(self) -> None:
+        """Stop the running computation; nothing is added."""
+        if self._run.worker is not None:
+            self._run.worker.quit()
+            self.status_label.setText("Cancelling…")
+
+    def _on_progress(self, step: Progress) -> None:
+        self._run.show_progress(step)
+
+    def _on_returned(self, result: ActivationResult | _Failure) -> None:
+        from napari.utils.notifications import show_error, show_warning
+
+        source = self._run.source
+        if source is None:
+            return  # abandoned: the image or the viewer went away while computing
+        if isinstance(result, _Failure):
+            show_error(result.message)
+            return
+        if source not in self.viewer.layers:
+            return
+        layer = add_activation_layer(self.viewer, source, result, contrast=self._run.contrast)
+        self.weights_label.setText(result.network.description)
+        if not result.network.trained:
+            show_warning(f"{layer.name!r} was computed with random, untrained weights: its "
+                         "activations mean nothing. Choose trained weights under 'Weights'.")
+
+    def _on_aborted(self) -> None:
+        from napari.utils.notifications import show_info
+
+        if self._run.source is not None:
+            show_info("Computation cancelled; nothing was added.")
+
+    def _on_finished(self) -> None:
+        self._run = _RunState()
+        self._set_busy(False)
+
+    def _on_layer_removed(self, event: Any) -> None:
+        if self._run.worker is not None and event.value is self._run.source:
+            self._run.abandon()
+
+
+class _RunState:
+    """One computation: its worker, source layer and progress bar.
+
+    A plain object, so that it outlives the widget when the viewer closes mid-run.
+    """
+
+    def __init__(self, worker: Any = None, source: Image | None = None,
+                 contrast: str = "channel"):
+        self.worker = worker
+        self.source = source
+        self.contrast = contrast
+        self.progress: Any = None
+        self.finished = False
+
+    def show_progress(self, step: Progress) -> None:
+        from napari.utils import progress
+
+        if self.finished:
+            return
+        bar = self.progress
+        if bar is None:
+            # Creating the bar can process Qt events, "finished" included: hold it locally.
+            bar = self.progress = progress(total=step.total, desc=step.message)
+        elif bar.total != step.total:
+            bar.total = step.total
+        bar.set_description(step.message)
+        bar.update(step.done - bar.n)
+
+    def close_progress(self) -> None:
+        self.finished = True
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
+
+    def abandon(self) -> None:
+        """Forget the source and stop the worker: nothing will be added."""
+        self.source = None
+        if self.worker is not None:
+            self.worker.quit()
