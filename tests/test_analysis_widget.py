@@ -1,0 +1,193 @@
+"""The "Activation analysis" dock widget in a real napari viewer (run under Xvfb):
+
+    xvfb-run -a -s "-screen 0 1600x1200x24" .venv/bin/pytest tests/test_analysis_widget.py
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import napari_activations as na
+
+pytestmark = pytest.mark.gui
+
+LAYER = "fire2-relu_squeeze1x1"  # 16 channels: small and quick
+
+
+@pytest.fixture
+def image() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (64, 72, 3), dtype=np.uint8)
+    img[20:40, 24:48] = (250, 30, 30)
+    return img
+
+
+@pytest.fixture
+def setup(make_napari_viewer, qtbot, random_net, image):
+    from napari_activations._analysis_widget import AnalysisWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="Image", rgb=True)
+    act = na.show_activations(viewer, "Image", LAYER, network=random_net)
+    widget = AnalysisWidget(viewer, network=random_net)
+    viewer.window.add_dock_widget(widget, name="Activation analysis")
+    return viewer, widget, act
+
+
+def _wait(qtbot, widget, timeout=30_000):
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
+
+
+def _channel(viewer, layer):
+    from napari_activations._analysis_layers import current_channel
+
+    return current_channel(viewer, layer)
+
+
+def test_widget_finds_the_activation_layer(setup):
+    viewer, widget, act = setup
+    assert widget.layer_combo.currentText() == act.name == f"Image: {LAYER}"
+    assert widget.image_combo.currentText() == "Image"   # derived layers are not inputs
+    assert "channel" in widget.describe()
+
+
+def test_montage_tiles_every_channel_and_a_click_on_a_tile_moves_the_slider(setup):
+    viewer, widget, act = setup
+    widget.normalize_combo.setCurrentIndex(1)   # all together
+    widget.show_montage()
+    montage = viewer.layers[f"{act.name} montage"]
+    labels = viewer.layers[f"{act.name} montage channels"]
+    m = montage.metadata["montage"]
+    assert m.grid == (4, 4) and m.channels == 16
+    assert list(labels.features["channel"]) == list(range(16))
+    # beside the image, not over it
+    assert montage.extent.world[0][-1] > act.extent.world[1][-1]
+    for channel in (11, 3):
+        y, x = m.tile_origin(channel)
+        h, w = m.tile_shape
+        world = montage.data_to_world((y + h / 2, x + w / 2))
+        widget.on_viewer_click(world)
+        assert _channel(viewer, act) == channel
+
+
+def test_strongest_channels_are_listed_and_a_row_click_jumps(setup):
+    viewer, widget, act = setup
+    widget.k_spin.setValue(4)
+    widget.by_combo.setCurrentIndex(1)  # mean
+    widget.find_strongest()
+    native = act.data.native
+    want = list(np.argsort(-native.reshape(16, -1).mean(1))[:4])
+    assert [c for c, _ in widget.strongest] == want
+    assert widget.strongest_table.rowCount() == 4
+    assert _channel(viewer, act) == want[0]
+    widget.strongest_table.cellClicked.emit(2, 0)
+    assert _channel(viewer, act) == want[2]
+
+
+def test_region_ranking_from_shapes_fills_the_table(setup, qtbot):
+    viewer, widget, act = setup
+    viewer.add_shapes([np.array([[20, 24], [20, 47], [39, 47], [39, 24]])],
+                      shape_type="rectangle", name="Region")
+    widget.region_combo.setCurrentText("Region")
+    widget.rank_region()
+    _wait(qtbot, widget)
+    mask = np.zeros((64, 72), bool)
+    mask[20:40, 24:48] = True
+    want = na.rank_channels(act.data, region=mask)
+    np.testing.assert_array_equal(widget.ranking["channel"], want["channel"])
+    table = widget.region_table
+    headers = [table.horizontalHeaderItem(i).text() for i in range(table.columnCount())]
+    assert headers == ["channel", "inside", "outside", "ratio"]
+    assert table.rowCount() == 16
+    assert _channel(viewer, act) == want["channel"][0]
+    table.cellClicked.emit(5, 1)
+    assert _channel(viewer, act) == want["channel"][5]
+
+
+def test_region_from_labels_painted_on_a_channel(setup, qtbot):
+    viewer, widget, act = setup
+    labels = np.zeros((16, 64, 72), np.uint8)   # as napari's "new labels" button makes it
+    labels[3, 10:20, 10:30] = 1
+    viewer.add_labels(labels, name="Painted")
+    widget.region_combo.setCurrentText("Painted")
+    widget.rank_region()
+    _wait(qtbot, widget)
+    assert widget.ranking is not None and len(widget.ranking) == 16
+    assert widget.ranking["inside"][0] == pytest.approx(
+        np.asarray(act.data)[widget.ranking["channel"][0], 10:20, 10:30].mean(), rel=1e-4)
+
+
+def test_compare_shows_both_images_side_by_side_with_a_difference(setup, qtbot, image):
+    viewer, widget, act = setup
+    covered = image.copy()
+    covered[20:40, 24:48] = 128
+    viewer.add_image(covered, name="Covered", rgb=True)
+    viewer.add_shapes([np.array([[20, 24], [20, 47], [39, 47], [39, 24]])],
+                      shape_type="rectangle", name="Region")
+    widget.set_ticked_images(["Image", "Covered"])
+    assert [i.name for i in widget.ticked_images()] == ["Image", "Covered"]
+    widget.compare_layer_combo.setCurrentText(LAYER)
+    widget.compare_region_combo.setCurrentText("Region")
+    widget.compare()
+    _wait(qtbot, widget)
+    diff = viewer.layers[f"Image − Covered: {LAYER}"]
+    second = viewer.layers[f"Covered: {LAYER}"]
+    assert viewer.canvas.grid.enabled and viewer.canvas.grid.stride == 2
+    names = [layer.name for layer in viewer.layers]
+    assert names[:5] == ["Image", act.name, "Covered", second.name, diff.name]
+    a, b = np.asarray(act.data), np.asarray(second.data)
+    np.testing.assert_allclose(np.asarray(diff.data), a - b, atol=1e-3)
+    mask = np.zeros((64, 72), bool)
+    mask[20:40, 24:48] = True
+    want = na.rank_channels(act.data, region=mask, other=second.data)
+    np.testing.assert_array_equal(widget.comparison_ranking["channel"], want["channel"])
+    top = int(want["channel"][0])
+    # one channel slider for all compared layers
+    assert _channel(viewer, act) == _channel(viewer, second) == _channel(viewer, diff) == top
+    widget.compare_table.cellClicked.emit(1, 0)
+    assert _channel(viewer, second) == int(want["channel"][1])
+
+
+def test_compare_needs_two_images(setup):
+    viewer, widget, _ = setup
+    widget.set_ticked_images(["Image"])
+    widget.compare()        # shows an error, starts nothing
+    assert widget.worker is None
+
+
+def test_probe_plots_every_channel_at_the_clicked_pixel(setup):
+    viewer, widget, act = setup
+    widget.on_viewer_click(act.data_to_world((0, 30, 40)))
+    want = na.probe(act.data, 30, 40)
+    np.testing.assert_allclose(widget.probed, want)
+    assert widget.probe_plot.labelled == [c for c, _ in na.top_channels(want, 5)]
+    assert "(30, 40)" in widget.probe_label.text()
+    widget.probe_plot.channel_clicked.emit(7)
+    assert _channel(viewer, act) == 7
+    widget.on_viewer_click((0, 500, 500))   # off the image: nothing changes
+    np.testing.assert_allclose(widget.probed, want)
+
+
+def test_network_table_lists_every_layer_and_a_row_chooses_it_for_run(setup, qtbot,
+                                                                       random_net):
+    from napari_activations._widget import ActivationsWidget
+
+    viewer, widget, _ = setup
+    main = ActivationsWidget(viewer, network=random_net)
+    viewer.window.add_dock_widget(main, name="SqueezeNet activations")
+    table = widget.network_table
+    assert table.rowCount() == len(na.LAYERS)
+    assert table.item(0, 0).text() == "conv1" and table.item(0, 1).text() == "31x35"
+    row = na.layer_names().index("fire6-squeeze1x1")
+    widget.choose_network_row(row)
+    assert main.selected_layer().name == "fire6-squeeze1x1"
+    assert widget.compare_layer_combo.currentText() == "fire6-squeeze1x1"
+
+
+def test_classification_shows_five_classes(setup, qtbot):
+    viewer, widget, _ = setup
+    widget.classify()
+    _wait(qtbot, widget)
+    assert len(widget.classes) == 5
+    assert len(widget.classes_label.text().splitlines()) == 5
