@@ -91,9 +91,13 @@ def _check_dtype(dtype: np.dtype) -> None:
                      "or booleans).")
 
 
-def _intensity_bounds(image: Any, intensity_range: tuple[float, float] | None
-                      ) -> tuple[float, float] | None:
-    """(low, high) that map to 0 and 1; ``None`` for uint8 scaled by 255."""
+def _intensity_bounds(image: Any, intensity_range: tuple[float, float] | None,
+                      colour: bool = False) -> tuple[float, float] | None:
+    """(low, high) that map to 0 and 1; ``None`` for uint8 scaled by 255.
+
+    For colour images only R, G and B count: an opaque alpha at the top of the dtype's range
+    must not stretch the colours.
+    """
     if intensity_range is not None:
         try:
             low, high = (float(v) for v in intensity_range)
@@ -108,6 +112,8 @@ def _intensity_bounds(image: Any, intensity_range: tuple[float, float] | None
         return None
     if dtype == bool:
         return 0.0, 1.0
+    if colour:
+        image = image[..., :3]
     if np.issubdtype(dtype, np.floating):
         finite = _where_finite(image)
         low, high = _reduce(finite, "nanmin"), _reduce(finite, "nanmax")
@@ -328,7 +334,7 @@ def _make_request(net: Network, image: Any, layer: str | LayerInfo, input_scale:
         if not isinstance(tile, (int, np.integer)) or tile < 1:
             raise ImageError(f"tile must be a positive number of pixels; got {tile!r}.")
         tile = int(tile)
-    bounds = _intensity_bounds(image, intensity_range)
+    bounds = _intensity_bounds(image, intensity_range, colour)
     return _Request(net, image, info, lead, hw, colour, size, bounds, tile)
 
 
@@ -603,7 +609,7 @@ def classify(net: Network, image: Any, top: int = 5, *,
                          f"shape {tuple(image.shape)}. Pass one plane, e.g. image[0].")
     if min(hw) == 0:
         raise ImageError(f"The image is empty (shape {tuple(image.shape)}).")
-    bounds = _intensity_bounds(image, intensity_range)
+    bounds = _intensity_bounds(image, intensity_range, colour)
     size = (NETWORK_INPUT_SIZE, NETWORK_INPUT_SIZE)
     with torch.inference_mode():
         x = _plane_tensor(image, colour, bounds, net, size)
