@@ -46,7 +46,7 @@ def _channel(viewer, layer):
 
 
 def test_widget_finds_the_activation_layer(setup):
-    viewer, widget, act = setup
+    _, widget, act = setup
     assert widget.layer_combo.currentText() == act.name == f"Image: {LAYER}"
     assert widget.image_combo.currentText() == "Image"   # derived layers are not inputs
     assert "channel" in widget.describe()
@@ -150,7 +150,7 @@ def test_compare_shows_both_images_side_by_side_with_a_difference(setup, qtbot, 
 
 
 def test_compare_needs_two_images(setup):
-    viewer, widget, _ = setup
+    _, widget, _ = setup
     widget.set_ticked_images(["Image"])
     widget.compare()        # shows an error, starts nothing
     assert widget.worker is None
@@ -186,7 +186,7 @@ def test_network_table_lists_every_layer_and_a_row_chooses_it_for_run(setup, qtb
 
 
 def test_classification_shows_five_classes(setup, qtbot):
-    viewer, widget, _ = setup
+    _, widget, _ = setup
     widget.classify()
     _wait(qtbot, widget)
     assert len(widget.classes) == 5

@@ -140,18 +140,24 @@ def pixel_under(layer: Layer, world_position: Any) -> tuple[float, float] | None
 # --------------------------------------------------------------------------- regions
 
 
-def region_mask(region_layer: Layer, activation_layer: Layer) -> np.ndarray:
-    """A Shapes or Labels layer as a boolean ``(H, W)`` mask on the activation layer's grid.
+def _grid(layer: Layer) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """``(H, W)``, scale and translate of a layer's last two spatial axes (RGB aware)."""
+    shape = layer.data.shape[:-1] if getattr(layer, "rgb", False) else layer.data.shape
+    return (int(shape[-2]), int(shape[-1]), np.asarray(layer.scale[-2:], dtype=float),
+            np.asarray(layer.translate[-2:], dtype=float))
 
-    Shapes: the union of all shapes (their last two coordinates, so shapes drawn on any channel
-    count). Labels: every non-zero pixel of every plane. Only scale and translate are taken
-    into account between the two layers.
+
+def region_mask(region_layer: Layer, grid_layer: Layer) -> np.ndarray:
+    """A Shapes or Labels layer as a boolean ``(H, W)`` mask on another layer's pixel grid.
+
+    ``grid_layer`` is an activation layer or the image layer it was computed from (they share
+    the grid). Shapes: the union of all shapes (their last two coordinates, so shapes drawn on
+    any channel count). Labels: every non-zero pixel of every plane. Only scale and translate
+    are taken into account between the two layers.
     """
     from napari.layers import Labels, Shapes
 
-    h, w = activation_layer.data.shape[-2:]
-    a_scale = np.asarray(activation_layer.scale[-2:], dtype=float)
-    a_trans = np.asarray(activation_layer.translate[-2:], dtype=float)
+    h, w, a_scale, a_trans = _grid(grid_layer)
     r_scale = np.asarray(region_layer.scale[-2:], dtype=float)
     r_trans = np.asarray(region_layer.translate[-2:], dtype=float)
     if isinstance(region_layer, Shapes):
@@ -169,7 +175,7 @@ def region_mask(region_layer: Layer, activation_layer: Layer) -> np.ndarray:
                 and mask.shape == (h, w)):
             raise ValueError(f"The Labels layer {region_layer.name!r} ({mask.shape[0]}x"
                              f"{mask.shape[1]}) is not on the {h}x{w} grid of "
-                             f"{activation_layer.name!r}; paint the region on a Labels layer "
+                             f"{grid_layer.name!r}; paint the region on a Labels layer "
                              "of the image's size.")
         return mask
     raise ValueError(f"{region_layer.name!r} is a {type(region_layer).__name__} layer; a "

@@ -52,6 +52,7 @@ from ._analysis_layers import (
     compare_images,
     current_channel,
     current_plane_activations,
+    is_activation_layer,
     layer_metadata,
     montage_channel_at,
     native_activations,
@@ -159,12 +160,12 @@ class ProbePlot(QWidget):
         c = int(x // self._bar_width())
         return c if 0 <= c < len(self.values) else None
 
-    def mousePressEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
+    def mousePressEvent(self, event: Any) -> None:
         c = self.channel_at(event.position().x())
         if c is not None:
             self.channel_clicked.emit(c)
 
-    def paintEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
+    def paintEvent(self, event: Any) -> None:
         painter = QPainter(self)
         painter.fillRect(self.rect(), QColor(38, 41, 48))
         v = self.values
@@ -427,8 +428,6 @@ class AnalysisWidget(QWidget):
     @staticmethod
     def _is_derived(layer: Layer) -> bool:
         """Layers this plugin made (activations, differences, montages): not inputs."""
-        from ._analysis_layers import is_activation_layer
-
         return is_activation_layer(layer) or "montage" in layer.metadata
 
     def activation_layer(self) -> Image | None:
@@ -596,7 +595,7 @@ class AnalysisWidget(QWidget):
         mask = None
         if region_layer is not None:
             try:
-                mask = self._mask_on_image_grid(region_layer, images[0])
+                mask = region_mask(region_layer, images[0])
             except ValueError as exc:
                 show_error(str(exc))
                 return
@@ -607,18 +606,6 @@ class AnalysisWidget(QWidget):
                                                                    region_layer),
                     message=f"Comparing {info.name} for "
                             f"{', '.join(repr(i.name) for i in images)}…")
-
-    def _mask_on_image_grid(self, region_layer: Layer, image: Image) -> np.ndarray:
-        """The region on an image layer's grid (activation layers share it, behind C)."""
-        _, (h, w), _ = image_planes_shape(image.data.shape, image.rgb)
-
-        class _Grid:  # what region_mask reads of an activation layer
-            data = np.broadcast_to(np.zeros((), np.uint8), (1, h, w))
-            scale = tuple(image.scale[-2:])
-            translate = tuple(image.translate[-2:])
-            name = image.name
-
-        return region_mask(region_layer, _Grid)
 
     def _show_comparison(self, images: list[Image], result: Any,
                          region_layer: Layer | None) -> None:

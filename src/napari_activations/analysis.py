@@ -25,14 +25,14 @@ from .layers import LAYERS, output_size
 
 __all__ = [
     "Montage",
-    "montage",
+    "difference",
     "grid_shape",
+    "montage",
+    "network_table",
+    "probe",
+    "rank_channels",
     "strongest_channels",
     "top_channels",
-    "rank_channels",
-    "probe",
-    "difference",
-    "network_table",
 ]
 
 # Activation blocks read at once by the reductions (bytes of float32).
@@ -94,7 +94,7 @@ class Montage:
 
         Coordinates are napari data coordinates (pixel centres at integers) and are rounded.
         """
-        yi, xi = int(round(float(y))), int(round(float(x)))
+        yi, xi = round(float(y)), round(float(x))
         h, w = self.tile_shape
         r, dy = divmod(yi, h + self.gap)
         c, dx = divmod(xi, w + self.gap)
@@ -399,7 +399,7 @@ def probe(acts: Any, y: float, x: float, *, plane: tuple[int, ...] = ()) -> np.n
     """
     acts = _check_acts(acts)
     h, w = acts.shape[-2:]
-    yi, xi = int(round(float(y))), int(round(float(x)))
+    yi, xi = round(float(y)), round(float(x))
     if not (0 <= yi < h and 0 <= xi < w):
         raise IndexError(f"Pixel ({yi}, {xi}) is outside the {h}x{w} activation map.")
     plane = tuple(int(p) for p in plane)
@@ -417,12 +417,11 @@ def difference(first: Any, second: Any) -> np.ndarray | AlignedActivations:
     AlignedActivations (the alignment is linear, so the difference of the native maps,
     aligned, is exactly the difference of the aligned maps); anything else a float32 array.
     """
-    if isinstance(first, AlignedActivations) and isinstance(second, AlignedActivations):
-        if (first.layer == second.layer and first.image_shape == second.image_shape
-                and first.scale == second.scale
-                and first.native.shape == second.native.shape):
-            return AlignedActivations(first.native - second.native, first.layer,
-                                      first.image_shape, first.scale)
+    if (isinstance(first, AlignedActivations) and isinstance(second, AlignedActivations)
+            and first.layer == second.layer and first.image_shape == second.image_shape
+            and first.scale == second.scale and first.native.shape == second.native.shape):
+        return AlignedActivations(first.native - second.native, first.layer,
+                                  first.image_shape, first.scale)
     if tuple(first.shape) != tuple(second.shape):
         raise ValueError(f"Both activations must have the same shape; got "
                          f"{tuple(first.shape)} and {tuple(second.shape)}.")
