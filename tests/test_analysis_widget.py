@@ -53,12 +53,14 @@ def test_widget_finds_the_activation_layer(setup):
 
 
 def test_montage_tiles_every_channel_and_a_click_on_a_tile_moves_the_slider(setup):
+    from napari_activations._analysis_layers import montage_of
+
     viewer, widget, act = setup
     widget.normalize_combo.setCurrentIndex(1)   # all together
     widget.show_montage()
     montage = viewer.layers[f"{act.name} montage"]
     labels = viewer.layers[f"{act.name} montage channels"]
-    m = montage.metadata["montage"]
+    m = montage_of(montage)
     assert m.grid == (4, 4) and m.channels == 16
     assert list(labels.features["channel"]) == list(range(16))
     # beside the image, not over it

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DIFFERENCE_KEY",
+    "MONTAGE_KEY",
     "ComparisonResult",
     "activation_layers",
     "arrange_comparison_grid",
@@ -45,13 +46,22 @@ __all__ = [
     "current_channel",
     "current_plane_activations",
     "is_activation_layer",
+    "layer_metadata",
+    "montage_channel_at",
+    "montage_of",
+    "native_activations",
     "network_for",
     "pixel_under",
     "region_mask",
     "set_channel",
+    "show_comparison",
     "show_difference",
     "show_montage",
 ]
+
+MONTAGE_KEY = "napari_activations_montage"
+"""Metadata key of a montage layer: its tile geometry (plain values) and the activation layer's
+name; see :func:`montage_of`."""
 
 DIFFERENCE_KEY = "napari_activations_difference"
 """Metadata key of a difference layer (first image minus second): a dict like
@@ -211,7 +221,9 @@ def show_montage(viewer: napari.Viewer, activation_layer: Layer, *,
     m = analysis.montage(acts, normalize=normalize, gap=gap)
     placement = _montage_placement(activation_layer, m.image.shape[0])
     name = f"{activation_layer.name} montage"
-    meta = {"montage": m, "activation_layer": activation_layer.name}
+    meta = {MONTAGE_KEY: {"activation_layer": activation_layer.name, "normalize": normalize,
+                          "grid": list(m.grid), "tile_shape": list(m.tile_shape),
+                          "gap": m.gap, "channels": m.channels}}
     if name in viewer.layers and isinstance(viewer.layers[name], Image):
         image = viewer.layers[name]
         image.data = m.image
@@ -237,10 +249,19 @@ def show_montage(viewer: napari.Viewer, activation_layer: Layer, *,
     return image, labels, m
 
 
-def montage_channel_at(montage_layer: Image, world_position: Any) -> int | None:
+def montage_of(montage_layer: Layer) -> analysis.Montage | None:
+    """The :class:`~napari_activations.analysis.Montage` a montage layer shows, or None."""
+    meta = montage_layer.metadata.get(MONTAGE_KEY)
+    if not meta:
+        return None
+    return analysis.Montage(np.asarray(montage_layer.data), tuple(meta["grid"]),
+                            tuple(meta["tile_shape"]), int(meta["gap"]), int(meta["channels"]))
+
+
+def montage_channel_at(montage_layer: Layer, world_position: Any) -> int | None:
     """The channel of the montage tile under a world position, or None."""
-    m = montage_layer.metadata.get("montage")
-    if not isinstance(m, analysis.Montage):
+    m = montage_of(montage_layer)
+    if m is None:
         return None
     y, x = np.asarray(montage_layer.world_to_data(tuple(world_position)[-2:]))[-2:]
     return m.channel_at(y, x)

@@ -48,6 +48,7 @@ from qtpy.QtWidgets import (
 
 from . import analysis
 from ._analysis_layers import (
+    MONTAGE_KEY,
     activation_layers,
     compare_images,
     current_channel,
@@ -428,7 +429,7 @@ class AnalysisWidget(QWidget):
     @staticmethod
     def _is_derived(layer: Layer) -> bool:
         """Layers this plugin made (activations, differences, montages): not inputs."""
-        return is_activation_layer(layer) or "montage" in layer.metadata
+        return is_activation_layer(layer) or MONTAGE_KEY in layer.metadata
 
     def activation_layer(self) -> Image | None:
         """The activation layer chosen at the top, or None."""
@@ -630,9 +631,9 @@ class AnalysisWidget(QWidget):
         from napari.layers import Image
 
         for layer in reversed(self.viewer.layers):
-            if (isinstance(layer, Image) and layer.visible and "montage" in layer.metadata):
+            if isinstance(layer, Image) and layer.visible and MONTAGE_KEY in layer.metadata:
                 channel = montage_channel_at(layer, world_position)
-                source = layer.metadata.get("activation_layer")
+                source = layer.metadata[MONTAGE_KEY]["activation_layer"]
                 if channel is not None and source in self.viewer.layers:
                     self.layer_combo.setCurrentText(source)
                     self.jump_to_channel(channel)
