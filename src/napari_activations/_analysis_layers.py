@@ -235,7 +235,7 @@ def show_montage(viewer: napari.Viewer, activation_layer: Layer, *,
                                  **placement)
     positions = m.label_positions() + 0.5
     features = {"channel": np.arange(m.channels)}
-    text = {"string": "{channel}", "color": "yellow", "anchor": "upper_left", "size": 8}
+    text = {"string": "{channel}", "color": "yellow", "anchor": "lower_left", "size": 8}
     labels_name = f"{name} channels"
     if labels_name in viewer.layers and isinstance(viewer.layers[labels_name], Points):
         labels = viewer.layers[labels_name]

@@ -186,8 +186,11 @@ class ProbePlot(QWidget):
             painter.drawLine(0, int(zero), self.width(), int(zero))
             for c in self.labelled:
                 y = top + (bottom - top) * (hi - float(v[c])) / span
-                painter.drawText(QRectF(c * bw - 20, max(y - 14, 0), bw + 40, 12),
-                                 Qt.AlignmentFlag.AlignCenter, str(c))
+                text = str(c)
+                tw = painter.fontMetrics().horizontalAdvance(text)
+                left = min(max((c + 0.5) * bw - tw / 2, 0.0), self.width() - tw)  # stay inside
+                painter.drawText(QRectF(left, max(y - 14, 0), tw, 12),
+                                 Qt.AlignmentFlag.AlignCenter, text)
         painter.end()
 
 
