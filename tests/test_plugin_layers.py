@@ -107,13 +107,17 @@ def test_plugin_found_from_built_wheel(tmp_path):
     entry = [n for n in names if n.endswith("entry_points.txt")]
     assert "napari.manifest" in zipfile.ZipFile(wheel).read(entry[0]).decode()
 
-    # A venv that sees napari and torch from this one, but not the editable install.
+    # A fresh venv that sees this environment's packages (napari, torch, ...) as a plain path,
+    # so that the editable install's own .pth is not processed: napari_activations comes
+    # from the wheel alone.
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, system_site_packages=True, with_pip=True)
+    venv.create(env_dir, with_pip=True)
+    site = next((env_dir / "lib").glob("python3*/site-packages"))
+    here = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
+    (site / "_parent_env.pth").write_text("\n".join(here) + "\n")
     py = env_dir / "bin" / "python"
     pip = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index",
-                          "--force-reinstall", str(wheel)],
-                         capture_output=True, text=True, timeout=300)
+                          str(wheel)], capture_output=True, text=True, timeout=300)
     assert pip.returncode == 0, pip.stderr
     check = subprocess.run(
         [str(py), "-c",

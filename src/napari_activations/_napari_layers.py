@@ -48,6 +48,7 @@ __all__ = [
     "activation_layer_name",
     "add_activation_layer",
     "avoid_triton_llvm_crash",
+    "unproxy",
     "channel_contrast_limits",
     "compute_for_image_layer",
     "expand_transform",
@@ -394,6 +395,15 @@ def compute_for_image_layer(network: Network | None, source: Image, layer: str |
 # ---------------------------------------------------------------------------------------------
 
 
+def unproxy(obj: Any) -> Any:
+    """The object behind napari's ``PublicOnlyProxy`` (what plugin widgets are given).
+
+    Proxies are made afresh on each access, so they cannot be compared with ``is`` or held by
+    weak references; this module holds its own layers and the viewer weakly.
+    """
+    return getattr(obj, "__wrapped__", obj)
+
+
 def find_activation_layer(viewer: napari.Viewer, source_name: str, layer: str | LayerInfo
                           ) -> Image | None:
     """The activation layer made earlier from this image and network layer, if any."""
@@ -460,6 +470,7 @@ def add_activation_layer(viewer: napari.Viewer, source: Image, result: Activatio
     A new layer starts at its strongest channel. An update keeps the user's colormap,
     blending, opacity and channel, and replaces data, geometry, metadata and contrast.
     """
+    viewer, source = unproxy(viewer), unproxy(source)
     kwargs = activation_layer_kwargs(source, result, contrast)
     limits = channel_contrast_limits(result.activations.native, result.layer, contrast)
     data = layer_data(result.activations)

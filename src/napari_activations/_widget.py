@@ -35,6 +35,7 @@ from ._napari_layers import (
     LayerInputError,
     add_activation_layer,
     compute_for_image_layer,
+    unproxy,
 )
 from .compute import ImageError, Progress, _network_size, image_planes_shape
 from .layers import LAYERS, LayerInfo, UnknownLayerError, find_layer, output_size
@@ -98,7 +99,7 @@ class ActivationsWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer, *, network: Network | None = None,
                  weights: Any = "DEFAULT"):
         super().__init__()
-        self.viewer = napari_viewer
+        self.viewer = unproxy(napari_viewer)
         self._network = network
         self._weights = weights
         self._run = _RunState()

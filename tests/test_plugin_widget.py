@@ -1,0 +1,348 @@
+"""The plugin in a real napari viewer (run under Xvfb): widget, activation layer, console API.
+
+Random weights throughout (the ``random_net`` fixture, or ``weights=None``): these tests are
+about the plugin's behaviour, not about what the network learned.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gui
+
+WIDGET = ("napari-activations", "SqueezeNet activations")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _network_before_any_viewer(random_net):
+    """Load torch before the first viewer exists, as the conftest's networks need it."""
+    return random_net
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+@pytest.fixture
+def face_layer(viewer):
+    (layer,) = viewer.open_sample("napari-activations", "face")
+    return layer
+
+
+@pytest.fixture
+def widget(viewer, random_net):
+    _, w = viewer.window.add_plugin_dock_widget(*WIDGET)
+    w.set_weights(None)  # random weights, as random_net; nothing is downloaded
+    return w
+
+
+@pytest.fixture
+def notifications(monkeypatch):
+    """Messages shown as napari notifications during the test: [(severity, message)]."""
+    from napari.utils.notifications import notification_manager
+
+    seen: list[tuple[str, str]] = []
+    original = notification_manager.dispatch
+
+    def record(notification):
+        seen.append((str(notification.severity), str(notification.message)))
+        return original(notification)
+
+    monkeypatch.setattr(notification_manager, "dispatch", record)
+    return seen
+
+
+def run_and_wait(qtbot, widget, timeout=30_000):
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=timeout)
+
+
+def world_extent(layer):
+    return np.asarray(layer.extent.world)
+
+
+# -- the widget -----------------------------------------------------------------------------
+
+
+def test_widget_docks_from_manifest_and_offers_only_image_layers(viewer, qtbot):
+    from napari_activations._widget import ActivationsWidget
+
+    viewer.add_labels(np.zeros((40, 40), dtype=np.uint8), name="labels")
+    viewer.add_points([[1, 1]], name="points")
+    first = viewer.add_image(np.zeros((40, 40)), name="first")
+    second = viewer.add_image(np.zeros((50, 60)), name="second")
+    _, w = viewer.window.add_plugin_dock_widget(*WIDGET)
+    assert isinstance(w, ActivationsWidget)
+    offered = [w.image_combo.itemText(i) for i in range(w.image_combo.count())]
+    assert offered == ["first", "second"]
+    assert w.selected_image() == second  # the active layer when the widget opened
+    viewer.layers.selection.active = first
+    assert w.selected_image() == first  # follows the selection
+    viewer.add_image(np.zeros((30, 30)), name="third")
+    assert w.selected_image().name == "third"
+    viewer.layers["third"].name = "renamed"
+    assert "renamed" in [w.image_combo.itemText(i) for i in range(w.image_combo.count())]
+
+
+def test_layer_menu_groups_by_block_with_channels_and_size(viewer, face_layer, widget):
+    model = widget.layer_combo.model()
+    rows = [model.item(r) for r in range(model.rowCount())]
+    headers = [r.text() for r in rows if not r.isSelectable()]
+    assert headers[:4] == ["conv1", "pool1", "fire2", "fire3"] and headers[-1] == "classifier"
+    texts = {r.text().split()[0]: r.text() for r in rows if r.isSelectable()}
+    from napari_activations.layers import LAYERS
+
+    assert len(texts) == len(LAYERS)
+    assert "64 ch, 109×89" in texts["conv1"]  # for the 220 x 180 face
+    assert "48 ch" in texts["fire6-squeeze1x1"]
+    widget.scale_spin.setValue(2.0)
+    assert "219×179" in model.item(1).text()
+
+
+def test_run_on_the_face_sample(viewer, qtbot, face_layer, widget, notifications):
+    widget.set_network_layer("conv1")
+    run_and_wait(qtbot, widget)
+    layer = viewer.layers["Face: conv1"]
+    assert layer.data.shape == (64, 220, 180)
+    np.testing.assert_allclose(world_extent(layer)[:, 1:], world_extent(face_layer))
+    assert layer.axis_labels[0] == "channel"
+    meta = layer.metadata["napari_activations"]
+    assert meta["layer"] == {"name": "conv1", "module": "features.0", "channels": 64,
+                             "after_relu": False, "block": "conv1"}
+    assert meta["weights"]["trained"] is False
+    # Starts at the strongest channel, with that channel's own (zero-centred) contrast.
+    native = layer.data.native
+    strongest = int(native.reshape(64, -1).max(axis=1).argmax())
+    assert viewer.dims.current_step[0] == strongest
+    m = np.abs(native[strongest]).max()
+    np.testing.assert_allclose(layer.contrast_limits, (-m, m), rtol=1e-6)
+    # The contrast follows the channel slider (mat2gray per channel).
+    other = (strongest + 1) % 64
+    viewer.dims.set_current_step(0, other)
+    m = np.abs(native[other]).max()
+    np.testing.assert_allclose(layer.contrast_limits, (-m, m), rtol=1e-6)
+    # Untrained weights are not presented as meaningful.
+    assert any("untrained" in message for _, message in notifications)
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+
+@pytest.mark.parametrize("scale, translate", [((0.5, 2.0), (10.0, -5.0)), ((3.0, 3.0), (0, 7))])
+def test_world_extent_matches_a_scaled_translated_image(viewer, qtbot, widget, scale,
+                                                        translate):
+    image = viewer.add_image(np.random.default_rng(0).random((60, 45)), name="cells",
+                             scale=scale, translate=translate)
+    widget.set_network_layer("conv1")
+    run_and_wait(qtbot, widget)
+    layer = viewer.layers["cells: conv1"]
+    assert layer.data.shape == (64, 60, 45)
+    np.testing.assert_allclose(world_extent(layer)[:, 1:], world_extent(image))
+    np.testing.assert_allclose(layer.scale[1:], scale)
+
+
+def test_rerun_updates_and_another_layer_adds(viewer, qtbot, face_layer, widget):
+    widget.set_network_layer("conv1")
+    run_and_wait(qtbot, widget)
+    first = viewer.layers["Face: conv1"]
+    first.colormap = "viridis"  # the user's choice survives an update
+    widget.scale_spin.setValue(0.5)
+    run_and_wait(qtbot, widget)
+    assert viewer.layers["Face: conv1"] is first
+    assert first.metadata["napari_activations"]["input_scale"] == 0.5
+    assert first.colormap.name == "viridis"
+    assert len(viewer.layers) == 2
+    widget.set_network_layer("fire2-relu_squeeze1x1")
+    run_and_wait(qtbot, widget)
+    assert len(viewer.layers) == 3
+    post = viewer.layers["Face: fire2-relu_squeeze1x1"]
+    assert post.data.shape == (16, 220, 180)
+    assert post.colormap.name == "magma" and post.contrast_limits[0] >= 0
+
+
+def test_intensity_range_is_the_layers_contrast_limits(viewer, qtbot, widget, random_net):
+    import napari_activations as na
+
+    data = np.random.default_rng(2).random((64, 64)).astype(np.float32) * 1000
+    image = viewer.add_image(data, name="img", contrast_limits=(100, 400))
+    widget.set_network_layer("conv1")
+    run_and_wait(qtbot, widget)
+    expected = na.activations(random_net, data, "conv1", intensity_range=(100, 400))
+    np.testing.assert_allclose(viewer.layers["img: conv1"].data.native, expected, rtol=1e-5)
+    assert image.contrast_limits == [100, 400]
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+def assert_error_shown(notifications, *words):
+    errors = [m for severity, m in notifications if "error" in severity.lower()]
+    assert errors, notifications
+    assert all(w in errors[-1] for w in words), errors[-1]
+
+
+def test_no_image_is_an_error_notification(viewer, qtbot, widget, notifications):
+    widget.run()
+    assert not widget.busy
+    assert_error_shown(notifications, "no image")
+    assert len(viewer.layers) == 0
+
+
+def test_image_too_small_is_an_error_notification(viewer, qtbot, widget, notifications):
+    viewer.add_image(np.zeros((12, 12)), name="tiny")
+    widget.set_network_layer("fire9-concat")
+    run_and_wait(qtbot, widget)
+    assert_error_shown(notifications, "too small", "fire9-concat")
+    assert list(viewer.layers) == [viewer.layers["tiny"]]
+    assert widget.run_button.isEnabled()
+
+
+def test_unreadable_weights_are_an_error_notification(viewer, qtbot, face_layer, widget,
+                                                      notifications, tmp_path):
+    bad = tmp_path / "weights.pth"
+    bad.write_text("not weights")
+    widget.set_weights(bad)
+    assert str(bad) in widget.weights_label.text()
+    run_and_wait(qtbot, widget)
+    assert_error_shown(notifications, str(bad))
+    assert len(viewer.layers) == 1 and widget.run_button.isEnabled()
+
+
+def test_failed_download_is_an_error_notification(viewer, qtbot, face_layer, widget,
+                                                  notifications, monkeypatch):
+    import urllib.error
+
+    import torch.hub
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    widget.set_weights("DEFAULT")
+    run_and_wait(qtbot, widget)
+    assert_error_shown(notifications, "Could not get torchvision's pretrained",
+                       "NAPARI_ACTIVATIONS_WEIGHTS")
+    assert len(viewer.layers) == 1 and widget.run_button.isEnabled()
+
+
+# -- interruptions --------------------------------------------------------------------------
+
+
+def start_and_interrupt(qtbot, widget, interrupt):
+    """Run, and call ``interrupt`` from the GUI thread at the first progress step."""
+    widget.run()
+    worker = widget.worker
+    fired = []
+
+    def once(_):
+        if not fired:
+            fired.append(True)
+            interrupt()
+
+    worker.yielded.connect(once)
+    with qtbot.waitSignal(worker.finished, timeout=30_000):
+        pass
+    qtbot.wait(50)  # let queued signals land
+    return fired
+
+
+def test_source_deleted_mid_run_adds_nothing(viewer, qtbot, face_layer, widget):
+    widget.set_network_layer("fire9-concat")
+    fired = start_and_interrupt(qtbot, widget, lambda: viewer.layers.remove(face_layer))
+    assert fired
+    assert len(viewer.layers) == 0
+    assert not widget.busy and widget.run_button.isEnabled()
+    # ... and the widget still works afterwards.
+    viewer.open_sample("napari-activations", "face")
+    widget.set_network_layer("conv1")
+    run_and_wait(qtbot, widget)
+    assert "Face: conv1" in viewer.layers
+
+
+def test_cancel_adds_nothing(viewer, qtbot, face_layer, widget, notifications):
+    widget.set_network_layer("fire9-concat")
+    start_and_interrupt(qtbot, widget, widget.cancel)
+    assert len(viewer.layers) == 1
+    assert any("cancelled" in m for _, m in notifications)
+    assert widget.run_button.isEnabled()
+
+
+def test_viewer_closed_mid_run_breaks_nothing(make_napari_viewer, qtbot, random_net):
+    from napari_activations._widget import ActivationsWidget
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-activations", "face")
+    w = ActivationsWidget(viewer, network=random_net)
+    viewer.window.add_dock_widget(w)
+    w.set_network_layer("fire9-concat")
+    w.run()
+    worker = w.worker
+    closed = []
+
+    def close(_):
+        if not closed:
+            closed.append(True)
+            viewer.close()
+
+    worker.yielded.connect(close)
+    with qtbot.waitSignal(worker.finished, timeout=30_000):
+        pass
+    qtbot.wait(50)
+    assert closed
+    assert "Face: fire9-concat" not in [layer.name for layer in viewer.layers]
+
+
+# -- console and drawing --------------------------------------------------------------------
+
+
+def test_show_activations_from_the_console(viewer, qtbot, face_layer, widget, random_net):
+    import napari_activations as na
+
+    layer = na.show_activations(viewer, "Face", "conv1", network=random_net)
+    assert layer is viewer.layers["Face: conv1"] and layer.data.shape == (64, 220, 180)
+    again = na.show_activations(viewer, face_layer, "features.0", network=random_net,
+                                contrast="global")
+    assert again is layer and len(viewer.layers) == 2
+    lo, hi = layer.contrast_limits
+    assert hi == pytest.approx(np.abs(layer.data.native).max())
+    # The widget updates the layer the console made: one code path.
+    widget.set_network_layer("conv1")
+    run_and_wait(qtbot, widget)
+    assert len(viewer.layers) == 2
+    with pytest.raises(ValueError, match="no layer named"):
+        na.show_activations(viewer, "Nope", "conv1", network=random_net)
+
+
+def test_stack_keeps_its_axes_under_the_image_sliders(viewer, qtbot, widget):
+    stack = viewer.add_image(np.random.default_rng(3).random((3, 40, 50)), name="stack")
+    widget.set_network_layer("conv1")
+    run_and_wait(qtbot, widget)
+    layer = viewer.layers["stack: conv1"]
+    assert layer.data.shape == (64, 3, 40, 50)
+    np.testing.assert_allclose(world_extent(layer)[:, 1:], world_extent(stack))
+    plane = np.asarray(layer.data[5, 2])
+    np.testing.assert_allclose(plane, layer.data.stack[2, 5], rtol=1e-6)
+
+
+def test_overlay_is_drawn(make_napari_viewer, qtbot, random_net):
+    viewer = make_napari_viewer(show=True)  # a hidden canvas draws nothing under Xvfb
+    viewer.open_sample("napari-activations", "face")
+    _, widget = viewer.window.add_plugin_dock_widget(*WIDGET)
+    widget.set_weights(None)
+    widget.set_network_layer("conv1")
+    run_and_wait(qtbot, widget)
+    layer = viewer.layers["Face: conv1"]
+
+    def shot():
+        qtbot.wait(100)
+        return viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+
+    layer.visible = False  # the image alone, on the same canvas (channel slider included)
+    alone = shot()
+    assert alone.mean() > 20  # the face is drawn
+    layer.visible = True
+    overlaid = shot()
+    changed = np.abs(alone - overlaid).max(axis=-1) > 30
+    assert changed.mean() > 0.05, changed.mean()
+    # Where the face is, the face still shows through: the overlay is not opaque.
+    assert np.corrcoef(alone.mean(-1).ravel(), overlaid.mean(-1).ravel())[0, 1] > 0.2
