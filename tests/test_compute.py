@@ -337,7 +337,9 @@ def test_slices_equal_slices_of_the_full_array(random_net, rgb, key):
     A = na.activations(random_net, rgb, "pool3", resize=True)
     full = np.asarray(A)
     got = A[key]
-    np.testing.assert_array_equal(got, full[key])
+    # Whole planes go through PyTorch's bilinear kernel, partial ones through a numpy gather:
+    # the same interpolation, rounded differently in the last bits.
+    np.testing.assert_allclose(got, full[key], rtol=1e-5, atol=1e-6 * np.abs(full).max())
 
 
 @pytest.mark.parametrize("key", [(1, 2), (1, 2, 5, 6), (Ellipsis, slice(3, 30, 4)), (0,),
@@ -346,7 +348,8 @@ def test_stack_slices_equal_slices_of_the_full_array(random_net, key):
     stack = np.random.default_rng(4).integers(0, 256, (3, 40, 50), dtype=np.uint8)
     A = na.activations(random_net, stack, "fire2-squeeze1x1", resize=True)
     assert A.shape == (3, 16, 40, 50) and len(A) == 3
-    np.testing.assert_array_equal(A[key], np.asarray(A)[key])
+    full = np.asarray(A)
+    np.testing.assert_allclose(A[key], full[key], rtol=1e-5, atol=1e-6 * np.abs(full).max())
 
 
 def test_out_of_range_index_is_an_index_error(random_net, rgb):

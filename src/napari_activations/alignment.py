@@ -65,10 +65,52 @@ def align(native: np.ndarray, info: LayerInfo, image_hw: tuple[int, int],
     """
     h, w = native.shape[-2:]
     H, W = image_hw
+    if rows is None and cols is None and _on_integer_grid(info, (h, w), (H, W), scale):
+        return _align_whole(np.asarray(native, dtype=np.float32), info, (H, W))
     rm = axis_map(H, h, info, scale[0], rows)
     cm = axis_map(W, w, info, scale[1], cols)
     out = _interp(np.asarray(native, dtype=np.float32), rm, native.ndim - 2)
     return _interp(out, cm, native.ndim - 1)
+
+
+def _on_integer_grid(info: LayerInfo, hw: tuple[int, int], HW: tuple[int, int],
+                     scale: tuple[float, float]) -> bool:
+    """True when activation pixels sit on whole input pixels inside the image."""
+    return (scale == (1.0, 1.0) and not info.is_global and min(hw) > 1
+            and float(info.offset).is_integer() and info.offset < min(HW))
+
+
+def _align_whole(native: np.ndarray, info: LayerInfo, HW: tuple[int, int]) -> np.ndarray:
+    """:func:`align` of whole planes with PyTorch's multi-threaded bilinear kernel.
+
+    With unit input scale, activation pixel ``i`` sits on input pixel ``O + S*i``. Pad the
+    activations by repeating their edge pixels (edges held), upsample corner-aligned by exactly
+    S, and the image grid is a window of the result starting ``S*p - O`` pixels in: the same
+    interpolation as the gather in :func:`align`, many times faster for whole stacks. The
+    result is a strided view of that one allocation (no copy).
+    """
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    h, w = native.shape[-2:]
+    H, W = HW
+    S, O = info.stride, int(info.offset)
+    top = math.ceil(O / S)
+    start = S * top - O
+
+    def bottom(n_act: int, n_img: int) -> int:
+        return max(0, math.ceil((start + n_img - 1) / S) - (n_act + top - 1))
+
+    pb, pr = bottom(h, H), bottom(w, W)
+    a = torch.from_numpy(np.ascontiguousarray(native.reshape(-1, h, w)))[None]
+    with torch.inference_mode():
+        a = F.pad(a, (top, pr, top, pb), mode="replicate")
+        size = ((a.shape[-2] - 1) * S + 1, (a.shape[-1] - 1) * S + 1)
+        up = F.interpolate(a, size=size, mode="bilinear", align_corners=True)
+    out = up[0, :, start:start + H, start:start + W].numpy()
+    return out.reshape(native.shape[:-2] + (H, W))
 
 
 class AlignedActivations:
@@ -139,6 +181,8 @@ class AlignedActivations:
         lead, (rk, ck) = key[:-2], key[-2:]
         native = self.native[lead + (slice(None), slice(None))]
         H, W = self.image_shape
+        if rk == slice(None) and ck == slice(None):  # whole planes: the fast path
+            return align(native, self.layer, self.image_shape, self.scale)
         rows, r_scalar = _as_index(rk, H)
         cols, c_scalar = _as_index(ck, W)
         out = align(native, self.layer, self.image_shape, self.scale, rows, cols)
