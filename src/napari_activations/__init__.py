@@ -42,6 +42,8 @@ _API = {
     "output_size": "layers",
     "minimum_input_size": "layers",
     "UnknownLayerError": "layers",
+    "choose_tile": "tiling",
+    "estimate_forward_bytes": "tiling",
     "AlignedActivations": "alignment",
     "align": "alignment",
     "Montage": "analysis",
