@@ -157,7 +157,7 @@ def test_rerun_updates_and_another_layer_adds(viewer, qtbot, face_layer, widget)
     assert len(viewer.layers) == 3
     post = viewer.layers["Face: fire2-relu_squeeze1x1"]
     assert post.data.shape == (16, 220, 180)
-    assert post.colormap.name == "magma" and post.contrast_limits[0] >= 0
+    assert post.colormap.name == "activation magma" and post.contrast_limits[0] >= 0
 
 
 def test_intensity_range_is_the_layers_contrast_limits(viewer, qtbot, widget, random_net):

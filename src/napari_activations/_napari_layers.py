@@ -48,19 +48,19 @@ __all__ = [
     "activation_layer_name",
     "add_activation_layer",
     "avoid_triton_llvm_crash",
-    "unproxy",
     "channel_contrast_limits",
     "compute_for_image_layer",
     "expand_transform",
     "find_activation_layer",
     "show_activations",
     "strongest_channel",
+    "unproxy",
 ]
 
 METADATA_KEY = "napari_activations"
 """Key of the activation layer's metadata (a dict) in ``layer.metadata``."""
 
-SEQUENTIAL_COLORMAP = "magma"
+SEQUENTIAL_COLORMAP_NAME = "activation magma"
 DIVERGING_COLORMAP_NAME = "activation blue-red"
 CONTRAST_MODES = ("channel", "global")
 CHANNEL_AXIS_LABEL = "channel"
@@ -179,18 +179,38 @@ def channel_contrast_limits(native: np.ndarray, info: LayerInfo, mode: str = "ch
     return np.array([_limits(lo, hi, diverging) for lo, hi in zip(low, high)], dtype=float)
 
 
-def diverging_colormap() -> Any:
-    """Blue for negative, red for positive, and see-through at zero.
+# Opacity ramps: how far from zero (as a fraction of the contrast range) a value has to be to
+# be drawn fully opaque. Quiet regions stay see-through, so the image shows there.
+SEQUENTIAL_FADE = 0.2
+DIVERGING_FADE = 0.15
+def sequential_colormap() -> Any:
+    """napari's magma, fading to see-through towards zero.
 
-    Zero is where a pre-ReLU channel is indifferent; leaving it transparent lets the image
-    show through there, with translucent blending.
+    A post-ReLU channel is zero wherever it does not respond; an opaque dark colour there would
+    veil the whole image.
+    """
+    from napari.utils.colormaps import AVAILABLE_COLORMAPS, Colormap
+
+    controls = np.linspace(0.0, 1.0, 33)
+    colors = AVAILABLE_COLORMAPS["magma"].map(controls)
+    colors[:, 3] = np.clip(controls / SEQUENTIAL_FADE, 0.0, 1.0)
+    return Colormap(colors=colors, controls=controls, name=SEQUENTIAL_COLORMAP_NAME)
+
+
+def diverging_colormap() -> Any:
+    """Blue for negative, red for positive, see-through at zero.
+
+    Used with limits symmetric about zero, so the colormap's centre is zero: where a pre-ReLU
+    channel is indifferent, the image shows through. Saturated colours throughout (no white
+    middle, as in RdBu): pale tints would vanish over a bright image.
     """
     from napari.utils.colormaps import Colormap
 
+    fade = DIVERGING_FADE / 2  # in colormap coordinates, where zero is 0.5
     return Colormap(
-        colors=[[0.02, 0.19, 0.38, 1.0], [0.26, 0.58, 0.78, 0.85], [1.0, 1.0, 1.0, 0.0],
-                [0.84, 0.38, 0.30, 0.85], [0.40, 0.0, 0.05, 1.0]],
-        controls=[0.0, 0.25, 0.5, 0.75, 1.0],
+        colors=[[0.0, 0.12, 0.55, 1.0], [0.15, 0.45, 1.0, 1.0], [0.5, 0.5, 0.5, 0.0],
+                [1.0, 0.35, 0.15, 1.0], [0.6, 0.0, 0.05, 1.0]],
+        controls=[0.0, 0.5 - fade, 0.5, 0.5 + fade, 1.0],
         name=DIVERGING_COLORMAP_NAME,
     )
 
@@ -198,8 +218,8 @@ def diverging_colormap() -> Any:
 def display_defaults(info: LayerInfo) -> dict[str, Any]:
     """Colormap, blending and opacity for a layer: sequential after a ReLU, diverging before."""
     if info.after_relu:
-        return {"colormap": SEQUENTIAL_COLORMAP, "blending": "translucent", "opacity": 0.65}
-    return {"colormap": diverging_colormap(), "blending": "translucent", "opacity": 0.9}
+        return {"colormap": sequential_colormap(), "blending": "translucent", "opacity": 0.8}
+    return {"colormap": diverging_colormap(), "blending": "translucent", "opacity": 0.8}
 
 
 def activation_metadata(result: ActivationResult, contrast: str) -> dict[str, Any]:

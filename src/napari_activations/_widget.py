@@ -284,6 +284,11 @@ class ActivationsWidget(QWidget):
         self._network = None
         self._update_weights_label()
 
+    def set_network(self, network: Network) -> None:
+        """Use this loaded network (e.g. from the console) from the next Run on."""
+        self._network = network
+        self._update_weights_label()
+
     def choose_weights_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
             self, "SqueezeNet 1.1 weights", "", "PyTorch weights (*.pth *.pt);;All files (*)")

@@ -389,7 +389,10 @@ class LazyNative:
         planes = [self.plane(tuple(int(i) for i in idx))
                   for idx in _product([np.atleast_1d(r) for r in ranges])]
         stacked = np.stack(planes).reshape(kept + self.shape[-3:])
-        return stacked[key[n_lead:]] if len(key) > n_lead else stacked
+        if len(key) <= n_lead:
+            return stacked
+        # The rest of the key indexes (C, h, w), after the lead axes that slices kept.
+        return stacked[(slice(None),) * len(kept) + key[n_lead:]]
 
 
 def _product(ranges: list[np.ndarray]) -> list[tuple[int, ...]]:

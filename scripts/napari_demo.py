@@ -1,0 +1,109 @@
+"""Open napari with the plugin docked on the Face sample and conv1 computed (scripts/napari.sh).
+
+Trained weights are looked for, in order: ``$NAPARI_ACTIVATIONS_WEIGHTS``; torchvision's
+download in the torch hub cache (``$TORCH_HOME``); ``../shared/weights/`` beside the
+repository. Without any, napari still opens with the widget, but nothing is computed: an
+untrained network's activations would look like something and mean nothing.
+
+    python scripts/napari_demo.py                      # an interactive napari
+    python scripts/napari_demo.py --screenshot out.png # save the window and quit (no display)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_WEIGHTS = ROOT.parent / "shared" / "weights" / "squeezenet1_1_caffe_imagenet.pth"
+
+
+def find_weights() -> tuple[str | Path | None, str]:
+    """(weights for load_squeezenet, where they come from), or (None, why there are none)."""
+    from napari_activations.network import WEIGHTS_ENV, default_weights_path
+
+    env = os.environ.get(WEIGHTS_ENV, "").strip()
+    if env:
+        if Path(env).expanduser().is_file():
+            return "DEFAULT", f"${WEIGHTS_ENV} = {env}"
+        return None, f"${WEIGHTS_ENV} names {env}, but there is no file there."
+    cached = default_weights_path()
+    if cached.is_file():
+        return "DEFAULT", f"torchvision's download in the torch hub cache ({cached})"
+    if SHARED_WEIGHTS.is_file():
+        return SHARED_WEIGHTS, f"the Caffe weights beside the repository ({SHARED_WEIGHTS})"
+    return None, "No trained SqueezeNet 1.1 weights were found."
+
+
+def how_to_fix() -> str:
+    from napari_activations.network import WEIGHTS_ENV, default_weights_path
+
+    return (
+        "To see meaningful activations, give the plugin trained weights, one of:\n"
+        f"  - export {WEIGHTS_ENV}=/path/to/squeezenet1_1.pth (a SqueezeNet 1.1 state_dict), or\n"
+        "  - download torchvision's weights once, with a network connection:\n"
+        "      .venv/bin/python -c \"import napari_activations as na; na.load_squeezenet()\"\n"
+        f"    (they are kept at {default_weights_path()}), or\n"
+        "  - in the widget, press 'Weights file…' and choose a .pth file.")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--screenshot", type=Path,
+                        help="save a screenshot of the window here and quit")
+    parser.add_argument("--layer", default="conv1", help="network layer to compute")
+    args = parser.parse_args()
+
+    import napari_activations as na
+
+    weights, origin = find_weights()
+    net = None
+    if weights is not None:
+        try:
+            # Loaded before the window opens: a broken file is reported here, at once.
+            net = na.load_squeezenet(weights)
+        except na.WeightsError as exc:
+            weights, origin = None, f"The weights could not be loaded: {exc}"
+    if net is None:
+        print(f"napari-activations: {origin}\n{how_to_fix()}\n"
+              "Opening napari without computing anything.", file=sys.stderr)
+    else:
+        print(f"napari-activations: using {origin}: {net.description}")
+
+    import napari
+    from napari.utils.notifications import show_warning
+    from qtpy.QtWidgets import QApplication
+
+    viewer = napari.Viewer(title="napari-activations")
+    viewer.window.resize(1400, 900)
+    viewer.open_sample("napari-activations", "face")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-activations",
+                                                     "SqueezeNet activations")
+    if net is not None:
+        widget.set_network(net)
+        widget.set_network_layer(args.layer)
+        widget.run()
+    else:
+        show_warning(f"{origin} Nothing was computed. Choose a weights file under 'Weights' "
+                     "in the SqueezeNet activations widget (see the terminal for more).")
+
+    if args.screenshot is None:
+        napari.run()
+        return 0
+    while widget.busy:
+        QApplication.processEvents()
+        time.sleep(0.01)
+    for _ in range(20):
+        QApplication.processEvents()
+        time.sleep(0.01)
+    viewer.screenshot(str(args.screenshot), canvas_only=False, flash=False)
+    print(f"napari-activations: screenshot saved to {args.screenshot.resolve()}")
+    viewer.close()
+    return 0 if net is not None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
