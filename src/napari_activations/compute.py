@@ -141,34 +141,38 @@ def _reduce(a: Any, how: str) -> float:
 
 def _plane_tensor(plane: Any, colour: bool, bounds: tuple[float, float] | None,
                   net: Network, size: tuple[int, int]) -> torch.Tensor:
-    """One (H, W[, C]) plane -> normalised (1, 3, h, w) float32 tensor on the net's device."""
+    """One (H, W[, C]) plane -> normalised (1, 3, h, w) float32 tensor on the net's device.
+
+    The result is a fresh contiguous NCHW tensor: the input is never written to, and the
+    convolutions get their fast memory layout. One pass converts and transposes, then the
+    intensity scaling and the ImageNet normalisation run in place (for uint8, folded into one
+    multiply and one add).
+    """
     import torch
     import torch.nn.functional as F
 
     p = np.asarray(plane)
     if colour:
         p = p[..., :3]
-    if bounds is None:  # uint8, scaled by 255
-        low, inv, clip = 0.0, 1.0 / 255.0, False
+    if p.dtype.kind == "f" and p.dtype.itemsize > 8:  # long double: torch has none
+        p = p.astype(np.float64)
+    elif not p.dtype.isnative:
+        p = p.astype(p.dtype.newbyteorder("="))
+    elif any(st < 0 for st in p.strides):  # torch cannot view negative strides
+        p = np.ascontiguousarray(p)
+    t = torch.from_numpy(p).to(net.device)  # uint8 stays 1 byte a pixel on its way to a GPU
+    src = t.permute(2, 0, 1) if colour else t.unsqueeze(0).expand(3, -1, -1)
+    x = torch.empty((1, 3) + tuple(src.shape[-2:]), dtype=torch.float32, device=net.device)
+    x[0].copy_(src)
+    mean = torch.tensor(net.mean, dtype=torch.float64).view(3, 1, 1)
+    std = torch.tensor(net.std, dtype=torch.float64).view(3, 1, 1)
+    if bounds is None:  # uint8 by 255: x = v / (255 std) - mean / std
+        x.mul_((1.0 / (255.0 * std)).to(x)).add_((-mean / std).to(x))
     else:
         low, high = bounds
         inv = 1.0 / (high - low) if high > low else 0.0
-        clip = True
-        if p.dtype != np.float32 or not p.dtype.isnative:
-            p = p.astype(np.float32)
-    t = torch.from_numpy(np.ascontiguousarray(p)).to(net.device)
-    t = t.permute(2, 0, 1) if colour else t.unsqueeze(0)
-    x = t.to(torch.float32)
-    if x.data_ptr() == t.data_ptr():
-        x = x.clone()
-    x.sub_(low).mul_(inv)
-    if clip:
-        x.nan_to_num_(nan=0.0).clamp_(0.0, 1.0)
-    if not colour:
-        x = x.expand(3, -1, -1)
-    mean = torch.tensor(net.mean, dtype=torch.float32, device=net.device).view(3, 1, 1)
-    std = torch.tensor(net.std, dtype=torch.float32, device=net.device).view(3, 1, 1)
-    x = ((x - mean) / std).unsqueeze(0)
+        x.sub_(low).mul_(inv).nan_to_num_(nan=0.0).clamp_(0.0, 1.0)  # NaN counts as low
+        x.sub_(mean.to(x)).div_(std.to(x))
     if tuple(x.shape[-2:]) != tuple(size):
         shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
@@ -504,7 +508,8 @@ def iter_activations(net: Network, image: Any, layer: str | LayerInfo, *,
     n_planes = int(np.prod(lead)) if lead else 1
     steps = req.plane_steps()
     total = n_planes * steps
-    out = np.empty(req.native_shape, dtype=np.float32)
+    # One plane is returned as the network produced it (no copy); a stack is filled in.
+    out = np.empty(req.native_shape, dtype=np.float32) if lead else None
     done = 0
     yield Progress(0, total, f"{info.name}: starting")
     for idx in np.ndindex(*lead) if lead else [()]:
@@ -513,7 +518,10 @@ def iter_activations(net: Network, image: Any, layer: str | LayerInfo, *,
             try:
                 next(walk)
             except StopIteration as stop:
-                out[idx] = stop.value
+                if lead:
+                    out[idx] = stop.value
+                else:
+                    out = stop.value
                 break
             done += 1
             plane = f" plane {idx}" if lead else ""
