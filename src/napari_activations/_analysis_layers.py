@@ -125,9 +125,9 @@ def current_plane_activations(viewer: napari.Viewer, layer: Layer) -> Any:
         return data
     plane = _current_plane(viewer, layer)
     stack = getattr(data, "stack", None)  # ChannelFirst view of an (..., C, H, W) stack
-    if isinstance(stack, AlignedActivations) and isinstance(stack.native, np.ndarray):
-        return AlignedActivations(stack.native[plane], stack.layer, stack.image_shape,
-                                  stack.scale)
+    if isinstance(stack, AlignedActivations):  # native: an array, or planes computed lazily
+        return AlignedActivations(np.asarray(stack.native[plane], dtype=np.float32),
+                                  stack.layer, stack.image_shape, stack.scale)
     return np.asarray(data[(slice(None),) + plane], dtype=np.float32)
 
 
