@@ -201,15 +201,16 @@ def diverging_colormap() -> Any:
     """Blue for negative, red for positive, see-through at zero.
 
     Used with limits symmetric about zero, so the colormap's centre is zero: where a pre-ReLU
-    channel is indifferent, the image shows through. Saturated colours throughout (no white
-    middle, as in RdBu): pale tints would vanish over a bright image.
+    channel is indifferent, the image shows through. Lightness tells the magnitude (yellow to
+    deep red, cyan to deep blue); no white middle as in RdBu, whose pale tints vanish over a
+    bright image.
     """
     from napari.utils.colormaps import Colormap
 
     fade = DIVERGING_FADE / 2  # in colormap coordinates, where zero is 0.5
     return Colormap(
-        colors=[[0.0, 0.12, 0.55, 1.0], [0.15, 0.45, 1.0, 1.0], [0.5, 0.5, 0.5, 0.0],
-                [1.0, 0.35, 0.15, 1.0], [0.6, 0.0, 0.05, 1.0]],
+        colors=[[0.02, 0.08, 0.55, 1.0], [0.3, 0.85, 1.0, 0.9], [0.5, 0.5, 0.5, 0.0],
+                [1.0, 0.8, 0.2, 0.9], [0.75, 0.0, 0.05, 1.0]],
         controls=[0.0, 0.5 - fade, 0.5, 0.5 + fade, 1.0],
         name=DIVERGING_COLORMAP_NAME,
     )
