@@ -64,7 +64,7 @@ from ._analysis_layers import (
     show_comparison,
     show_montage,
 )
-from ._napari_layers import LayerInputError
+from ._napari_layers import LayerInputError, avoid_triton_llvm_crash
 from .compute import ImageError, Progress, image_planes_shape
 from .layers import find_layer, layer_names
 from .network import WeightsError
@@ -715,6 +715,7 @@ class AnalysisWidget(QWidget):
         data, rgb = image.data, image.rgb
         limits = tuple(float(v) for v in image.contrast_limits)
         network, weights = self.network, self._weights_for(self.activation_layer())
+        avoid_triton_llvm_crash()  # before the worker first imports torch
 
         def run() -> list[tuple[str, float]]:
             from .compute import classify
