@@ -140,14 +140,21 @@ def expand_transform(source: Any, ndim_lead: int = 1) -> dict[str, Any]:
     }
 
 
-def channel_stats(native: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel minimum and maximum of ``(..., C, h, w)`` activations: two ``(C,)`` arrays."""
+def channel_stats(native: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel minimum and maximum of ``(..., C, h, w)`` activations: two ``(C,)`` arrays.
+
+    A lazily computed stack (planes computed when first looked at) is summarised by its first
+    plane, which is computed already: reading every plane here would compute the whole stack
+    on napari's thread.
+    """
+    if not isinstance(native, np.ndarray) and native.ndim > 3:
+        native = native[(0,) * (native.ndim - 3)]
     moved = np.moveaxis(np.asarray(native), -3, 0)
     flat = moved.reshape(moved.shape[0], -1)
     return flat.min(axis=1), flat.max(axis=1)
 
 
-def strongest_channel(native: np.ndarray) -> int:
+def strongest_channel(native: Any) -> int:
     """The channel holding the largest activation (MATLAB's ``max`` over all pixels)."""
     _, high = channel_stats(native)
     return int(np.argmax(high))
@@ -161,7 +168,7 @@ def _limits(low: float, high: float, diverging: bool) -> tuple[float, float]:
     return (low, high) if high > low else (low, low + 1.0)
 
 
-def channel_contrast_limits(native: np.ndarray, info: LayerInfo, mode: str = "channel"
+def channel_contrast_limits(native: Any, info: LayerInfo, mode: str = "channel"
                             ) -> np.ndarray:
     """Contrast limits per channel, ``(C, 2)``, like MATLAB's ``mat2gray``.
 
