@@ -162,6 +162,15 @@ def test_compare_needs_two_images(setup):
     assert widget.worker is None
 
 
+
+def test_compare_order_is_the_users_and_survives_new_layers(setup, image):
+    viewer, widget, _ = setup
+    viewer.add_image(image[::-1].copy(), name="Flipped", rgb=True)
+    widget.set_ticked_images(["Flipped", "Image"])
+    viewer.add_image(image, name="Another", rgb=True)
+    assert [i.name for i in widget.ticked_images()] == ["Flipped", "Image"]
+    assert widget.images_list.item(widget.images_list.count() - 1).text() == "Another"
+
 def test_probe_plots_every_channel_at_the_clicked_pixel(setup):
     viewer, widget, act = setup
     widget.on_viewer_click(act.data_to_world((0, 30, 40)))

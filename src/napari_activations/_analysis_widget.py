@@ -330,8 +330,10 @@ class AnalysisWidget(QWidget):
     def _build_compare(self) -> QWidget:
         self.images_list = QListWidget()
         self.images_list.setToolTip("Tick two or more image layers of the same size; the "
-                                    "difference is the first ticked minus the second.")
+                                    "difference is the first ticked minus the second (drag "
+                                    "to reorder).")
         self.images_list.setMaximumHeight(90)
+        self.images_list.setDragDropMode(QAbstractItemView.DragDropMode.InternalMove)
         self.compare_layer_combo = QComboBox()
         self.compare_layer_combo.addItems(layer_names()[:-2])  # not the 1x1 global layers
         self.compare_layer_combo.setCurrentText("fire6-relu_squeeze1x1")
@@ -416,12 +418,15 @@ class AnalysisWidget(QWidget):
         images = [layer.name for layer in self.viewer.layers
                   if isinstance(layer, Image) and not self._is_derived(layer)]
         refill(self.image_combo, images)
-        ticked = {self.images_list.item(i).text() for i in range(self.images_list.count())
-                  if self.images_list.item(i).checkState() == Qt.CheckState.Checked}
+        listed = [self.images_list.item(i) for i in range(self.images_list.count())]
+        ticked = {item.text() for item in listed
+                  if item.checkState() == Qt.CheckState.Checked}
         if not ticked:
             ticked = set(images[:2])
+        # keep the user's order (it says which image is first), new images at the end
+        kept = [item.text() for item in listed if item.text() in images]
         self.images_list.clear()
-        for name in images:
+        for name in kept + [n for n in images if n not in kept]:
             item = QListWidgetItem(name)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             item.setCheckState(Qt.CheckState.Checked if name in ticked
