@@ -83,7 +83,9 @@ def test_widget_docks_from_manifest_and_offers_only_image_layers(viewer, qtbot):
     viewer.add_image(np.zeros((30, 30)), name="third")
     assert w.selected_image().name == "third"
     viewer.layers["third"].name = "renamed"
-    assert "renamed" in [w.image_combo.itemText(i) for i in range(w.image_combo.count())]
+    first.name = "first renamed"  # a layer that was there before the widget
+    offered = [w.image_combo.itemText(i) for i in range(w.image_combo.count())]
+    assert "renamed" in offered and "first renamed" in offered
 
 
 def test_layer_menu_groups_by_block_with_channels_and_size(viewer, face_layer, widget):
@@ -126,6 +128,7 @@ def test_run_on_the_face_sample(viewer, qtbot, face_layer, widget, notifications
     # Untrained weights are not presented as meaningful.
     assert any("untrained" in message for _, message in notifications)
     assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+    assert "Face: conv1" in widget.status_label.text()
 
 
 @pytest.mark.parametrize("scale, translate", [((0.5, 2.0), (10.0, -5.0)), ((3.0, 3.0), (0, 7))])
@@ -261,7 +264,7 @@ def test_source_deleted_mid_run_adds_nothing(viewer, qtbot, face_layer, widget):
 
 def test_cancel_adds_nothing(viewer, qtbot, face_layer, widget, notifications):
     widget.set_network_layer("fire9-concat")
-    start_and_interrupt(qtbot, widget, widget.cancel)
+    assert start_and_interrupt(qtbot, widget, widget.cancel)
     assert len(viewer.layers) == 1
     assert any("cancelled" in m for _, m in notifications)
     assert widget.run_button.isEnabled()
@@ -275,20 +278,7 @@ def test_viewer_closed_mid_run_breaks_nothing(make_napari_viewer, qtbot, random_
     w = ActivationsWidget(viewer, network=random_net)
     viewer.window.add_dock_widget(w)
     w.set_network_layer("fire9-concat")
-    w.run()
-    worker = w.worker
-    closed = []
-
-    def close(_):
-        if not closed:
-            closed.append(True)
-            viewer.close()
-
-    worker.yielded.connect(close)
-    with qtbot.waitSignal(worker.finished, timeout=30_000):
-        pass
-    qtbot.wait(50)
-    assert closed
+    assert start_and_interrupt(qtbot, w, viewer.close)
     assert "Face: fire9-concat" not in [layer.name for layer in viewer.layers]
 
 
@@ -303,8 +293,8 @@ def test_show_activations_from_the_console(viewer, qtbot, face_layer, widget, ra
     again = na.show_activations(viewer, face_layer, "features.0", network=random_net,
                                 contrast="global")
     assert again is layer and len(viewer.layers) == 2
-    lo, hi = layer.contrast_limits
-    assert hi == pytest.approx(np.abs(layer.data.native).max())
+    lo, hi = layer.contrast_limits  # one range, the whole layer's, centred on zero
+    assert hi == pytest.approx(np.abs(layer.data.native).max()) and lo == -hi
     # The widget updates the layer the console made: one code path.
     widget.set_network_layer("conv1")
     run_and_wait(qtbot, widget)

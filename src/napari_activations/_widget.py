@@ -183,15 +183,29 @@ class ActivationsWidget(QWidget):
             model.appendRow(item)
         return model
 
-    def _connect_viewer(self) -> None:
+    def _viewer_connections(self) -> list[tuple[Any, Any]]:
         layers = self.viewer.layers
-        layers.events.inserted.connect(self._on_layers_changed)
-        layers.events.removed.connect(self._on_layers_changed)
-        layers.events.removed.connect(self._on_layer_removed)
-        layers.events.moved.connect(self._on_layers_changed)
-        layers.selection.events.active.connect(self._follow_active)
+        return [(layers.events.inserted, self._on_layers_changed),
+                (layers.events.removed, self._on_layers_changed),
+                (layers.events.removed, self._on_layer_removed),
+                (layers.events.moved, self._on_layers_changed),
+                (layers.selection.events.active, self._follow_active)]
+
+    def _connect_viewer(self) -> None:
+        for emitter, callback in self._viewer_connections():
+            emitter.connect(callback)
+        for layer in self.viewer.layers:
+            layer.events.name.connect(self.refresh_images)
         # A lambda, not a method: it must run while the widget is being destroyed.
-        self.destroyed.connect(lambda *_: self._run.abandon())
+        self.destroyed.connect(lambda *_: self._on_destroyed())
+
+    def _on_destroyed(self) -> None:
+        """Stop computing, and stop listening to a viewer that outlives the widget."""
+        self._run.abandon()
+        for emitter, callback in self._viewer_connections():
+            emitter.disconnect(callback)
+        for layer in self.viewer.layers:
+            layer.events.name.disconnect(self.refresh_images)
 
     # -- image layers --------------------------------------------------------------------------
 
@@ -357,11 +371,13 @@ class ActivationsWidget(QWidget):
         if source is None:
             return  # abandoned: the image or the viewer went away while computing
         if isinstance(result, _Failure):
+            self._run.outcome = "Ready. The last run failed: see the notification."
             show_error(result.message)
             return
         if source not in self.viewer.layers:
             return
         layer = add_activation_layer(self.viewer, source, result, contrast=self._run.contrast)
+        self._run.outcome = f"Showing {layer.name!r} ({layer.data.shape[0]} channels)."
         self.weights_label.setText(result.network.description)
         if not result.network.trained:
             show_warning(f"{layer.name!r} was computed with random, untrained weights: its "
@@ -371,11 +387,13 @@ class ActivationsWidget(QWidget):
         from napari.utils.notifications import show_info
 
         if self._run.source is not None:
+            self._run.outcome = "Cancelled."
             show_info("Computation cancelled; nothing was added.")
 
     def _on_finished(self) -> None:
+        outcome = self._run.outcome
         self._run = _RunState()
-        self._set_busy(False)
+        self._set_busy(False, outcome)
 
     def _on_layer_removed(self, event: Any) -> None:
         if self._run.worker is not None and event.value is self._run.source:
@@ -395,6 +413,7 @@ class _RunState:
         self.contrast = contrast
         self.progress: Any = None
         self.finished = False
+        self.outcome = "Ready."
 
     def show_progress(self, step: Progress) -> None:
         from napari.utils import progress
