@@ -243,8 +243,8 @@ def activation_metadata(result: ActivationResult, contrast: str) -> dict[str, An
                   "after_relu": info.after_relu, "block": info.block},
         "geometry": {"stride": info.stride, "offset": info.offset,
                      "receptive_field": info.receptive_field,
-                     "native_shape": list(native.shape),
-                     "layout": "(C, ..., H, W)"},
+                     "native_shape": list(native.shape),  # (..., C, h, w)
+                     "layer_axes": "(C, ..., H, W)"},
         "weights": {"description": net.description, "source": net.weights,
                     "sha256": net.sha256, "trained": bool(net.trained)},
         "input_scale": float(result.input_scale),
