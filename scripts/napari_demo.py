@@ -29,7 +29,8 @@ def find_weights() -> tuple[str | Path | None, str]:
     if env:
         if Path(env).expanduser().is_file():
             return "DEFAULT", f"${WEIGHTS_ENV} = {env}"
-        return None, f"${WEIGHTS_ENV} names {env}, but there is no file there."
+        return None, (f"${WEIGHTS_ENV} names {env}, but there is no file there "
+                      f"(fix it, or unset {WEIGHTS_ENV}).")
     cached = default_weights_path()
     if cached.is_file():
         return "DEFAULT", f"torchvision's download in the torch hub cache ({cached})"
@@ -87,8 +88,10 @@ def main() -> int:
         widget.set_network_layer(args.layer)
         widget.run()
     else:
-        show_warning(f"{origin} Nothing was computed. Choose a weights file under 'Weights' "
-                     "in the SqueezeNet activations widget (see the terminal for more).")
+        message = (f"{origin} Nothing was computed. Choose a weights file under 'Weights' "
+                   "in the SqueezeNet activations widget (see the terminal for more).")
+        widget.status_label.setText(message)
+        show_warning(message)
 
     if args.screenshot is None:
         napari.run()

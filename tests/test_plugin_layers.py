@@ -33,8 +33,8 @@ MANIFEST = ROOT / "src" / "napari_activations" / "napari.yaml"
 
 
 def run_python(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    return subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 
 # -- manifest and imports -------------------------------------------------------------------
@@ -67,7 +67,7 @@ def test_napari_plugin_scan_loads_neither_torch_nor_qt():
 def test_npe2_validate_with_imports():
     npe2 = Path(sys.executable).with_name("npe2")
     proc = subprocess.run([str(npe2), "validate", "napari-activations", "--imports"],
-                          capture_output=True, text=True, timeout=300)
+                          check=False, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "valid" in proc.stdout
 
@@ -98,7 +98,7 @@ def test_plugin_found_from_built_wheel(tmp_path):
     """The wheel carries the manifest, and napari finds the plugin from a plain install."""
     proc = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation",
                            "--outdir", str(tmp_path / "dist"), str(ROOT)],
-                          capture_output=True, text=True, timeout=600)
+                          check=False, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     wheel = next((tmp_path / "dist").glob("napari_activations-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
@@ -117,20 +117,46 @@ def test_plugin_found_from_built_wheel(tmp_path):
     (site / "_parent_env.pth").write_text("\n".join(here) + "\n")
     py = env_dir / "bin" / "python"
     pip = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index",
-                          str(wheel)], capture_output=True, text=True, timeout=300)
+                          str(wheel)], check=False, capture_output=True, text=True,
+                         timeout=300)
     assert pip.returncode == 0, pip.stderr
     check = subprocess.run(
         [str(py), "-c",
-         "import npe2, napari_activations, json\n"
-         "pm = npe2.PluginManager(); pm.discover()\n"
-         "mf = pm.get_manifest('napari-activations')\n"
-         "print(json.dumps([napari_activations.__file__,"
-         " [s.key for s in mf.contributions.sample_data]]))\n"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path)
+         ("import npe2, napari_activations, json\n"
+          "pm = npe2.PluginManager(); pm.discover()\n"
+          "mf = pm.get_manifest('napari-activations')\n"
+          "print(json.dumps([napari_activations.__file__,"
+          " [s.key for s in mf.contributions.sample_data]]))\n")],
+        check=False, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert check.returncode == 0, check.stderr
     location, samples = json.loads(check.stdout.strip().splitlines()[-1])
     assert str(env_dir) in location  # the wheel's copy, not the source tree
     assert samples == ["face", "face_one_eye_covered"]
+
+
+# -- the open-napari command ------------------------------------------------------------------
+
+
+def test_demo_finds_weights_in_order_and_says_when_there_are_none(monkeypatch, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("napari_demo",
+                                                  ROOT / "scripts" / "napari_demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    shared = tmp_path / "shared.pth"
+    monkeypatch.setattr(demo, "SHARED_WEIGHTS", shared)
+    # The conftest points TORCH_HOME at an empty folder: no torchvision download cached.
+    weights, why = demo.find_weights()
+    assert weights is None and "No trained" in why
+    assert "NAPARI_ACTIVATIONS_WEIGHTS" in demo.how_to_fix()
+    shared.write_bytes(b"x")
+    assert demo.find_weights()[0] == shared
+    monkeypatch.setenv("NAPARI_ACTIVATIONS_WEIGHTS", str(tmp_path / "missing.pth"))
+    weights, why = demo.find_weights()
+    assert weights is None and "missing.pth" in why
+    monkeypatch.setenv("NAPARI_ACTIVATIONS_WEIGHTS", str(shared))
+    assert demo.find_weights()[0] == "DEFAULT"  # load_squeezenet reads the variable itself
 
 
 # -- sample data ----------------------------------------------------------------------------
