@@ -341,3 +341,24 @@ def test_overlay_is_drawn(make_napari_viewer, qtbot, random_net):
     assert changed.mean() > 0.05, changed.mean()
     # Where the face is, the face still shows through: the overlay is not opaque.
     assert np.corrcoef(alone.mean(-1).ravel(), overlaid.mean(-1).ravel())[0, 1] > 0.2
+
+
+def test_torch_loads_only_when_the_widget_first_computes():
+    """napari with the widget docked and a sample open has not imported torch yet."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, napari\n"
+        "viewer = napari.Viewer(show=False)\n"
+        "viewer.open_sample('napari-activations', 'face')\n"
+        "_, w = viewer.window.add_plugin_dock_widget('napari-activations', "
+        "'SqueezeNet activations')\n"
+        "w.set_network_layer('fire6-squeeze1x1')\n"
+        "print('torch' in sys.modules, 'torchvision' in sys.modules)\n"
+        "viewer.close()\n")
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "False False"
