@@ -16,7 +16,9 @@ import numpy as np
 
 from .alignment import AlignedActivations
 from .layers import LayerInfo, find_layer, minimum_input_size, output_size
-from .tiling import _CONTEXT_LAYER, choose_tile, plan_axis, tile_count, tiled_forward
+from .tiling import (_CONTEXT_LAYER, choose_tile, estimate_forward_bytes, plan_axis, tile_count,
+                     tiled_forward)
+from .tiling import memory_budget as budget_bytes
 
 if TYPE_CHECKING:
     import torch
@@ -81,6 +83,17 @@ def image_planes_shape(shape: tuple[int, ...], rgb: bool | None = None
     return spatial[:-2], (spatial[-2], spatial[-1]), colour
 
 
+def _as_image(image: Any) -> Any:
+    """Arrays (numpy, dask, ...) as they are; anything else through ``np.asarray``."""
+    if hasattr(image, "shape") and hasattr(image, "dtype"):
+        return image
+    try:
+        return np.asarray(image)
+    except ValueError as exc:  # ragged nesting, e.g. the levels of a multiscale pyramid
+        raise ImageError("The image is a list of arrays of different shapes (the levels of a "
+                         "multiscale pyramid?); pass one array, e.g. image[0].") from exc
+
+
 def _check_dtype(dtype: np.dtype) -> None:
     if dtype == bool or np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating):
         return
@@ -118,7 +131,9 @@ def _intensity_bounds(image: Any, intensity_range: tuple[float, float] | None,
         finite = _where_finite(image)
         low, high = _reduce(finite, "nanmin"), _reduce(finite, "nanmax")
         if not (math.isfinite(low) and math.isfinite(high)):
-            raise ImageError("The image has no finite values (all NaN or infinite).")
+            raise ImageError("The image has no finite values (all NaN or infinite): give the "
+                             "range to show as intensity_range=(low, high), or replace them, "
+                             "e.g. np.nan_to_num(image).")
         return low, high
     return _reduce(image, "min"), _reduce(image, "max")
 
@@ -237,6 +252,14 @@ def _fire_part(fire: Any, x: torch.Tensor, sub: str) -> torch.Tensor:
     return getattr(fire, f"{branch}_activation")(e)
 
 
+def _channels_hint(shape: tuple[int, ...], colour: bool) -> str:
+    """Advice for a stack whose last axis is short: probably channels, not image width."""
+    if colour or len(shape) < 3 or shape[-1] > 4:
+        return ""
+    return (f" Its last axis has only {shape[-1]} values: if those are channels, pass one of "
+            "them (image[..., 0]) or put them first (np.moveaxis(image, -1, 0)).")
+
+
 def _network_size(hw: tuple[int, int], input_scale: float) -> tuple[int, int]:
     return (max(1, int(round(hw[0] * input_scale))), max(1, int(round(hw[1] * input_scale))))
 
@@ -314,8 +337,7 @@ def _make_request(net: Network, image: Any, layer: str | LayerInfo, input_scale:
     if not (isinstance(input_scale, (int, float)) and math.isfinite(input_scale)
             and input_scale > 0):
         raise ImageError(f"input_scale must be a positive number; got {input_scale!r}.")
-    if not hasattr(image, "shape") or not hasattr(image, "dtype"):
-        image = np.asarray(image)
+    image = _as_image(image)
     _check_dtype(np.dtype(image.dtype))
     lead, hw, colour = image_planes_shape(image.shape, rgb)
     if min(hw) == 0 or any(n == 0 for n in lead):
@@ -328,7 +350,8 @@ def _make_request(net: Network, image: Any, layer: str | LayerInfo, input_scale:
         raise ImageError(
             f"The image is too small for layer {info.name!r}: it needs at least {need}x{need} "
             f"pixels, and the network sees {size[0]}x{size[1]}{at}. Use a larger image"
-            f"{', a larger input_scale' if input_scale < 1 else ''} or an earlier layer.")
+            f"{', a larger input_scale' if input_scale < 1 else ''} or an earlier layer."
+            f"{_channels_hint(image.shape, colour)}")
     if tile is None:
         try:
             tile = choose_tile(info, *size, memory_budget)
@@ -490,6 +513,7 @@ def iter_activations(net: Network, image: Any, layer: str | LayerInfo, *,
         return _dask_activations(req)
     if resize and (lead or _is_dask(req.image)):
         lazy = LazyNative(req)
+        _check_memory(req, min(lazy._cache_planes, int(np.prod(lead))), memory_budget)
         if lead:  # compute the first plane now, the rest when they are looked at
             first = (0,) * len(lead)
             steps = req.plane_steps()
@@ -506,6 +530,7 @@ def iter_activations(net: Network, image: Any, layer: str | LayerInfo, *,
                 yield Progress(done, steps, f"{info.name} first plane: step {done}/{steps}")
         return AlignedActivations(lazy, info, req.hw, req.scale)
     n_planes = int(np.prod(lead)) if lead else 1
+    _check_memory(req, n_planes, memory_budget)
     steps = req.plane_steps()
     total = n_planes * steps
     # One plane is returned as the network produced it (no copy); a stack is filled in.
@@ -530,6 +555,40 @@ def iter_activations(net: Network, image: Any, layer: str | LayerInfo, *,
     if resize:
         return AlignedActivations(out, info, req.hw, req.scale)
     return out
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory the machine can still give this process; None where psutil is absent."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return int(psutil.virtual_memory().available)
+
+
+def _check_memory(req: _Request, planes: int, budget: int | str | None) -> None:
+    """Refuse a run whose result cannot fit in the machine's free memory, before allocating.
+
+    ``planes`` is how many ``(C, h, w)`` float32 planes the run holds at once; the forward
+    pass adds its own working memory (bounded by the tiling budget). numpy's lazily committed
+    allocations would otherwise only fail when written to, with an out-of-memory kill.
+    """
+    available = _available_memory()
+    if available is None:
+        return
+    C, h, w = req.native_shape[-3:]
+    result = planes * C * h * w * 4
+    need = result + min(estimate_forward_bytes(*req.size), budget_bytes(budget))
+    if need <= available:
+        return
+    scale = math.floor(100 * math.sqrt(available / 2 / need) * req.scale[0]) / 100
+    advice = f"a smaller input_scale (e.g. {scale:g})" if scale > 0 else "a smaller input_scale"
+    planes_text = f"{planes} planes" if planes > 1 else "one plane"
+    raise ImageError(
+        f"Layer {req.info.name!r} of this image would need about {need / 2**30:.1f} GiB "
+        f"({planes_text} of {C}x{h}x{w} float32 activations), more than the "
+        f"{available / 2**30:.1f} GiB of memory free. Use {advice}, a smaller region of the "
+        "image, or a dask array (its activations stay lazy, computed chunk by chunk).")
 
 
 def _is_dask(a: Any) -> bool:
@@ -611,8 +670,7 @@ def classify(net: Network, image: Any, top: int = 5, *,
     """
     import torch
 
-    if not hasattr(image, "shape") or not hasattr(image, "dtype"):
-        image = np.asarray(image)
+    image = _as_image(image)
     _check_dtype(np.dtype(image.dtype))
     lead, hw, colour = image_planes_shape(image.shape, rgb)
     if lead:
