@@ -22,6 +22,7 @@ stay under the image's sliders.
 
 from __future__ import annotations
 
+import itertools
 import sys
 import weakref
 from collections.abc import Generator
@@ -85,6 +86,9 @@ class ActivationResult:
         The image intensities mapped to 0 and 1 before the ImageNet normalisation.
     source_name : str
         Name of the image layer when the computation started.
+    started : int or None
+        When the computation started, as a sequence number: of two results for one layer, the
+        one started later stays (see :func:`add_activation_layer`). None: unordered.
     """
 
     activations: AlignedActivations
@@ -93,6 +97,7 @@ class ActivationResult:
     input_scale: float
     intensity_range: tuple[float, float] | None
     source_name: str
+    started: int | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -397,6 +402,7 @@ def compute_for_image_layer(network: Network | None, source: Image, layer: str |
     layer's contrast limits are the intensity range, so the image the network sees is the one
     napari shows.
     """
+    started = next(_RUN_ORDER)
     info = find_layer(layer)
     if source.multiscale:
         raise LayerInputError(f"{source.name!r} is a multiscale image; activations need one "
@@ -415,7 +421,8 @@ def compute_for_image_layer(network: Network | None, source: Image, layer: str |
     aligned = yield from iter_activations(network, data, info, resize=True,
                                           input_scale=input_scale,
                                           intensity_range=intensity_range, rgb=rgb)
-    return ActivationResult(aligned, info, network, float(input_scale), intensity_range, name)
+    return ActivationResult(aligned, info, network, float(input_scale), intensity_range, name,
+                            started)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -477,6 +484,18 @@ class _ChannelContrast:
 # Contrast followers live as long as their layer, and no longer.
 _FOLLOWERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
+# When the computation shown by each activation layer started: a run that started earlier and
+# finished later (a widget run overtaken by a console run) must not overwrite a newer result.
+_RUN_ORDER = itertools.count()
+_STARTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _stamp(layer: Image, result: ActivationResult) -> None:
+    if result.started is None:
+        _STARTED.pop(layer, None)
+    else:
+        _STARTED[layer] = result.started
+
 
 def _set_contrast(viewer: napari.Viewer, layer: Image, limits: np.ndarray, mode: str) -> None:
     old = _FOLLOWERS.pop(layer, None)
@@ -496,7 +515,8 @@ def add_activation_layer(viewer: napari.Viewer, source: Image, result: Activatio
     """Add ``result`` to the viewer over ``source``, or update the layer made earlier.
 
     A new layer starts at its strongest channel. An update keeps the user's colormap,
-    blending, opacity and channel, and replaces data, geometry, metadata and contrast.
+    blending, opacity and channel, and replaces data, geometry, metadata and contrast, unless
+    the layer already shows a run that started after this one (then it is left as it is).
     """
     viewer, source = unproxy(viewer), unproxy(source)
     kwargs = activation_layer_kwargs(source, result, contrast)
@@ -505,6 +525,9 @@ def add_activation_layer(viewer: napari.Viewer, source: Image, result: Activatio
     existing = find_activation_layer(viewer, result.source_name, result.layer)
     if existing is not None:
         layer = existing
+        if result.started is not None and result.started < _STARTED.get(layer, -1):
+            return layer  # superseded: a run started later has updated the layer already
+        _stamp(layer, result)
         for key in ("scale", "translate", "rotate", "shear", "affine", "metadata"):
             setattr(layer, key, kwargs[key])
         layer.data = data
@@ -514,6 +537,7 @@ def add_activation_layer(viewer: napari.Viewer, source: Image, result: Activatio
 
     layer = Image(data, **kwargs)
     index = viewer.layers.index(source) + 1 if source in viewer.layers else len(viewer.layers)
+    _stamp(layer, result)
     viewer.layers.insert(index, layer)
     axis = viewer.dims.ndim - layer.ndim
     viewer.dims.set_current_step(axis, strongest_channel(result.activations.native))

@@ -92,6 +92,12 @@ class Network:
     def __repr__(self) -> str:
         return f"<Network: {self.description}>"
 
+    def __dask_tokenize__(self) -> tuple:
+        # dask names each chunk's task by hashing its arguments; hashing the dataclass would
+        # walk every weight tensor, once per chunk (seconds for a graph of a few hundred).
+        return ("napari_activations.Network", self.weights, self.sha256, str(self.device),
+                id(self.model))
+
     def __reduce__(self):
         # Pickled as how to load it, not as tensors: a dask worker loads (and caches) its own
         # copy, so a graph that names this network stays small.
@@ -164,6 +170,9 @@ def _read_state_dict(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "global" not in str(exc).lower():  # garbage bytes, not a pickle naming code to run
+            raise WeightsError(f"Could not read {path}: it is damaged or not a PyTorch weights "
+                               "file (not a readable pickle). Download or save it again.") from exc
         raise WeightsError(
             f"Refused to load {path}: it holds Python objects other than tensors, and "
             "loading it could run code. Use a plain state_dict saved with "
