@@ -362,3 +362,19 @@ def test_torch_loads_only_when_the_widget_first_computes():
                           text=True, timeout=120, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_device_choice_reaches_the_network(viewer, qtbot, face_layer, widget, notifications):
+    import torch
+
+    widget.set_network_layer("conv1")
+    widget.set_device("cpu")
+    run_and_wait(qtbot, widget)
+    meta = viewer.layers["Face: conv1"].metadata["napari_activations"]
+    assert "cpu" in str(meta["weights"]).lower() or "cpu" in widget.weights_label.text()
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present: the missing-device message cannot be shown")
+    widget.set_device("cuda")
+    run_and_wait(qtbot, widget)
+    assert_error_shown(notifications, "cuda", "auto")
+    assert widget.run_button.isEnabled()

@@ -28,6 +28,7 @@ _API = {
     "default_weights_path": "network",
     "WeightsError": "network",
     "WeightsUnavailableError": "network",
+    "DeviceUnavailableError": "network",
     "WEIGHTS_ENV": "network",
     "activations": "compute",
     "iter_activations": "compute",

@@ -39,7 +39,7 @@ from ._napari_layers import (
 )
 from .compute import ImageError, Progress, _network_size, image_planes_shape
 from .layers import LAYERS, LayerInfo, UnknownLayerError, find_layer, output_size
-from .network import WEIGHTS_ENV, WeightsError
+from .network import WEIGHTS_ENV, DeviceUnavailableError, WeightsError
 
 if TYPE_CHECKING:
     import napari
@@ -53,7 +53,8 @@ LAYER_ROLE = Qt.ItemDataRole.UserRole + 1
 
 # Errors whose message is written for users: shown as they are. Anything else is a bug, and
 # napari's own error notification (with its traceback) reports it.
-USER_ERRORS = (ImageError, WeightsError, LayerInputError, UnknownLayerError)
+USER_ERRORS = (ImageError, WeightsError, LayerInputError, UnknownLayerError,
+               DeviceUnavailableError)
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,13 @@ class ActivationsWidget(QWidget):
         self.contrast_combo = QComboBox()
         self.contrast_combo.addItem("each channel (mat2gray per channel)", "channel")
         self.contrast_combo.addItem("whole layer (one range)", "global")
+        self.device_combo = QComboBox()
+        self.device_combo.addItem("auto: GPU if there is one, else CPU", "auto")
+        self.device_combo.addItem("CPU", "cpu")
+        self.device_combo.addItem("CUDA GPU", "cuda")
+        self.device_combo.addItem("Apple GPU (MPS)", "mps")
+        self.device_combo.setToolTip("Where the network runs. A GPU that is not there is "
+                                     "reported when you press Run.")
         self.weights_label = QLabel()
         self.weights_label.setWordWrap(True)
         self.weights_file_button = QPushButton("Weights file…")
@@ -142,6 +150,7 @@ class ActivationsWidget(QWidget):
         form.addRow("Network layer", self.layer_combo)
         form.addRow("Input scale", self.scale_spin)
         form.addRow("Contrast", self.contrast_combo)
+        form.addRow("Device", self.device_combo)
         form.addRow("Weights", self.weights_label)
         weights_row = QHBoxLayout()
         weights_row.addWidget(self.weights_file_button)
@@ -158,6 +167,7 @@ class ActivationsWidget(QWidget):
 
         self.image_combo.currentIndexChanged.connect(self.refresh_layer_sizes)
         self.scale_spin.valueChanged.connect(self.refresh_layer_sizes)
+        self.device_combo.currentIndexChanged.connect(self._on_device_changed)
         self.weights_file_button.clicked.connect(self.choose_weights_file)
         self.weights_default_button.clicked.connect(lambda: self.set_weights("DEFAULT"))
         self.run_button.clicked.connect(self.run)
@@ -298,6 +308,20 @@ class ActivationsWidget(QWidget):
         self._network = None
         self._update_weights_label()
 
+    def set_device(self, device: str) -> None:
+        """Run on ``device`` ("auto", "cpu", "cuda" or "mps") from the next Run on."""
+        index = self.device_combo.findData(device)
+        if index < 0:
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'mps'; got {device!r}.")
+        self.device_combo.setCurrentIndex(index)
+
+    def _on_device_changed(self, *args: Any) -> None:
+        wanted = self.device_combo.currentData()
+        if self._network is not None and wanted != "auto" and (
+                str(self._network.device).split(":")[0] != wanted):
+            self._network = None  # loaded again (from the cache) on the chosen device
+            self._update_weights_label()
+
     def set_network(self, network: Network) -> None:
         """Use this loaded network (e.g. from the console) from the next Run on."""
         self._network = network
@@ -342,7 +366,8 @@ class ActivationsWidget(QWidget):
             return
         info = self.selected_layer()
         gen = compute_for_image_layer(self._network, source, info, weights=self._weights,
-                                      input_scale=self.scale_spin.value())
+                                      input_scale=self.scale_spin.value(),
+                                      device=self.device_combo.currentData())
         worker = create_worker(_guarded, gen, _start_thread=False)
         run = _RunState(worker, source, self.contrast_combo.currentData())
         self._run = run

@@ -27,6 +27,7 @@ __all__ = [
     "default_weights_path",
     "WeightsError",
     "WeightsUnavailableError",
+    "DeviceUnavailableError",
     "WEIGHTS_ENV",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -41,6 +42,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 class WeightsError(RuntimeError):
     """The weights could not be loaded; the message says why and what to do."""
+
+
+class DeviceUnavailableError(ValueError):
+    """The device asked for is not available on this machine."""
 
 
 class WeightsUnavailableError(WeightsError):
@@ -130,11 +135,11 @@ def resolve_device(device: Any = "auto") -> "torch.device":
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"{device!r} is not a device; use 'auto', 'cpu', 'cuda' or 'mps'.") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was asked for, but PyTorch sees no CUDA GPU here; "
+        raise DeviceUnavailableError("device='cuda' was asked for, but PyTorch sees no CUDA GPU here; "
                          "use device='auto' or 'cpu'.")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None)
                                   and torch.backends.mps.is_available()):
-        raise ValueError("device='mps' was asked for, but Apple MPS is not available here; "
+        raise DeviceUnavailableError("device='mps' was asked for, but Apple MPS is not available here; "
                          "use device='auto' or 'cpu'.")
     return dev
 
