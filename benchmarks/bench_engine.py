@@ -10,7 +10,10 @@ For 512x512 and 2048x2048 random RGB uint8 images and a shallow and two deep lay
   ``(1, 3, H, W)`` tensor under ``torch.inference_mode()``; nothing else.
 
 Repeats are interleaved (floor, activations, floor, ...) so that load from other processes
-hits both alike; the table gives medians. Run from the repository root::
+hits both alike; the table gives medians of wall-clock time, and beside their ratio the ratio
+of the medians of the process's CPU time (user + system, all threads). On a machine shared
+with other work, wall time also measures the waiting for a core; the CPU time of a
+single-threaded run (``--threads 1``) measures the work alone. Run from the repository root::
 
     .venv/bin/python benchmarks/bench_engine.py [--repeats N] [--threads T] [--out FILE]
 
@@ -65,17 +68,19 @@ def normalised(image: np.ndarray, net: na.Network) -> torch.Tensor:
     return ((x - mean) / std).unsqueeze(0).contiguous().to(net.device)
 
 
-def timed(fn: Callable[[], object], sync: Callable[[], None]) -> float:
+def timed(fn: Callable[[], object], sync: Callable[[], None]) -> tuple[float, float]:
+    """(wall-clock seconds, CPU seconds of this process) of one call."""
     sync()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     fn()
     sync()
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.process_time() - c
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=7,
+                        help="repeats at 2048x2048; smaller images get proportionally more")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's own choice)")
     parser.add_argument("--device", default="cpu")
@@ -104,31 +109,33 @@ def main() -> None:
 
             # same numbers, or the comparison means nothing
             np.testing.assert_allclose(ours(), floor()[0].cpu().numpy(), rtol=1e-4, atol=1e-3)
-            times: dict[str, list[float]] = {"floor": [], "ours": []}
-            for _ in range(args.repeats):
+            times: dict[str, list[tuple[float, float]]] = {"floor": [], "ours": []}
+            repeats = args.repeats * max(1, round((2048 / n) ** 2 / 4))
+            for _ in range(repeats):
                 times["floor"].append(timed(floor, sync))
                 times["ours"].append(timed(ours, sync))
-            f, o = statistics.median(times["floor"]), statistics.median(times["ours"])
-            rows.append((n, layer, f, o))
+            (f, fc), (o, oc) = ([statistics.median(t) for t in zip(*times[k])]
+                                for k in ("floor", "ours"))
+            rows.append((n, layer, repeats, f, o, oc / fc))
             print(f"  {n}x{n} {layer}: floor {f * 1e3:.1f} ms, activations {o * 1e3:.1f} ms, "
-                  f"ratio {o / f:.2f}", flush=True)
+                  f"ratio {o / f:.2f} (CPU time {oc / fc:.2f})", flush=True)
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     device = (torch.cuda.get_device_name(net.device) if net.device.type == "cuda"
               else cpu_model())
     lines = [
         f"Device: {device} ({os.cpu_count()} logical CPUs); torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads; numpy {np.__version__}; "
-        f"median of {args.repeats} interleaved repeats"
+        f"{torch.get_num_threads()} threads; numpy {np.__version__}"
         + (f"; load average at the end {load[0]:.1f}" if load else ""),
         "",
-        "| image | layer | floor: truncated torchvision (ms) | activations (ms) | ratio |",
-        "|---|---|---:|---:|---:|",
+        "| image | layer | repeats | floor: truncated torchvision, median (ms) | "
+        "activations, median (ms) | ratio | ratio of CPU time |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for n, layer, f, o in rows:
-        flag = "" if o / f <= TARGET else " (over target)"
-        lines.append(f"| {n}x{n} RGB uint8 | {layer} | {f * 1e3:.1f} | {o * 1e3:.1f} | "
-                     f"{o / f:.2f}{flag} |")
+    for n, layer, repeats, f, o, cpu in rows:
+        flag = "" if o / f <= TARGET else " (over)"
+        lines.append(f"| {n}x{n} RGB uint8 | {layer} | {repeats} | {f * 1e3:.1f} | "
+                     f"{o * 1e3:.1f} | {o / f:.2f}{flag} | {cpu:.2f} |")
     text = "\n".join(lines)
     print()
     print(text)

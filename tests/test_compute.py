@@ -241,16 +241,21 @@ def test_real_weights_equal_a_full_torchvision_forward_pass(real_net, face):
 
 
 def test_forward_stops_at_the_requested_layer(random_net, rgb):
+    fire3 = random_net.model.features[4]
+    watched = {"fire3": fire3, "fire3.squeeze": fire3.squeeze,
+               "fire3.expand1x1": fire3.expand1x1, "fire3.expand3x3": fire3.expand3x3,
+               "classifier": random_net.model.classifier}
     called: list[str] = []
-    handles = [random_net.model.features[4].register_forward_pre_hook(
-        lambda m, i: called.append("fire3")),
-        random_net.model.classifier.register_forward_pre_hook(
-            lambda m, i: called.append("classifier"))]
+    handles = [m.register_forward_pre_hook(lambda m, i, name=name: called.append(name))
+               for name, m in watched.items()]
     try:
         na.activations(random_net, rgb, "fire2-concat")
         assert called == []
         na.activations(random_net, rgb, "fire3-squeeze1x1")
-        assert called == ["fire3"] or called == []  # sub-modules may be called directly
+        assert called == ["fire3.squeeze"]  # and neither expand runs
+        called.clear()
+        na.activations(random_net, rgb, "fire3-concat")
+        assert "classifier" not in called and "fire3.expand3x3" in called
     finally:
         for h in handles:
             h.remove()
@@ -270,6 +275,30 @@ def test_progress_is_reported_and_counts_to_the_end(random_net, rgb):
     assert [p.done for p in steps] == list(range(len(steps)))
     assert steps[-1].fraction == 1.0 and "pool3" in steps[-1].message
     np.testing.assert_array_equal(result, na.activations(random_net, stack, "pool3"))
+
+
+def test_interleaved_and_concurrent_calls_do_not_mix_their_inputs(random_net):
+    """Inputs share memory between calls of a thread; each result must still be its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, (64, 80, 3), dtype=np.uint8) for _ in range(4)]
+    expected = [na.activations(random_net, im, "fire3-concat") for im in images]
+    gens = [na.iter_activations(random_net, im, "fire3-concat") for im in images]
+    results: list = [None] * len(gens)
+    while any(r is None for r in results):  # one step of each in turn, in one thread
+        for k, gen in enumerate(gens):
+            if results[k] is None:
+                try:
+                    next(gen)
+                except StopIteration as stop:
+                    results[k] = stop.value
+    for got, want in zip(results, expected):
+        np.testing.assert_array_equal(got, want)
+    with ThreadPoolExecutor(4) as pool:
+        for got, want in zip(pool.map(lambda im: na.activations(random_net, im, "fire3-concat"),
+                                      images * 2), expected * 2):
+            np.testing.assert_array_equal(got, want)
 
 
 # --- errors -------------------------------------------------------------------------------

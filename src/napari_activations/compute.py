@@ -8,6 +8,7 @@ the napari widget runs the same generator in a worker thread, so there is one co
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -154,14 +155,44 @@ def _reduce(a: Any, how: str) -> float:
     return float(getattr(np, how)(a))
 
 
+_REUSED_INPUT_BYTES = 64 * 2**20
+_thread_input = threading.local()
+
+
+def _input_buffer(shape: tuple[int, ...], device: Any) -> torch.Tensor:
+    """An uninitialised float32 network input; on the CPU, this thread's previous one if the
+    shape is the same.
+
+    Fresh memory costs a page fault per 4 KiB on first touch, for a 2048x2048 image a third
+    of conv1's own time; re-running the same image (another layer, another channel) is the
+    common case. The network reads its input only in conv1, which :func:`_forward` runs
+    before it first yields, so the buffer is free again by the time this thread asks for the
+    next one. Inputs over 64 MiB are not kept; other devices have their own caching
+    allocators.
+    """
+    import torch
+
+    nbytes = 4 * math.prod(shape)
+    if torch.device(device).type != "cpu" or nbytes > _REUSED_INPUT_BYTES:
+        return torch.empty(shape, dtype=torch.float32, device=device)
+    buffer = getattr(_thread_input, "buffer", None)
+    if buffer is None or tuple(buffer.shape) != tuple(shape):
+        _thread_input.buffer = None  # free the old one before allocating
+        with torch.inference_mode(False):  # a normal tensor: writable in and out of it
+            buffer = torch.empty(shape, dtype=torch.float32)
+        _thread_input.buffer = buffer
+    return buffer
+
+
 def _plane_tensor(plane: Any, colour: bool, bounds: tuple[float, float] | None,
                   net: Network, size: tuple[int, int]) -> torch.Tensor:
     """One (H, W[, C]) plane -> normalised (1, 3, h, w) float32 tensor on the net's device.
 
-    The result is a fresh contiguous NCHW tensor: the input is never written to, and the
-    convolutions get their fast memory layout. One pass converts and transposes, then the
+    The result is a contiguous NCHW tensor (the convolutions' fast memory layout), never a
+    view of the input, which is not written to. One pass converts and transposes, then the
     intensity scaling and the ImageNet normalisation run in place (for uint8, folded into one
-    multiply and one add).
+    multiply and one add). Without resizing it may be this thread's reused input buffer
+    (:func:`_input_buffer`): run the network on it before the next call.
     """
     import torch
     import torch.nn.functional as F
@@ -177,7 +208,7 @@ def _plane_tensor(plane: Any, colour: bool, bounds: tuple[float, float] | None,
         p = np.ascontiguousarray(p)
     t = torch.from_numpy(p).to(net.device)  # uint8 stays 1 byte a pixel on its way to a GPU
     src = t.permute(2, 0, 1) if colour else t.unsqueeze(0).expand(3, -1, -1)
-    x = torch.empty((1, 3) + tuple(src.shape[-2:]), dtype=torch.float32, device=net.device)
+    x = _input_buffer((1, 3) + tuple(src.shape[-2:]), net.device)
     x[0].copy_(src)
     mean = torch.tensor(net.mean, dtype=torch.float64).view(3, 1, 1)
     std = torch.tensor(net.std, dtype=torch.float64).view(3, 1, 1)
