@@ -51,7 +51,7 @@ def cpu_model() -> str:
 
 
 def truncated(net: na.Network, layer: str) -> torch.nn.Module:
-    """torchvision's modules up to and including ``layer`` (conv1, fireN-squeeze1x1, fireN-concat)."""
+    """torchvision's modules up to and including ``layer`` (conv1, fireN-squeeze1x1, -concat)."""
     info = na.find_layer(layer)
     parts = info.module.split(".")
     k = int(parts[1])
@@ -85,6 +85,7 @@ def main() -> None:
                         help="torch threads (default: torch's own choice)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sizes", type=int, nargs="*", default=SIZES)
+    parser.add_argument("--layers", nargs="*", default=LAYERS)
     parser.add_argument("--out", default=None, help="also append the table to this file")
     args = parser.parse_args()
     if args.threads:
@@ -97,14 +98,14 @@ def main() -> None:
     for n in args.sizes:
         image = rng.integers(0, 256, (n, n, 3), dtype=np.uint8)
         x = normalised(image, net)
-        for layer in LAYERS:
+        for layer in args.layers:
             model = truncated(net, layer)
 
-            def floor() -> torch.Tensor:
+            def floor(model=model, x=x) -> torch.Tensor:
                 with torch.inference_mode():
                     return model(x)
 
-            def ours() -> np.ndarray:
+            def ours(image=image, layer=layer) -> np.ndarray:
                 return na.activations(net, image, layer)
 
             # same numbers, or the comparison means nothing
@@ -128,8 +129,8 @@ def main() -> None:
         f"{torch.get_num_threads()} threads; numpy {np.__version__}"
         + (f"; load average at the end {load[0]:.1f}" if load else ""),
         "",
-        "| image | layer | repeats | floor: truncated torchvision, median (ms) | "
-        "activations, median (ms) | ratio | ratio of CPU time |",
+        ("| image | layer | repeats | floor: truncated torchvision, median (ms) | "
+         "activations, median (ms) | ratio | ratio of CPU time |"),
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for n, layer, repeats, f, o, cpu in rows:

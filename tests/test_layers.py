@@ -49,7 +49,7 @@ def test_table_has_every_reference_layer_in_network_order():
 
 
 def _expected_geometry(name: str) -> tuple[int, int] | None:
-    """(S, O) per REFERENCE.md: conv1 (2, 1); pool1..fire3 (4, 3); pool3..fire5 (8, 7); on (16, 15)."""
+    """(S, O) per REFERENCE.md: (2, 1) conv1; (4, 3) pool1..fire3; (8, 7) ..fire5; (16, 15) on."""
     if name in ("pool10", "prob"):
         return None
     if name in ("conv1", "relu_conv1"):

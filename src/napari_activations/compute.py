@@ -159,22 +159,21 @@ _REUSED_INPUT_BYTES = 64 * 2**20
 _thread_input = threading.local()
 
 
-def _input_buffer(shape: tuple[int, ...], device: Any) -> torch.Tensor:
-    """An uninitialised float32 network input; on the CPU, this thread's previous one if the
-    shape is the same.
+def _input_buffer(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised float32 CPU tensor: this thread's previous one if the shape is the same.
 
     Fresh memory costs a page fault per 4 KiB on first touch, for a 2048x2048 image a third
     of conv1's own time; re-running the same image (another layer, another channel) is the
     common case. The network reads its input only in conv1, which :func:`_forward` runs
-    before it first yields, so the buffer is free again by the time this thread asks for the
-    next one. Inputs over 64 MiB are not kept; other devices have their own caching
-    allocators.
+    before it first yields (or it is copied to the device or resized into a new tensor at
+    once), so the buffer is free again by the time this thread asks for the next one. Inputs
+    over 64 MiB are not kept.
     """
     import torch
 
-    nbytes = 4 * math.prod(shape)
-    if torch.device(device).type != "cpu" or nbytes > _REUSED_INPUT_BYTES:
-        return torch.empty(shape, dtype=torch.float32, device=device)
+    if 4 * math.prod(shape) > _REUSED_INPUT_BYTES:
+        with torch.inference_mode(False):
+            return torch.empty(shape, dtype=torch.float32)
     buffer = getattr(_thread_input, "buffer", None)
     if buffer is None or tuple(buffer.shape) != tuple(shape):
         _thread_input.buffer = None  # free the old one before allocating
@@ -189,36 +188,39 @@ def _plane_tensor(plane: Any, colour: bool, bounds: tuple[float, float] | None,
     """One (H, W[, C]) plane -> normalised (1, 3, h, w) float32 tensor on the net's device.
 
     The result is a contiguous NCHW tensor (the convolutions' fast memory layout), never a
-    view of the input, which is not written to. One pass converts and transposes, then the
-    intensity scaling and the ImageNet normalisation run in place (for uint8, folded into one
-    multiply and one add). Without resizing it may be this thread's reused input buffer
-    (:func:`_input_buffer`): run the network on it before the next call.
+    view of the input, which is not written to. Without resizing on the CPU it is this
+    thread's reused input buffer (:func:`_input_buffer`): run the network on it before the
+    next call.
+
+    The scaling runs in numpy, single-threaded: a few memory-bound passes that gain little
+    from threads, while each multi-threaded torch operation before a convolution wakes
+    torch's thread pool and costs the convolution more than the operation itself saves (on
+    two cores, uint8 conversion in torch made conv1 at 512x512 1.6x slower). For uint8 the
+    conversion, the /255 scaling and the ImageNet normalisation are one multiply and one add.
     """
-    import torch
     import torch.nn.functional as F
 
     p = np.asarray(plane)
     if colour:
         p = p[..., :3]
-    if p.dtype.kind == "f" and p.dtype.itemsize > 8:  # long double: torch has none
-        p = p.astype(np.float64)
-    elif not p.dtype.isnative:
-        p = p.astype(p.dtype.newbyteorder("="))
-    elif any(st < 0 for st in p.strides):  # torch cannot view negative strides
-        p = np.ascontiguousarray(p)
-    t = torch.from_numpy(p).to(net.device)  # uint8 stays 1 byte a pixel on its way to a GPU
-    src = t.permute(2, 0, 1) if colour else t.unsqueeze(0).expand(3, -1, -1)
-    x = _input_buffer((1, 3) + tuple(src.shape[-2:]), net.device)
-    x[0].copy_(src)
-    mean = torch.tensor(net.mean, dtype=torch.float64).view(3, 1, 1)
-    std = torch.tensor(net.std, dtype=torch.float64).view(3, 1, 1)
+    src = p.transpose(2, 0, 1) if colour else p[np.newaxis]  # (3 or 1, H, W), a view
+    x = _input_buffer((1, 3) + src.shape[-2:])
+    out = x.numpy()[0]
+    mean = np.array(net.mean, dtype=np.float64).reshape(3, 1, 1)
+    std = np.array(net.std, dtype=np.float64).reshape(3, 1, 1)
     if bounds is None:  # uint8 by 255: x = v / (255 std) - mean / std
-        x.mul_((1.0 / (255.0 * std)).to(x)).add_((-mean / std).to(x))
+        np.multiply(src, (1.0 / (255.0 * std)).astype(np.float32), out=out)
+        out += (-mean / std).astype(np.float32)
     else:
         low, high = bounds
         inv = 1.0 / (high - low) if high > low else 0.0
-        x.sub_(low).mul_(inv).nan_to_num_(nan=0.0).clamp_(0.0, 1.0)  # NaN counts as low
-        x.sub_(mean.to(x)).div_(std.to(x))
+        np.subtract(src, low, out=out, casting="unsafe")  # any real dtype, grey broadcast
+        out *= inv
+        np.nan_to_num(out, copy=False, nan=0.0)  # NaN counts as low
+        np.clip(out, 0.0, 1.0, out=out)
+        out -= mean.astype(np.float32)
+        out /= std.astype(np.float32)
+    x = x.to(net.device)
     if tuple(x.shape[-2:]) != tuple(size):
         shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
