@@ -138,6 +138,15 @@ def test_non_uint8_images_are_scaled_by_their_own_range(random_net, rgb):
         _close(na.activations(random_net, image, "fire2-concat"), expected)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.int64, np.uint16])
+def test_scaling_is_not_rounded_at_the_image_precision(random_net, rgb, dtype):
+    """A float16 (or integer) image gives what the same values as float64 give."""
+    scale, offset = (0.7 / 255, 0.1) if dtype == np.float16 else (3, 1000)
+    image = (rgb.astype(np.float64) * scale + offset).astype(dtype)
+    _close(na.activations(random_net, image, "conv1"),
+           na.activations(random_net, image.astype(np.float64), "conv1"))
+
+
 def test_intensity_range_maps_low_and_high_to_black_and_white(random_net, rgb):
     u8 = (rgb // 2).astype(np.uint8)  # 0..127: own range would stretch it, 0..255 does not
     expected = na.activations(random_net, u8, "fire3-concat")

@@ -214,7 +214,9 @@ def _plane_tensor(plane: Any, colour: bool, bounds: tuple[float, float] | None,
     else:
         low, high = bounds
         inv = 1.0 / (high - low) if high > low else 0.0
-        np.subtract(src, low, out=out, casting="unsafe")  # any real dtype, grey broadcast
+        # at float32 precision at least (float16 would round v - low), grey broadcast to 3
+        np.subtract(src, low, out=out, dtype=np.promote_types(src.dtype, np.float32),
+                    casting="unsafe")
         out *= inv
         np.nan_to_num(out, copy=False, nan=0.0)  # NaN counts as low
         np.clip(out, 0.0, 1.0, out=out)
