@@ -226,9 +226,10 @@ def test_pre_relu_is_really_before_the_relu(random_net, rgb, pre, post):
 
 
 def test_after_relu_layers_are_never_negative(random_net, rgb):
+    small = rgb[:40, :48]  # deep enough for every layer, cheap for all 45
     for info in LAYERS:
         if info.after_relu:
-            assert na.activations(random_net, rgb, info).min() >= 0, info.name
+            assert na.activations(random_net, small, info).min() >= 0, info.name
 
 
 SAMPLE = ["conv1", "relu_conv1", "pool1", "fire2-squeeze1x1", "fire3-expand3x3",
