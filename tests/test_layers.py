@@ -220,3 +220,16 @@ def test_output_size_and_minimum_size_agree_with_torch(random_net, one_thread):
 
 def test_network_exposes_the_table(random_net):
     assert random_net.layers is LAYERS
+
+
+def test_layer_table_needs_no_torch():
+    """The widget fills its menus from the table before any network is loaded."""
+    import subprocess
+    import sys
+
+    code = ("import sys, napari_activations as na\n"
+            "assert len(na.LAYERS) == 66 and na.find_layer('features.9.squeeze').channels == 48\n"
+            "assert na.output_size('fire9-concat', 227, 227) == (14, 14)\n"
+            "assert na.minimum_input_size('prob') > 0\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
