@@ -1,0 +1,116 @@
+"""Endurance: 200 runs in one viewer, switching images and layers, through the widget and the
+console, with refusals mixed in. Nothing may pile up: layers, workers, threads, hooks, event
+connections, memory.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+
+import numpy as np
+import pytest
+from _robustness import assert_error_notified, assert_no_traceback, model_hooks
+
+import napari_activations as na
+from napari_activations import _napari_layers
+
+pytestmark = [pytest.mark.gui, pytest.mark.slow]
+
+RUNS = 200
+WARM_UP = 40
+NETWORK_LAYERS = ["conv1", "pool1", "fire2-relu_squeeze1x1", "fire3-concat", "pool3"]
+
+
+def _rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def test_200_runs_in_one_viewer(random_net, make_napari_viewer, qtbot, monkeypatch):
+    from _robustness import record_notifications
+    from qtpy.QtCore import QThreadPool, QTimer
+    from superqt.utils._qthreading import WorkerBase
+
+    from napari_activations._widget import ActivationsWidget
+
+    notifications = record_notifications(monkeypatch)
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(7)
+    images = [
+        viewer.add_image(rng.random((40, 48)).astype(np.float32), name="gray"),
+        viewer.add_image(rng.integers(0, 256, (36, 40, 3), dtype=np.uint8), name="rgb"),
+        viewer.add_image(rng.random((3, 32, 36)), name="stack"),
+    ]
+    tiny = viewer.add_image(np.zeros((12, 12), np.float32), name="tiny")
+    widget = ActivationsWidget(viewer, network=random_net)
+    viewer.window.add_dock_widget(widget)
+
+    # The event loop's heartbeat: the longest gap shows how long the GUI was ever blocked.
+    beats: list[float] = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: beats.append(time.perf_counter()))
+    timer.start(20)
+
+    made: set[str] = set()
+    errors = 0
+    rss_warm = threads_warm = callbacks_warm = None
+    start = time.perf_counter()
+    for i in range(RUNS):
+        source = images[i % len(images)]
+        layer = NETWORK_LAYERS[(i // len(images)) % len(NETWORK_LAYERS)]
+        through_widget = i % 2 == 0
+        refusal = i % 25 == 24  # now and then, a run that fails
+        if refusal:
+            source, layer = tiny, "fire9-concat"
+        if through_widget:
+            viewer.layers.selection.active = source  # the widget follows the selection
+            assert widget.selected_image() is source
+            widget.set_network_layer(layer)
+            widget.run()
+            qtbot.waitUntil(lambda: not widget.busy, timeout=30_000)
+            if refusal:
+                assert_error_notified(notifications, "too small")
+        elif refusal:
+            with pytest.raises(na.ImageError, match="too small"):
+                na.show_activations(viewer, source, layer, network=random_net)
+        else:
+            na.show_activations(viewer, source, layer, network=random_net)
+        if refusal:
+            errors += 1
+        else:
+            made.add(f"{source.name}: {layer}")
+        # Updates replace, they do not add; hooks never linger, also after a refusal.
+        assert len(viewer.layers) == len(images) + 1 + len(made), i
+        assert model_hooks(random_net) == [], i
+        if i == WARM_UP - 1:
+            qtbot.wait(50)
+            gc.collect()
+            rss_warm = _rss()
+            threads_warm = threading.active_count()
+            callbacks_warm = len(viewer.dims.events.current_step.callbacks)
+    elapsed = time.perf_counter() - start
+    timer.stop()
+    qtbot.wait(50)
+    gc.collect()
+
+    assert errors == RUNS // 25
+    assert made == {f"{im.name}: {name}" for im in images for name in NETWORK_LAYERS}
+    growth = _rss() - rss_warm
+    assert growth < 100 * 2**20, f"memory grew by {growth / 2**20:.0f} MiB after warm-up"
+    # No leaked workers or threads, no pile of event connections or bookkeeping.
+    assert widget.worker is None and not widget.busy
+    assert not WorkerBase._worker_set
+    QThreadPool.globalInstance().waitForDone(2_000)
+    assert QThreadPool.globalInstance().activeThreadCount() == 0
+    assert threading.active_count() <= threads_warm
+    assert len(viewer.dims.events.current_step.callbacks) <= callbacks_warm
+    assert len(_napari_layers._FOLLOWERS) <= len(made)
+    assert len(_napari_layers._STARTED) <= len(made)
+    # Responsive throughout: the GUI was never blocked for long, and runs stayed quick.
+    gaps = np.diff(beats)
+    assert gaps.max() < 2.0, gaps.max()
+    assert elapsed / RUNS < 0.5, elapsed / RUNS
+    assert_no_traceback(notifications)
