@@ -65,6 +65,9 @@ def align(native: np.ndarray, info: LayerInfo, image_hw: tuple[int, int],
     """
     h, w = native.shape[-2:]
     H, W = image_hw
+    if 0 in native.shape:  # an empty selection, e.g. planes 0:0
+        shape = (H if rows is None else len(rows), W if cols is None else len(cols))
+        return np.empty(native.shape[:-2] + shape, dtype=np.float32)
     if rows is None and cols is None and _on_integer_grid(info, (h, w), (H, W), scale):
         return _align_whole(np.asarray(native, dtype=np.float32), info, (H, W))
     rm = axis_map(H, h, info, scale[0], rows)
@@ -172,16 +175,19 @@ class AlignedActivations:
             key = (key,)
         if any(k is None for k in key) or sum(k is Ellipsis for k in key) > 1:
             return np.asarray(self)[key]
-        if Ellipsis in key:
-            i = key.index(Ellipsis)
+        if any(k is Ellipsis for k in key):  # not ``in``: it compares index arrays elementwise
+            i = next(n for n, k in enumerate(key) if k is Ellipsis)
             key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1:]
         key = key + (slice(None),) * (self.ndim - len(key))
         if len(key) > self.ndim:
             raise IndexError(f"too many indices for an array of {self.ndim} dimensions")
+        arrays = sum(not isinstance(k, (slice, int, np.integer)) for k in key)
+        if arrays and arrays + sum(isinstance(k, (int, np.integer)) for k in key) > 1:
+            return np.asarray(self)[key]  # numpy pairs such indices up pointwise: no shortcut
         lead, (rk, ck) = key[:-2], key[-2:]
         native = self.native[lead + (slice(None), slice(None))]
         H, W = self.image_shape
-        if rk == slice(None) and ck == slice(None):  # whole planes: the fast path
+        if _is_full(rk) and _is_full(ck):  # whole planes: the fast path
             return align(native, self.layer, self.image_shape, self.scale)
         rows, r_scalar = _as_index(rk, H)
         cols, c_scalar = _as_index(ck, W)
@@ -189,6 +195,10 @@ class AlignedActivations:
         if r_scalar or c_scalar:
             out = out[(Ellipsis, 0 if r_scalar else slice(None), 0 if c_scalar else slice(None))]
         return out
+
+
+def _is_full(k) -> bool:
+    return isinstance(k, slice) and k == slice(None)
 
 
 def _as_index(k, n: int) -> tuple[np.ndarray, bool]:

@@ -450,7 +450,8 @@ class LazyNative:
         kept = tuple(np.size(r) for r, k in zip(ranges, lead_key) if isinstance(k, slice))
         planes = [self.plane(tuple(int(i) for i in idx))
                   for idx in _product([np.atleast_1d(r) for r in ranges])]
-        stacked = np.stack(planes).reshape(kept + self.shape[-3:])
+        stacked = (np.stack(planes).reshape(kept + self.shape[-3:]) if planes  # none: empty
+                   else np.empty(kept + self.shape[-3:], dtype=np.float32))
         if len(key) <= n_lead:
             return stacked
         # The rest of the key indexes (C, h, w), after the lead axes that slices kept.
