@@ -303,3 +303,30 @@ def test_widget(case_env, random_net, shared_gui, qtbot, monkeypatch):
     if source is not None:
         assert layer_fingerprint(source) == before
     assert_viewer_responds(viewer, qtbot)
+
+
+# -- inputs only the array API can be given -----------------------------------------------------
+
+
+@pytest.mark.parametrize("data, kwargs, words", [
+    ([np.zeros((64, 64)), np.zeros((32, 32))], {}, ("different shapes", "pyramid", "image[0]")),
+    (np.zeros(40), {}, ("at least two axes", "(40,)")),
+    (np.full((40, 40), "a"), {}, ("<U1", "pass numbers")),
+    (np.array([[object()] * 4] * 4), {}, ("object", "pass numbers")),
+    (np.zeros((40, 40, 2)), {"rgb": True}, ("rgb=True", "3 (RGB) or 4 (RGBA)")),
+    (np.zeros((40, 40)), {"input_scale": float("nan")}, ("input_scale", "positive")),
+    (np.zeros((40, 40)), {"intensity_range": (1.0, 1.0)}, ("intensity_range", "high > low")),
+], ids=["pyramid list", "1-D", "strings", "objects", "rgb=True on 2 channels", "NaN scale",
+        "empty intensity range"])
+def test_array_api_refusals(random_net, data, kwargs, words):
+    digest = data_digest(data)
+    with pytest.raises(na.ImageError) as err:
+        na.activations(random_net, data, "conv1", **kwargs)
+    assert_clear_error(err.value, words)
+    assert data_digest(data) == digest
+
+
+def test_nested_python_lists_are_images(random_net):
+    rows = np.random.default_rng(9).random((20, 24)).tolist()
+    out = na.activations(random_net, rows, "conv1")
+    np.testing.assert_allclose(out, na.activations(random_net, np.asarray(rows), "conv1"))
