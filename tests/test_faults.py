@@ -241,6 +241,21 @@ def test_closing_the_generator_stops_the_compute(random_net, forward_steps):
     assert full.shape == (512, 5, 5) and np.isfinite(full).all()
 
 
+def test_stepping_the_generator_leaves_the_callers_autograd_alone(random_net):
+    """torch's inference mode is thread-local: it is on during a step, never between steps,
+    and a generator dropped unfinished leaves nothing switched off."""
+    image = np.zeros((40, 40), np.float32)
+    gen = na.iter_activations(random_net, image, "fire2-concat")
+    next(gen)
+    next(gen)
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+    x = torch.ones(2, requires_grad=True)
+    (x * 3).sum().backward()  # the caller's own autograd works between steps
+    assert x.grad.tolist() == [3.0, 3.0]
+    kept_unfinished = gen  # noqa: F841 - held, never closed
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+
+
 @pytest.mark.gui
 @pytest.mark.parametrize("phase", ["forward pass", "resizing"])
 def test_cancel_stops_promptly_adds_nothing_and_leaves_the_widget_ready(

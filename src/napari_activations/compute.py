@@ -17,8 +17,14 @@ import numpy as np
 
 from .alignment import AlignedActivations
 from .layers import LayerInfo, find_layer, minimum_input_size, output_size
-from .tiling import (_CONTEXT_LAYER, choose_tile, estimate_forward_bytes, plan_axis, tile_count,
-                     tiled_forward)
+from .tiling import (
+    _CONTEXT_LAYER,
+    choose_tile,
+    estimate_forward_bytes,
+    plan_axis,
+    tile_count,
+    tiled_forward,
+)
 from .tiling import memory_budget as budget_bytes
 
 if TYPE_CHECKING:
@@ -338,7 +344,6 @@ class _Request:
 
     def forward_plane(self, idx: tuple[int, ...]) -> Generator[None, None, np.ndarray]:
         """``(C, h, w)`` activations of plane ``idx``; yields after each block of each tile."""
-        import torch
 
         self.forward_passes += 1
         plane = self.image[idx] if idx else self.image
@@ -358,11 +363,28 @@ class _Request:
         def run(x: torch.Tensor, info: LayerInfo) -> Generator[None, None, torch.Tensor]:
             return _forward(self.net.model, x, info)
 
-        with torch.inference_mode():
-            return (yield from tiled_forward(run, region, self.size, self.info, self.tile))
+        return (yield from _inference_steps(tiled_forward(run, region, self.size, self.info,
+                                                          self.tile)))
 
     def compute_plane(self, idx: tuple[int, ...]) -> np.ndarray:
         return _drain(self.forward_plane(idx))
+
+
+def _inference_steps(gen: Generator[None, None, Any]) -> Generator[None, None, Any]:
+    """Run each step of ``gen`` in torch's inference mode, and yield outside it.
+
+    The mode is thread-local: held across a yield, it would stay on in the caller's code
+    between steps (no autograd there), and for good if the generator were dropped unfinished.
+    """
+    import torch
+
+    while True:
+        with torch.inference_mode():
+            try:
+                next(gen)
+            except StopIteration as stop:
+                return stop.value
+        yield
 
 
 def _make_request(net: Network, image: Any, layer: str | LayerInfo, input_scale: float,
