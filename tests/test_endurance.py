@@ -23,6 +23,12 @@ WARM_UP = 40
 NETWORK_LAYERS = ["conv1", "pool1", "fire2-relu_squeeze1x1", "fire3-concat", "pool3"]
 
 
+def _runs_holding_a_layer() -> int:
+    from napari_activations._widget import _RunState
+
+    return sum(isinstance(o, _RunState) and o.source is not None for o in gc.get_objects())
+
+
 def _rss() -> int:
     import psutil
 
@@ -104,6 +110,9 @@ def test_200_runs_in_one_viewer(random_net, make_napari_viewer, qtbot, monkeypat
     # No leaked workers or threads, no pile of event connections or bookkeeping.
     assert widget.worker is None and not widget.busy
     assert not WorkerBase._worker_set
+    # napari's task list keeps every finished worker (and what it connects to): finished
+    # runs must hold no layer.
+    assert _runs_holding_a_layer() == 0
     QThreadPool.globalInstance().waitForDone(2_000)
     assert QThreadPool.globalInstance().activeThreadCount() == 0
     assert threading.active_count() <= threads_warm

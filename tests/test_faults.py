@@ -10,6 +10,7 @@ closed mid-run, plain cancel (tests/test_plugin_widget.py).
 from __future__ import annotations
 
 import email.message
+import gc
 import threading
 import time
 from pathlib import Path
@@ -336,6 +337,28 @@ def test_source_replaced_by_a_namesake_mid_run_gets_nothing(gui, qtbot):
     assert [layer.name for layer in viewer.layers] == ["cells"]
     assert_no_traceback(notifications)
     assert_widget_ready(widget)
+
+
+@pytest.mark.gui
+def test_a_deleted_image_is_freed_after_widget_runs(gui, qtbot):
+    """Finished runs let go of their image: napari keeps every finished worker (its task
+    list), so a run that held its source would keep a deleted image in memory."""
+    import weakref
+
+    viewer, widget, _, _ = gui
+    big = viewer.add_image(np.random.default_rng(6).random((50, 60)).astype(np.float32),
+                           name="big")
+    data = weakref.ref(big.data)
+    layer = weakref.ref(big)
+    for network_layer in ("conv1", "pool1"):
+        widget.set_network_layer(network_layer)
+        run_and_wait(qtbot, widget)
+    for name in ("big: conv1", "big: pool1", "big"):
+        viewer.layers.remove(name)
+    del big
+    qtbot.wait(10)
+    gc.collect()
+    assert layer() is None and data() is None
 
 
 @pytest.mark.gui

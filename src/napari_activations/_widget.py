@@ -376,7 +376,7 @@ class ActivationsWidget(QWidget):
         worker.aborted.connect(self._on_aborted)
         worker.finished.connect(self._on_finished)
         # Plain callables, not widget methods: they still run if the widget is gone.
-        worker.finished.connect(lambda: run.close_progress())
+        worker.finished.connect(lambda: run.release())
         self._set_busy(True, f"Computing {info.name} for {source.name!r}…")
         worker.start()
 
@@ -459,6 +459,16 @@ class _RunState:
         if self.progress is not None:
             self.progress.close()
             self.progress = None
+
+    def release(self) -> None:
+        """The run is over: close its progress bar, let go of its image layer and worker.
+
+        napari's task list keeps every finished worker, and through the worker's connections
+        this object: holding the source here would keep a deleted image in memory.
+        """
+        self.close_progress()
+        self.source = None
+        self.worker = None
 
     def abandon(self) -> None:
         """Forget the source and stop the worker: nothing will be added."""
