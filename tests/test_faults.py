@@ -315,25 +315,37 @@ def test_cancel_stops_promptly_adds_nothing_and_leaves_the_widget_ready(
 # -- interruptions and overlapping runs ---------------------------------------------------------
 
 
+def run_interrupted(qtbot, widget, network_layer: str, interrupt) -> list:
+    """Run, call ``interrupt()`` once at the first progress step, wait for the end.
+
+    Returns ``[what interrupt returned]``, or ``[]`` if it never ran.
+    """
+    widget.set_network_layer(network_layer)
+    widget.run()
+    worker = widget.worker
+    done: list = []
+
+    def once(_):
+        if not done:
+            done.append(interrupt())
+
+    worker.yielded.connect(once)
+    with qtbot.waitSignal(worker.finished, timeout=30_000):
+        pass
+    qtbot.wait(10)
+    return done
+
+
 @pytest.mark.gui
 def test_source_replaced_by_a_namesake_mid_run_gets_nothing(gui, qtbot):
     """Deleted mid-run and a new layer of the same name added: the stale result is dropped."""
     viewer, widget, image, notifications = gui
-    widget.set_network_layer("fire9-concat")
-    widget.run()
-    worker = widget.worker
-    swapped: list = []
 
-    def swap(_):
-        if not swapped:
-            viewer.layers.remove(image)
-            swapped.append(viewer.add_image(np.zeros((30, 30), np.float32), name="cells"))
+    def swap():
+        viewer.layers.remove(image)
+        return viewer.add_image(np.zeros((30, 30), np.float32), name="cells")
 
-    worker.yielded.connect(swap)
-    with qtbot.waitSignal(worker.finished, timeout=30_000):
-        pass
-    qtbot.wait(10)
-    assert swapped
+    assert run_interrupted(qtbot, widget, "fire9-concat", swap)
     assert [layer.name for layer in viewer.layers] == ["cells"]
     assert_no_traceback(notifications)
     assert_widget_ready(widget)
@@ -384,21 +396,8 @@ def test_overlapping_runs_on_one_layer_are_never_interleaved(gui, qtbot, random_
     """A widget run in flight and a console run on the same image and layer: the run started
     last is what stays, whole (data, geometry, metadata and contrast of one run)."""
     viewer, widget, image, notifications = gui
-    widget.set_network_layer("fire9-concat")
-    widget.run()
-    worker = widget.worker
-    console: list = []
-
-    def console_run(_):
-        if not console:
-            console.append(na.show_activations(viewer, image, "fire9-concat",
-                                               network=random_net, input_scale=2.0))
-
-    worker.yielded.connect(console_run)
-    with qtbot.waitSignal(worker.finished, timeout=30_000):
-        pass
-    qtbot.wait(10)
-    assert console
+    assert run_interrupted(qtbot, widget, "fire9-concat", lambda: na.show_activations(
+        viewer, image, "fire9-concat", network=random_net, input_scale=2.0))
     layers = [layer for layer in viewer.layers if layer.name == "cells: fire9-concat"]
     assert len(layers) == 1
     layer = layers[0]
