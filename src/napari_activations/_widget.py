@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QFont, QStandardItem, QStandardItemModel
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -53,6 +54,9 @@ LAYER_ROLE = Qt.ItemDataRole.UserRole + 1
 
 # Errors whose message is written for users: shown as they are. Anything else is a bug, and
 # napari's own error notification (with its traceback) reports it.
+NO_IMAGE = ("No image layer to compute on: open an image (or File > Open Sample > "
+            "napari-activations > Face).")
+
 USER_ERRORS = (ImageError, WeightsError, LayerInputError, UnknownLayerError,
                DeviceUnavailableError)
 
@@ -104,6 +108,7 @@ class ActivationsWidget(QWidget):
         self._network = network
         self._weights = weights
         self._run = _RunState()
+        self._shown: str | None = None  # the activation layer the status line names
         self._build()
         self._connect_viewer()
         self.refresh_images()
@@ -128,6 +133,10 @@ class ActivationsWidget(QWidget):
         self.contrast_combo = QComboBox()
         self.contrast_combo.addItem("each channel (mat2gray per channel)", "channel")
         self.contrast_combo.addItem("whole layer (one range)", "global")
+        self.replace_check = QCheckBox("Replace the image's earlier activation layers")
+        self.replace_check.setToolTip(
+            "Checked: one activation layer per image, the latest. Unchecked: earlier results "
+            "stay beneath the new one, for comparison.")
         self.device_combo = QComboBox()
         self.device_combo.addItem("auto: GPU if there is one, else CPU", "auto")
         self.device_combo.addItem("CPU", "cpu")
@@ -150,6 +159,7 @@ class ActivationsWidget(QWidget):
         form.addRow("Network layer", self.layer_combo)
         form.addRow("Input scale", self.scale_spin)
         form.addRow("Contrast", self.contrast_combo)
+        form.addRow("", self.replace_check)
         form.addRow("Device", self.device_combo)
         form.addRow("Weights", self.weights_label)
         weights_row = QHBoxLayout()
@@ -243,6 +253,7 @@ class ActivationsWidget(QWidget):
         self.image_combo.setCurrentIndex(max(index, 0))
         self.image_combo.blockSignals(False)
         self.refresh_layer_sizes()
+        self.refresh_status()
 
     def _follow_active(self, event: Any = None) -> None:
         from napari.layers import Image
@@ -369,15 +380,20 @@ class ActivationsWidget(QWidget):
                                       input_scale=self.scale_spin.value(),
                                       device=self.device_combo.currentData())
         worker = create_worker(_guarded, gen, _start_thread=False)
-        run = _RunState(worker, source, self.contrast_combo.currentData())
+        run = _RunState(worker, source, self.contrast_combo.currentData(),
+                        self.replace_check.isChecked())
         self._run = run
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_returned)
         worker.aborted.connect(self._on_aborted)
         worker.finished.connect(self._on_finished)
         # Plain callables, not widget methods: they still run if the widget is gone.
-        worker.finished.connect(lambda: run.release())
+        worker.finished.connect(lambda: run.after_step(run.release))
         self._set_busy(True, f"Computing {info.name} for {source.name!r}…")
+        # The progress bar is made here, before the worker starts: napari's activity dialog
+        # processes Qt events while it builds a bar, and a bar built in a progress callback
+        # would run the worker's later signals inside that callback.
+        run.open_progress(f"Computing {info.name}")
         worker.start()
 
     def cancel(self) -> None:
@@ -387,11 +403,15 @@ class ActivationsWidget(QWidget):
             self.status_label.setText("Cancelling…")
 
     def _on_progress(self, step: Progress) -> None:
-        self._run.show_progress(step)
+        run = self._run
+        run.show_progress(step)
+        run.run_deferred()
 
     def _on_returned(self, result: ActivationResult | _Failure) -> None:
         from napari.utils.notifications import show_error, show_warning
 
+        if self._run.defer(self._on_returned, result):
+            return
         source = self._run.source
         if source is None:
             return  # abandoned: the image or the viewer went away while computing
@@ -401,8 +421,10 @@ class ActivationsWidget(QWidget):
             return
         if source not in self.viewer.layers:
             return
-        layer = add_activation_layer(self.viewer, source, result, contrast=self._run.contrast)
+        layer = add_activation_layer(self.viewer, source, result, contrast=self._run.contrast,
+                                     replace=self._run.replace)
         self._run.outcome = f"Showing {layer.name!r} ({layer.data.shape[0]} channels)."
+        self._run.shown = layer.name
         self.weights_label.setText(result.network.description)
         if not result.network.trained:
             show_warning(f"{layer.name!r} was computed with random, untrained weights: its "
@@ -411,14 +433,32 @@ class ActivationsWidget(QWidget):
     def _on_aborted(self) -> None:
         from napari.utils.notifications import show_info
 
+        if self._run.defer(self._on_aborted):
+            return
         if self._run.source is not None:
             self._run.outcome = "Cancelled."
             show_info("Computation cancelled; nothing was added.")
 
     def _on_finished(self) -> None:
-        outcome = self._run.outcome
+        if self._run.defer(self._on_finished):
+            return
+        outcome, self._shown = self._run.outcome, self._run.shown
         self._run = _RunState()
         self._set_busy(False, outcome)
+        self.refresh_status()
+
+    def refresh_status(self, event: Any = None) -> None:
+        """Keep the status line true to the viewer: it never names a layer that is gone."""
+        if self.busy:
+            return
+        if not self._image_layers():
+            self._shown = None
+            self.status_label.setText(NO_IMAGE)
+        elif self._shown is not None and self._shown not in self.viewer.layers:
+            self._shown = None
+            self.status_label.setText("Ready.")
+        elif self.status_label.text() == NO_IMAGE:
+            self.status_label.setText("Ready.")
 
     def _on_layer_removed(self, event: Any) -> None:
         if self._run.worker is not None and event.value is self._run.source:
@@ -432,27 +472,59 @@ class _RunState:
     """
 
     def __init__(self, worker: Any = None, source: Image | None = None,
-                 contrast: str = "channel"):
+                 contrast: str = "channel", replace: bool = False):
         self.worker = worker
         self.source = source
         self.contrast = contrast
+        self.replace = replace
         self.progress: Any = None
         self.finished = False
+        self.updating = False  # inside show_progress (napari's bar processes Qt events there)
+        self.deferred: list[tuple[Any, tuple]] = []
         self.outcome = "Ready."
+        self.shown: str | None = None
 
-    def show_progress(self, step: Progress) -> None:
+    def open_progress(self, message: str) -> None:
+        """Show the run's progress bar (call before the worker starts)."""
         from napari.utils import progress
 
-        if self.finished:
-            return
+        self.progress = progress(total=0, desc=message)
+
+    def show_progress(self, step: Progress) -> None:
+        """Move the bar to ``step``.
+
+        napari's bar processes Qt events while it updates, so the worker's later signals can
+        arrive inside this call: a step is then skipped (the next one shows), and the result,
+        the end and the clean-up wait until this call is over (:meth:`after_step`), so that a
+        layer is never added to the viewer from inside napari's progress machinery.
+        """
         bar = self.progress
-        if bar is None:
-            # Creating the bar can process Qt events, "finished" included: hold it locally.
-            bar = self.progress = progress(total=step.total, desc=step.message)
-        elif bar.total != step.total:
-            bar.total = step.total
-        bar.set_description(step.message)
-        bar.update(step.done - bar.n)
+        if self.finished or self.updating or bar is None:
+            return
+        self.updating = True
+        try:
+            if bar.total != step.total:
+                bar.total = step.total
+            bar.set_description(step.message)
+            bar.update(step.done - bar.n)
+        finally:
+            self.updating = False
+
+    def defer(self, callback: Any, *args: Any) -> bool:
+        """During a progress update, keep ``callback(*args)`` for its end and return True."""
+        if self.updating:
+            self.deferred.append((callback, args))
+        return self.updating
+
+    def after_step(self, callback: Any, *args: Any) -> None:
+        """Call ``callback(*args)`` now, or once the progress update under way is over."""
+        if not self.defer(callback, *args):
+            callback(*args)
+
+    def run_deferred(self) -> None:
+        while self.deferred and not self.updating:
+            callback, args = self.deferred.pop(0)
+            callback(*args)
 
     def close_progress(self) -> None:
         self.finished = True
