@@ -51,6 +51,7 @@ __all__ = [
     "avoid_triton_llvm_crash",
     "channel_contrast_limits",
     "compute_for_image_layer",
+    "earlier_activation_layers",
     "expand_transform",
     "find_activation_layer",
     "show_activations",
@@ -262,14 +263,18 @@ def activation_metadata(result: ActivationResult, contrast: str) -> dict[str, An
 
 
 class ChannelFirst:
-    """Lazy view of ``(..., C, H, W)`` activations as ``(C, ..., H, W)``.
+    """Lazy view of ``(..., C, H, W)`` activations as ``(C, *(1,) * pad, ..., H, W)``.
 
-    Moves only the index, never the data: ``view[c, z]`` reads ``stack[z, c]``.
+    Moves only the index, never the data: ``view[c, z]`` reads ``stack[z, c]``. The ``pad``
+    one-plane axes after the channel axis stand for other layers' axes that this layer does not
+    have (see :mod:`napari_activations._channel_axes`): every index on them reads the same
+    plane.
     """
 
-    def __init__(self, stack: AlignedActivations):
+    def __init__(self, stack: AlignedActivations, pad: int = 0):
         self.stack = stack
         self.dtype = stack.dtype
+        self.pad = int(pad)
         self._lead = stack.ndim - 3
 
     @property
@@ -279,11 +284,11 @@ class ChannelFirst:
     @property
     def shape(self) -> tuple[int, ...]:
         s = self.stack.shape
-        return (s[self._lead],) + s[: self._lead] + s[self._lead + 1:]
+        return (s[self._lead],) + (1,) * self.pad + s[: self._lead] + s[self._lead + 1:]
 
     @property
     def ndim(self) -> int:
-        return self.stack.ndim
+        return self.stack.ndim + self.pad
 
     @property
     def size(self) -> int:
@@ -293,7 +298,8 @@ class ChannelFirst:
         return self.shape[0]
 
     def __array__(self, dtype=None, copy=None):
-        return np.moveaxis(np.asarray(self.stack, dtype=dtype), self._lead, 0)
+        out = np.moveaxis(np.asarray(self.stack, dtype=dtype), self._lead, 0)
+        return out.reshape(self.shape)
 
     def __getitem__(self, key):
         if not isinstance(key, tuple):
@@ -301,11 +307,18 @@ class ChannelFirst:
         if any(k is None or k is Ellipsis for k in key) or len(key) > self.ndim:
             return np.asarray(self)[key]
         key = key + (slice(None),) * (self.ndim - len(key))
+        padded, key = key[1: 1 + self.pad], key[:1] + key[1 + self.pad:]
         out = self.stack[key[1: 1 + self._lead] + key[:1] + key[1 + self._lead:]]
         # The channel axis survives where it was sliced, not indexed: move it back to the front.
-        if not isinstance(key[0], (int, np.integer)):
+        channel_kept = not isinstance(key[0], (int, np.integer))
+        if channel_kept:
             lead_kept = sum(not isinstance(k, (int, np.integer)) for k in key[1: 1 + self._lead])
             out = np.moveaxis(out, lead_kept, 0)
+        # A one-plane axis survives where it was sliced: give it back its (one) plane.
+        kept = sum(not isinstance(k, (int, np.integer)) for k in padded)
+        if kept:
+            at = int(channel_kept)
+            out = np.asarray(out).reshape(out.shape[:at] + (1,) * kept + out.shape[at:])
         return out
 
 
@@ -510,15 +523,30 @@ def _set_contrast(viewer: napari.Viewer, layer: Image, limits: np.ndarray, mode:
         layer.contrast_limits = tuple(limits[0])
 
 
+def earlier_activation_layers(viewer: napari.Viewer, source_name: str,
+                              keep: str | None = None) -> list[Image]:
+    """The activation layers made from the image ``source_name``, except the one named ``keep``."""
+    return [lay for lay in viewer.layers
+            if METADATA_KEY in lay.metadata and lay.name != keep
+            and lay.metadata[METADATA_KEY].get("source_layer") == source_name]
+
+
 def add_activation_layer(viewer: napari.Viewer, source: Image, result: ActivationResult, *,
-                         contrast: str = "channel") -> Image:
+                         contrast: str = "channel", replace: bool = False) -> Image:
     """Add ``result`` to the viewer over ``source``, or update the layer made earlier.
 
-    A new layer starts at its strongest channel. An update keeps the user's colormap,
-    blending, opacity and channel, and replaces data, geometry, metadata and contrast, unless
-    the layer already shows a run that started after this one (then it is left as it is).
+    A new layer goes on top of the layer list, so that it is seen (earlier results stay
+    beneath it), and starts at its strongest channel. An update keeps the user's colormap,
+    blending, opacity, channel and place in the list, and replaces data, geometry, metadata
+    and contrast, unless the layer already shows a run that started after this one (then it is
+    left as it is). ``replace=True`` also removes the image's other activation layers, so that
+    one activation layer per image stays.
     """
     viewer, source = unproxy(viewer), unproxy(source)
+    if replace:
+        name = activation_layer_name(result.source_name, result.layer)
+        for old in earlier_activation_layers(viewer, result.source_name, keep=name):
+            viewer.layers.remove(old)
     kwargs = activation_layer_kwargs(source, result, contrast)
     limits = channel_contrast_limits(result.activations.native, result.layer, contrast)
     data = layer_data(result.activations)
@@ -536,9 +564,8 @@ def add_activation_layer(viewer: napari.Viewer, source: Image, result: Activatio
     from napari.layers import Image
 
     layer = Image(data, **kwargs)
-    index = viewer.layers.index(source) + 1 if source in viewer.layers else len(viewer.layers)
     _stamp(layer, result)
-    viewer.layers.insert(index, layer)
+    viewer.layers.append(layer)
     axis = viewer.dims.ndim - layer.ndim
     viewer.dims.set_current_step(axis, strongest_channel(result.activations.native))
     _set_contrast(viewer, layer, limits, contrast)
@@ -548,7 +575,7 @@ def add_activation_layer(viewer: napari.Viewer, source: Image, result: Activatio
 def show_activations(viewer: napari.Viewer, image_layer_or_name: Any, layer: str | LayerInfo,
                      *, network: Network | None = None, weights: Any = "DEFAULT",
                      input_scale: float = 1.0, contrast: str = "channel",
-                     device: Any = "auto") -> Image:
+                     device: Any = "auto", replace: bool = False) -> Image:
     """Compute a network layer's activations for an image layer and show them in the viewer.
 
     The same code path as the widget, run synchronously (for napari's console and scripts)::
@@ -574,6 +601,9 @@ def show_activations(viewer: napari.Viewer, image_layer_or_name: Any, layer: str
         Per-channel min..max (``mat2gray`` on each channel, following the channel slider), or
         one range for the whole layer.
     device : "auto", "cpu", "cuda" or "mps"
+    replace : bool
+        Remove the image's other activation layers, keeping one per image. By default they
+        stay (napari never removes a layer the user did not remove), beneath the new one.
 
     Returns
     -------
@@ -592,4 +622,4 @@ def show_activations(viewer: napari.Viewer, image_layer_or_name: Any, layer: str
         except StopIteration as stop:
             result = stop.value
             break
-    return add_activation_layer(viewer, source, result, contrast=contrast)
+    return add_activation_layer(viewer, source, result, contrast=contrast, replace=replace)
