@@ -480,3 +480,81 @@ def test_deleting_the_source_mid_run_then_running_again_does_not_crash():
                           timeout=300, check=False)
     assert proc.returncode == 0 and "survived" in proc.stdout, (
         f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+
+
+# -- a viewer of mixed layers: every slider moves only what it names --------------------------
+
+
+def _views(viewer) -> dict[str, np.ndarray]:
+    """What each layer draws now (its current slice); napari slices synchronously here."""
+    views = {}
+    for layer in viewer.layers:
+        assert not layer._slice.empty, f"{layer.name!r} draws nothing at {viewer.dims.point}"
+        views[layer.name] = np.array(layer._slice.image.raw, dtype=float)
+    return views
+
+
+def test_mixed_viewer_sliders_move_only_what_they_name(viewer, random_net):
+    """A 2D RGB image, a (60, H, W) stack and a (16, H, W, 3) RGB stack, with activations of
+    each (issue 9, section 2): each channel slider moves only its network layer's channels,
+    the plane slider only the stacks' planes, and no layer ever draws nothing or black."""
+    import napari_activations as na
+
+    rng = np.random.default_rng(7)
+    h, w = 40, 48
+    viewer.add_image(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), name="photo")
+    viewer.add_image(rng.random((60, h, w)).astype(np.float32), name="stack")
+    viewer.add_image(rng.integers(0, 255, (16, h, w, 3), dtype=np.uint8), name="rgb stack")
+    for image, network_layer in (("photo", "conv1"), ("stack", "conv1"),
+                                 ("rgb stack", "conv1"), ("photo", "fire2-squeeze1x1"),
+                                 ("stack", "fire2-squeeze1x1")):
+        na.show_activations(viewer, image, network_layer, network=random_net)
+    labels = viewer.dims.axis_labels
+    sliders = [axis for axis in range(viewer.dims.ndim) if viewer.dims.nsteps[axis] > 1
+               and axis not in viewer.dims.displayed]
+    moves = {"conv1 channel": {"photo: conv1", "stack: conv1", "rgb stack: conv1"},
+             "fire2-squeeze1x1 channel": {"photo: fire2-squeeze1x1",
+                                          "stack: fire2-squeeze1x1"},
+             "-3": {"stack", "rgb stack", "stack: conv1", "rgb stack: conv1",
+                    "stack: fire2-squeeze1x1"}}
+    assert sorted(labels[axis] for axis in sliders) == sorted(moves)
+    assert viewer.dims.nsteps[labels.index("-3")] == 60  # the planes, not the channels
+    assert viewer.dims.nsteps[labels.index("conv1 channel")] == 64
+    assert viewer.dims.nsteps[labels.index("fire2-squeeze1x1 channel")] == 16
+    for axis in sliders:
+        for value in (3, 15):  # 15: the last plane of the shorter stack
+            before = _views(viewer)
+            start = viewer.dims.current_step[axis]
+            viewer.dims.set_current_step(axis, value if value != start else value - 1)
+            after = _views(viewer)
+            changed = {name for name in before
+                       if before[name].shape != after[name].shape
+                       or not np.array_equal(before[name], after[name])}
+            assert changed == moves[labels[axis]], (labels[axis], value)
+            for name, view in after.items():
+                assert view.max() > view.min(), f"{name!r} is one flat colour"
+    # The widest channel position on one slider leaves every other layer where it was.
+    viewer.dims.set_current_step(labels.index("conv1 channel"), 63)
+    assert all(v.size for v in _views(viewer).values())
+
+
+def test_mixed_viewer_is_drawn_with_each_layer_visible(make_napari_viewer, random_net):
+    """On screen: moving a 2D image's activations to channel 63 leaves a 20-plane stack on
+    its plane (it once moved the stack to plane 63, and the canvas went black)."""
+    import napari_activations as na
+
+    viewer = make_napari_viewer(show=True)
+    rng = np.random.default_rng(8)
+    viewer.add_image(rng.random((30, 36)).astype(np.float32), name="stack plane 0")
+    stack = viewer.add_image(rng.random((20, 30, 36)).astype(np.float32), name="stack")
+    layer = na.show_activations(viewer, "stack plane 0", "conv1", network=random_net)
+    na.show_activations(viewer, stack, "conv1", network=random_net)
+    z = viewer.dims.axis_labels.index("-3")
+    viewer.dims.set_current_step(z, 19)
+    viewer.dims.set_current_step(viewer.dims.ndim - layer.ndim, 63)
+    assert viewer.dims.current_step[z] == 19
+    for shown in (layer, stack):
+        for other in viewer.layers:
+            other.visible = other is shown
+        shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+        assert shot.std() > 5, f"{shown.name!r} is not drawn"

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._channel_axes import channel_axis_label, follow_viewer
 from .alignment import AlignedActivations
 from .compute import Progress, iter_activations
 from .layers import LayerInfo, find_layer
@@ -65,7 +66,6 @@ METADATA_KEY = "napari_activations"
 SEQUENTIAL_COLORMAP_NAME = "activation magma"
 DIVERGING_COLORMAP_NAME = "activation blue-red"
 CONTRAST_MODES = ("channel", "global")
-CHANNEL_AXIS_LABEL = "channel"
 
 
 class LayerInputError(ValueError):
@@ -351,7 +351,7 @@ def activation_layer_kwargs(source: Any, result: ActivationResult, contrast: str
         **display_defaults(info),
     }
     if labels:
-        kwargs["axis_labels"] = (CHANNEL_AXIS_LABEL,) + labels
+        kwargs["axis_labels"] = (channel_axis_label(info.name),) + labels
     if units:
         kwargs["units"] = ("pixel",) + units
     return kwargs
@@ -565,6 +565,7 @@ def add_activation_layer(viewer: napari.Viewer, source: Image, result: Activatio
 
     layer = Image(data, **kwargs)
     _stamp(layer, result)
+    follow_viewer(viewer)  # its channel axis gets a slider of its own, as it is added
     viewer.layers.append(layer)
     axis = viewer.dims.ndim - layer.ndim
     viewer.dims.set_current_step(axis, strongest_channel(result.activations.native))
