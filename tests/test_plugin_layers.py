@@ -273,7 +273,7 @@ def test_layer_kwargs_colormaps_labels_and_metadata():
     source = fake_source(scale=(0.5, 2.0), axis_labels=("y", "x"))
     kw = activation_layer_kwargs(source, fake_result(native))
     assert kw["name"] == "Cells: conv1"
-    assert kw["axis_labels"] == ("channel", "y", "x")
+    assert kw["axis_labels"] == ("conv1 channel", "y", "x")
     assert kw["scale"] == (1.0, 0.5, 2.0)
     assert kw["colormap"].name == "activation blue-red"  # conv1 is before its ReLU
     lo, hi = kw["contrast_limits"]

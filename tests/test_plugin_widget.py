@@ -109,7 +109,7 @@ def test_run_on_the_face_sample(viewer, qtbot, face_layer, widget, notifications
     layer = viewer.layers["Face: conv1"]
     assert layer.data.shape == (64, 220, 180)
     np.testing.assert_allclose(world_extent(layer)[:, 1:], world_extent(face_layer))
-    assert layer.axis_labels[0] == "channel"
+    assert layer.axis_labels[0] == "conv1 channel"
     meta = layer.metadata["napari_activations"]
     assert meta["layer"] == {"name": "conv1", "module": "features.0", "channels": 64,
                              "after_relu": False, "block": "conv1"}

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 __all__ = ["arrange_channel_axes", "channel_axis_label", "follow_viewer", "image_ndim"]
 
+# The metadata keys of activation and difference layers: METADATA_KEY of _napari_layers and
+# DIFFERENCE_KEY of _analysis_layers (this module cannot import those: they import it).
 ACTIVATION_KEY = "napari_activations"
 DIFFERENCE_KEY = "napari_activations_difference"
 
@@ -175,8 +177,8 @@ def _set_if_changed(layer: Layer, key: str, value: Any) -> None:
 
 def arrange_channel_axes(viewer: napari.Viewer) -> None:
     """Give each network layer's channels an axis of their own (see the module docstring)."""
-    from .alignment import AlignedActivations
     from ._napari_layers import ChannelFirst
+    from .alignment import AlignedActivations
 
     if viewer in _BUSY:
         return
@@ -212,7 +214,7 @@ def arrange_channel_axes(viewer: napari.Viewer) -> None:
             _set_if_changed(layer, "axis_labels", tuple(labels[-layer.ndim:]))
         ndim = viewer.dims.ndim
         for position, value in step.items():
-            if -ndim <= position and position >= -base:
+            if position >= -base and ndim + position not in viewer.dims.displayed:
                 viewer.dims.set_point(ndim + position, value)
         for group, value in channel.items():
             viewer.dims.set_point(ndim - (base + 1 + groups.index(group)), value)

@@ -53,11 +53,11 @@ __all__ = ["ActivationsWidget"]
 
 LAYER_ROLE = Qt.ItemDataRole.UserRole + 1
 
-# Errors whose message is written for users: shown as they are. Anything else is a bug, and
-# napari's own error notification (with its traceback) reports it.
 NO_IMAGE = ("No image layer to compute on: open an image (or File > Open Sample > "
             "napari-activations > Face).")
 
+# Errors whose message is written for users: shown as they are. Anything else is a bug, and
+# napari's own error notification (with its traceback) reports it.
 USER_ERRORS = (ImageError, WeightsError, LayerInputError, UnknownLayerError,
                DeviceUnavailableError)
 
