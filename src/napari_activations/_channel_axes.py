@@ -151,6 +151,17 @@ def _labels(viewer: napari.Viewer, base: int, groups: list[str]) -> list[str]:
     return [channel_axis_label(g) for g in reversed(groups)] + image
 
 
+def _user_image_ndim(layer: Layer) -> int:
+    """A user's layer's axes right of any axis labelled as a channel axis here.
+
+    napari's "new labels" button copies the selected layer's shape and axis labels: a Labels
+    layer made over an activation layer lies on its channel axis, and must not push it left.
+    """
+    labels = [str(label) for label in layer.axis_labels]
+    marked = [i for i, label in enumerate(labels) if label.endswith(" channel")]
+    return layer.ndim - (marked[-1] + 1) if marked else layer.ndim
+
+
 def _network_order(name: str) -> int:
     from .layers import LAYERS
 
@@ -189,7 +200,8 @@ def arrange_channel_axes(viewer: napari.Viewer) -> None:
     try:
         # Network order: conv1's channels nearest the image axes, deeper layers further left.
         groups = sorted({_group(layer) for layer in layers}, key=_network_order)
-        others = [layer.ndim for layer in viewer.layers if not is_channel_layer(layer)]
+        others = [_user_image_ndim(layer) for layer in viewer.layers
+                  if not is_channel_layer(layer)]
         base = max(others + [image_ndim(layer) for layer in layers])
         # Where every slider is now, to put each back after the axes move.
         step = dict(zip(range(-viewer.dims.ndim, 0), viewer.dims.point))
