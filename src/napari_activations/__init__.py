@@ -57,11 +57,18 @@ _API = {
     "difference": "analysis",
     "network_table": "analysis",
     "show_activations": "_napari_layers",
+    "derive_geometry": "geometry",
+    "measure_geometry": "geometry",
+    "check_geometry": "geometry",
+    "NodeGeometry": "geometry",
+    "GeometryError": "geometry",
 }
 
 __all__ = sorted(_API) + ["__version__"]
 
 if TYPE_CHECKING:
+    from .geometry import (GeometryError, NodeGeometry, check_geometry, derive_geometry,
+                           measure_geometry)
     from .compute import (ImageError, Progress, activations, classify, is_rgb,
                               iter_activations)
     from ._napari_layers import show_activations

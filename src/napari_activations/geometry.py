@@ -327,6 +327,8 @@ _POINTWISE_FUNCS = _RELU_FUNCS | {
     F.silu, F.mish, F.hardswish, torch.tanh, F.tanh, F.dropout, F.dropout2d, F.alpha_dropout,
     F.batch_norm, torch.clamp, torch.clip, operator.neg, torch.neg, torch.exp, torch.abs,
     torch.sqrt, operator.pow, torch.pow, torch.square, F.local_response_norm}
+# functions that torch.fx keeps whole (torch.fx.wrap) and that act on each sample or pixel
+_POINTWISE_NAMES = {"stochastic_depth", "drop_path", "drop_block2d"}
 _POINTWISE_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "clamp",
                       "clamp_", "clamp_min", "clamp_min_", "contiguous", "clone", "float",
                       "double", "half", "to", "type_as", "detach", "exp", "abs", "neg", "pow",
@@ -513,8 +515,9 @@ class _Deriver:
 
     def _function(self, node: fx.Node, f: Any) -> Any:
         x = self._first(node)
-        if f in _POINTWISE_FUNCS:
-            return self._pointwise(x, nonneg=f in _RELU_FUNCS)
+        if f in _POINTWISE_FUNCS or getattr(f, "__name__", None) in _POINTWISE_NAMES:
+            return self._pointwise(x, nonneg=f in _RELU_FUNCS or (
+                f not in _POINTWISE_FUNCS and _nonneg(x)))
         if f in _BINARY_FUNCS:
             return self._merge(self._inputs(node), nonneg=f in _SIGN_KEEPING_BINARY
                                and _positive_constants(node), mix=False)
@@ -1019,13 +1022,18 @@ def _identity(x: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def _hold_gate(a: Any, *others: Any) -> Any:
-    """``a`` held constant if it is one pixel (a gate computed from the whole image) and is
-    broadcast onto an activation with more pixels."""
+    """``a`` held constant (at 1) if it is one pixel (a gate computed from the whole image)
+    and is broadcast onto an activation with more pixels.
+
+    A constant 1 rather than the gate's value: with identity activations, every gate would
+    multiply the activation by a copy of its own magnitude, and float64 overflows after a
+    few blocks.
+    """
     if not isinstance(a, torch.Tensor) or a.dim() < 3 or a.shape[-1] * a.shape[-2] != 1:
         return a
     if any(isinstance(o, torch.Tensor) and o.dim() >= 3 and o.shape[-1] * o.shape[-2] > 1
            for o in others):
-        return a.detach()
+        return torch.ones_like(a)
     return a
 
 
@@ -1151,6 +1159,9 @@ def _outputs_of(gm: fx.GraphModule, nodes: Sequence[fx.Node]) -> fx.GraphModule:
 
 def _support(grad: torch.Tensor, axis: int) -> tuple[int, int] | None:
     """First and last input index along ``axis`` (2 rows, 3 cols) where ``grad`` is not 0."""
+    if not torch.isfinite(grad).all():
+        raise GeometryError("the gradient overflowed while measuring; this model's "
+                            "activations grow too fast to measure its geometry")
     other = 3 if axis == 2 else 2
     line = grad.abs().sum(dim=(0, 1, other))
     nz = torch.nonzero(line)[:, 0]
@@ -1170,9 +1181,9 @@ class GeometryMismatch:
     measured: tuple[int, int] | None
 
 
-def _thin_width(model: nn.Module, c: int, length: int, axis: int, nodes, gm) -> int:
-    """Smallest width (the axis not measured) at which every node has a pixel."""
-    for w in (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512):
+def _thin_width(c: int, length: int, axis: int, gm: fx.GraphModule) -> int:
+    """Smallest width (across the measured axis) at which every output of ``gm`` has a pixel."""
+    for w in (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512):
         size = (length, w) if axis == 2 else (w, length)
         x = torch.zeros(1, c, *size, dtype=torch.float64)
         try:
@@ -1185,8 +1196,11 @@ def _thin_width(model: nn.Module, c: int, length: int, axis: int, nodes, gm) -> 
     raise GeometryError("no input width lets every node produce a pixel")
 
 
+_LENGTHS = sorted({32 * math.ceil(1.25 ** i) for i in range(40)})
+
+
 def check_geometry(model: nn.Module, nodes: Iterable[str] | None = None, *,
-                   in_channels: int | None = None, margin: int = 64,
+                   in_channels: int | None = None, margin: int = 32,
                    max_length: int = 4096) -> list[GeometryMismatch]:
     """Compare the derived support of traced nodes with the support of their gradients.
 
@@ -1222,18 +1236,17 @@ def check_geometry(model: nn.Module, nodes: Iterable[str] | None = None, *,
         for name in wanted:
             sup = table[name].support[a]
             span = sup.last(sup.period) - sup.first(0) + 1
-            length = 32
-            while length < span + 2 * margin + 2 * sup.step:
-                length *= 2
+            # lengths from a ladder of multiples of 32: each distinct length costs a forward
+            length = next(n for n in _LENGTHS if n >= span + 2 * margin or n == _LENGTHS[-1])
             if length > max_length:
                 raise GeometryError(f"{name}: its receptive field needs an input longer than "
                                     f"max_length={max_length}")
             need.setdefault(length, []).append(name)
+        width = _thin_width(c, max(need), axis, _outputs_of(
+            measuring, [node_of[by_name[n].name] for n in wanted]))
         for length, group in sorted(need.items()):
-            fx_nodes = [node_of[by_name[n].name] for n in group]
-            sub = _outputs_of(measuring, fx_nodes)
-            w = _thin_width(model, c, length, axis, fx_nodes, sub)
-            size = (length, w) if axis == 2 else (w, length)
+            sub = _outputs_of(measuring, [node_of[by_name[n].name] for n in group])
+            size = (length, width) if axis == 2 else (width, length)
             x = (torch.rand(1, c, *size, dtype=torch.float64,
                             generator=torch.Generator().manual_seed(1)) + 0.5)
             x.requires_grad_(True)
