@@ -1242,10 +1242,9 @@ def check_geometry(model: nn.Module, nodes: Iterable[str] | None = None, *,
                 raise GeometryError(f"{name}: its receptive field needs an input longer than "
                                     f"max_length={max_length}")
             need.setdefault(length, []).append(name)
-        width = _thin_width(c, max(need), axis, _outputs_of(
-            measuring, [node_of[by_name[n].name] for n in wanted]))
         for length, group in sorted(need.items()):
             sub = _outputs_of(measuring, [node_of[by_name[n].name] for n in group])
+            width = _thin_width(c, length, axis, sub)
             size = (length, width) if axis == 2 else (width, length)
             x = (torch.rand(1, c, *size, dtype=torch.float64,
                             generator=torch.Generator().manual_seed(1)) + 0.5)
