@@ -976,7 +976,7 @@ def derive_geometry(model: nn.Module, *, input_size: tuple[int, int] = (224, 224
     except Exception as err:  # noqa: BLE001 - fx raises many kinds of errors
         if not fallback:
             raise GeometryError(
-                f"torch.fx cannot trace this model ({type(err).__name__}: {err}). "
+                f"torch.fx cannot trace this model ({_root_cause(err)}). "
                 "Use fallback=True to measure its geometry with forward hooks instead.") from err
         return _hooked_geometry(model, input_size, c)
     with _eval_mode(model):
@@ -985,7 +985,7 @@ def derive_geometry(model: nn.Module, *, input_size: tuple[int, int] = (224, 224
         except Exception as err:  # noqa: BLE001
             raise GeometryError(
                 f"The model cannot run on a {c}-channel {input_size[0]}x{input_size[1]} input "
-                f"({type(err).__name__}: {err}). Pass input_size= and in_channels= that it "
+                f"({_root_cause(err)}). Pass input_size= and in_channels= that it "
                 "accepts.") from err
         deriver = _Deriver(gm)
         start = _Local((AxisSupport.identity(), AxisSupport.identity()), (2, 3))
@@ -1002,6 +1002,14 @@ def derive_geometry(model: nn.Module, *, input_size: tuple[int, int] = (224, 224
         rows.append(_row(names.get(node, node.name), deriver.ops.get(node, node.op),
                          _channels(shape, value), value, "traced"))
     return tuple(rows)
+
+
+def _root_cause(err: BaseException) -> str:
+    """The innermost error's first line: torch.fx wraps the real one in its own."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"
 
 
 def _dtype(model: nn.Module) -> torch.dtype:
@@ -1436,20 +1444,20 @@ def _measure(name: str, forward: Callable[[torch.Tensor], torch.Tensor], c: int,
     for a in range(2):
         lo = [s[a][0] for s in supports]
         hi = [s[a][1] for s in supports]
-        stride = Fraction(lo[-1] - lo[0], pixels)
-        step, period = stride.numerator, stride.denominator
-        # phase r of the period is seen at pixel i0 + t with t = (r - i0) mod period
-        ts = [(r - i0) % period for r in range(period)]
-        if max(ts) > pixels:
-            raise GeometryError(f"{name}: a stride of {_fmt(stride)} has a period longer than "
-                                f"the {pixels + 1} pixels measured")
-        axis = AxisSupport(step, period,
-                           tuple(lo[t] - step * ((i0 + t) // period) for t in ts),
-                           tuple(hi[t] - step * ((i0 + t) // period) for t in ts))
-        if any(axis.first(i0 + t) != lo[t] or axis.last(i0 + t) != hi[t]
-               for t in range(pixels + 1)):
-            raise GeometryError(f"{name}: the supports do not repeat with a stride of "
-                                f"{_fmt(stride)}; its period may not divide {pixels}")
+        # the shortest period (dividing the pixels measured) over which the supports repeat
+        axis = None
+        for period in (q for q in range(1, pixels + 1) if pixels % q == 0):
+            step = lo[period] - lo[0]
+            if all(lo[t + period] == lo[t] + step and hi[t + period] == hi[t] + step
+                   for t in range(pixels + 1 - period)):
+                ts = [(r - i0) % period for r in range(period)]  # pixel i0 + t has phase r
+                axis = AxisSupport(step, period,
+                                   tuple(lo[t] - step * ((i0 + t) // period) for t in ts),
+                                   tuple(hi[t] - step * ((i0 + t) // period) for t in ts))
+                break
+        if axis is None:
+            raise GeometryError(f"{name}: the supports of {pixels + 1} neighbouring pixels do "
+                                "not repeat; pass a larger pixels=")
         axes.append(axis._reduced())
     value = _Local(tuple(axes), (2, 3), bool((out >= 0).all()))
     return _row(name, "measured", channels, value, "measured")
@@ -1473,7 +1481,8 @@ def _hooked_geometry(model: nn.Module, input_size: tuple[int, int], c: int
             model(torch.zeros(1, c, *input_size, dtype=_dtype(model), device=_device(model)))
     except Exception as err:  # noqa: BLE001
         raise GeometryError(f"The model cannot run on a {c}-channel {input_size[0]}x"
-                            f"{input_size[1]} input ({type(err).__name__}: {err}).") from err
+                            f"{input_size[1]} input ({_root_cause(err)}). Pass input_size= "
+                            "and in_channels= that it accepts.") from err
     finally:
         for h in handles:
             h.remove()
