@@ -490,8 +490,6 @@ class _Deriver:
             return _with_context(x)
         if isinstance(m, nn.Softmax):
             return self._reduce_like(node, x, [m.dim], nonneg=True)
-        if isinstance(m, nn.Dropout) or isinstance(m, nn.Identity):
-            return x
         return self._submodule(node, m)
 
     def _submodule(self, node: fx.Node, m: nn.Module) -> Any:
@@ -520,7 +518,7 @@ class _Deriver:
                 f not in _POINTWISE_FUNCS and _nonneg(x)))
         if f in _BINARY_FUNCS:
             return self._merge(self._inputs(node), nonneg=f in _SIGN_KEEPING_BINARY
-                               and _positive_constants(node), mix=False)
+                               and _positive_constants(node))
         if f in (torch.cat, torch.concat, torch.concatenate):
             tensors = self._arg(self._param(node, 0, "tensors", ()))
             dim = self._param(node, 1, "dim", 0)
@@ -586,7 +584,7 @@ class _Deriver:
             return _CONST
         if name in _BINARY_METHODS:
             return self._merge(self._inputs(node), nonneg=name in _SIGN_KEEPING_BINARY
-                               and _positive_constants(node), mix=False)
+                               and _positive_constants(node))
         if name in _POINTWISE_METHODS:
             return self._pointwise(x, nonneg=name in _NONNEG_METHODS or (
                 name in ("contiguous", "clone", "float", "double", "to", "detach")
@@ -818,9 +816,9 @@ class _Deriver:
             if isinstance(p, (_Local, _Unaligned)) and p.dims is not None:
                 if dim % _ndim(node) in p.dims:
                     return _unaligned(p, "concatenation along a spatial axis")
-        return self._merge(live, nonneg=all(_nonneg(p) for p in live), mix=True)
+        return self._merge(live, nonneg=all(_nonneg(p) for p in live))
 
-    def _merge(self, parts: Sequence[Any], nonneg: bool, mix: bool) -> Any:
+    def _merge(self, parts: Sequence[Any], nonneg: bool) -> Any:
         parts = [p.value if isinstance(p, _Repeat) else p for p in parts if p is not _CONST]
         if not parts:
             return _CONST
@@ -1141,7 +1139,7 @@ def _measurement_copy(model: nn.Module, traced: fx.GraphModule | None) -> nn.Mod
         _linearise_graph(root)
     with torch.no_grad():
         for module in root.modules():
-            for name, p in list(module.named_parameters(recurse=False)):
+            for p in list(module.parameters(recurse=False)):
                 fan_in = math.prod(p.shape[1:]) if p.dim() > 1 else 1
                 p.copy_((torch.rand(p.shape, generator=generator, dtype=p.dtype) + 0.5) / fan_in)
                 p.requires_grad_(False)
