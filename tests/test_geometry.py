@@ -100,7 +100,8 @@ class UNet(nn.Module):
 
 
 class Upsampling(nn.Module):
-    """Strided convolutions, then nearest, bilinear and pixel-shuffle upsampling."""
+    """Strided convolutions, nearest, bilinear and pixel-shuffle upsampling (to S = 1/2), and
+    a strided convolution back to S = 1, which sees only some phases of the upsampled grid."""
 
     def __init__(self):
         super().__init__()
@@ -108,7 +109,7 @@ class Upsampling(nn.Module):
         self.down2 = nn.Conv2d(8, 8, 3, stride=2)
         self.conv = nn.Conv2d(8, 8, 3, padding=1)
         self.shuffle = nn.PixelShuffle(2)
-        self.last = nn.Conv2d(2, 2, 3, padding=1)
+        self.last = nn.Conv2d(2, 2, 3, stride=2, padding=1)
 
     def forward(self, x):
         y = self.down2(self.down(x))
@@ -128,26 +129,32 @@ def _build(name: str) -> nn.Module:
     return getattr(tvm, name)(weights=None, **kwargs)
 
 
-# Every node of these is checked in every run; of the others, a sample (below), unless
-# NAPARI_ACTIVATIONS_GEOMETRY_ALL_NODES=1 asks for every node (minutes on one core).
+# Every node of these is checked in every run. Of the others, to keep the run short, a sample
+# of the nodes whose receptive field fits in MAX_SAMPLED_RF pixels (the first of each kind of
+# operation and a few through that depth): the deep nodes' supports span hundreds to
+# thousands of pixels and cost seconds each. NAPARI_ACTIVATIONS_GEOMETRY_ALL_NODES=1 checks
+# every node of every network (many minutes on one core).
 EVERY_NODE = ["squeezenet1_1", "resnet18", "unet", "upsampling"]
 SAMPLED = ["alexnet", "vgg16", "resnet50", "googlenet", "inception_v3", "mobilenet_v2",
            "mobilenet_v3_large", "efficientnet_b0", "densenet121", "convnext_tiny",
            "regnet_y_400mf"]
 ALL_NODES = os.environ.get("NAPARI_ACTIVATIONS_GEOMETRY_ALL_NODES") == "1"
+MAX_SAMPLED_RF = 160
 
 
 def _sample(rows) -> list[str]:
-    """The first node of each kind of operation, every merge's first, and a few evenly
-    spaced through the depth, the deepest included: about a dozen nodes."""
-    local = [r for r in rows if r.support is not None]
+    local = [r for r in rows if r.support is not None
+             and max(r.receptive_field) <= MAX_SAMPLED_RF]
     picks, seen = [], set()
     for r in local:
         if r.op not in seen:
             seen.add(r.op)
             picks.append(r.name)
-    picks += [r.name for r in local[len(local) // 4::len(local) // 4]] + [local[-1].name]
-    return list(dict.fromkeys(picks))
+    picks += [r.name for r in local[len(local) // 4::max(1, len(local) // 4)]]
+    # and the first node that sees differently along rows and columns (Inception's 1x7)
+    picks += [r.name for r in rows if r.support is not None
+              and r.receptive_field[0] != r.receptive_field[1]][:1]
+    return list(dict.fromkeys(picks + [local[-1].name]))
 
 
 @pytest.mark.parametrize("name", EVERY_NODE + [pytest.param(n, marks=pytest.mark.slow)

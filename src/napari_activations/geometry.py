@@ -1229,10 +1229,13 @@ def check_geometry(model: nn.Module, nodes: Iterable[str] | None = None, *,
     if unknown:
         raise GeometryError(f"no node named {unknown[0]!r}; see derive_geometry(model)")
     wanted = [n for n in wanted if table[n].support is not None]
+    if not wanted:
+        return []
     c = in_channels or _first_conv_channels(model)
     gm, names = _trace(model)
     by_name = {name: node for node, name in names.items()}
-    measuring = _measurement_copy(model, gm)
+    # only what the wanted nodes need (not a classifier's big matrices) is copied to float64
+    measuring = _measurement_copy(model, _outputs_of(gm, [by_name[n] for n in wanted]))
     node_of = {n.name: n for n in measuring.graph.nodes}
     mismatches: list[GeometryMismatch] = []
     for axis in (2, 3):
@@ -1331,9 +1334,7 @@ def measure_geometry(model: nn.Module, node: str, *, in_channels: int | None = N
         if node not in by_name:
             raise GeometryError(f"{type(model).__name__} has no node {node!r}; "
                                 "see derive_geometry(model) for the names")
-        measuring = _measurement_copy(model, gm)
-        target = next(n for n in measuring.graph.nodes if n.name == by_name[node].name)
-        run = _outputs_of(measuring, [target])
+        run = _measurement_copy(model, _outputs_of(gm, [by_name[node]]))
 
         def forward(x: torch.Tensor) -> torch.Tensor:
             return run(x)[0]
