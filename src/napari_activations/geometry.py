@@ -612,13 +612,7 @@ class _Deriver:
 
     # rules
     def _pointwise(self, x: Any, nonneg: bool) -> Any:
-        if isinstance(x, _Local):
-            return replace(x, nonneg=nonneg)
-        if isinstance(x, _Global):
-            return _Global(nonneg)
-        if isinstance(x, _Unaligned):
-            return replace(x, nonneg=nonneg)
-        return x
+        return _pointwise_of(x, nonneg)
 
     def _window(self, x: Any, k, s, pad, d, nonneg: bool) -> Any:
         if not isinstance(x, _Local):
