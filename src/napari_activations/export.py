@@ -160,9 +160,10 @@ def _block_plan(shape: tuple[int, int, int], budget: int) -> tuple[int, int]:
     plane = H * W * 4
     if plane <= limit:
         return max(1, min(C, limit // plane)), H
-    chunk_rows = min(H, CHUNK_SIDE)
-    rows = max(1, limit // (W * 4)) // chunk_rows * chunk_rows
-    return 1, max(chunk_rows, rows)
+    rows = max(1, limit // (W * 4))
+    if rows >= CHUNK_SIDE:  # whole chunks, so that no chunk is written twice
+        rows = rows // CHUNK_SIDE * CHUNK_SIDE
+    return 1, rows
 
 
 def iter_export_activations(activations: AlignedActivations, path: str | os.PathLike, *,
