@@ -44,6 +44,7 @@ class ExportRow(QWidget):
         self.viewer = viewer
         self.worker: Any = None
         self._progress: Any = None
+        self._gen: Generator | None = None
         self.kind_combo = QComboBox()
         for text, kinds in EXPORT_CHOICES.items():
             self.kind_combo.addItem(text, kinds)
@@ -92,7 +93,7 @@ class ExportRow(QWidget):
 
         remember(EXPORT_FOLDER, folder)
         kinds = kinds or self.kind_combo.currentData()
-        gen = iter_export_activation_layer(layer, folder, kinds)
+        gen = self._gen = iter_export_activation_layer(layer, folder, kinds)
         worker = create_worker(_guarded, gen, _start_thread=False)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_returned)
@@ -107,10 +108,16 @@ class ExportRow(QWidget):
 
         if self.worker is None:
             return
-        if self._progress is None:
-            self._progress = progress(total=step.total, desc=step.message)
-        self._progress.set_description(step.message)
-        self._progress.update(step.done - self._progress.n)
+        bar = self._progress
+        if bar is None:
+            # Creating the bar processes Qt events, "finished" included: check again after.
+            bar = progress(total=step.total, desc=step.message)
+            if self.worker is None:
+                bar.close()
+                return
+            self._progress = bar
+        bar.set_description(step.message)
+        bar.update(step.done - bar.n)
 
     def _on_returned(self, result: list[Path] | str) -> None:
         from napari.utils.notifications import show_error, show_info
@@ -123,11 +130,16 @@ class ExportRow(QWidget):
     def _on_aborted(self) -> None:
         from napari.utils.notifications import show_info
 
-        show_info("Export cancelled; nothing was saved.")
+        # The worker stops between two blocks and keeps its generator: close it now, so that
+        # the half-written image is removed at once, not whenever the worker is collected.
+        if self._gen is not None:
+            self._gen.close()
+        show_info("Export cancelled: the half-written image was removed.")
 
     def _on_finished(self) -> None:
         if self._progress is not None:
             self._progress.close()
             self._progress = None
         self.worker = None
+        self._gen = None
         self.button.setText("Export…")

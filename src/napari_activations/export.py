@@ -56,7 +56,10 @@ METADATA_KEY = "napari_activations"
 """Key of the activation metadata, in a napari layer's metadata and in the OME-Zarr group."""
 
 CHUNK_SIDE = 1024
-"""Zarr chunks are one channel (and one plane) by at most this many rows and columns."""
+"""Zarr chunks hold at most this many rows and columns (and one plane of a stack)."""
+
+CHUNK_BYTES = 4 << 20
+"""Small maps are chunked several channels together, up to this many bytes a chunk."""
 
 BLOCK_FRACTION = 4
 """A computed block holds at most 1/BLOCK_FRACTION of the memory budget."""
@@ -220,7 +223,9 @@ def iter_export_activations(activations: AlignedActivations, path: str | os.Path
     space = {a: (pixel[i], origin[i]) for a, i in where.items()}
     space.update(y=(pixel[-2], origin[-2]), x=(pixel[-1], origin[-1]))
     ome_shape = tuple(shape_of[a] for a in axes)
-    chunks = tuple(min(shape_of[a], CHUNK_SIDE) if a in "yx" else 1 for a in axes)
+    side = {"y": min(H, CHUNK_SIDE), "x": min(W, CHUNK_SIDE)}
+    side["c"] = max(1, min(C, CHUNK_BYTES // (side["y"] * side["x"] * 4)))
+    chunks = tuple(side.get(a, 1) for a in axes)
     transforms = [
         {"type": "scale", "scale": [space[a][0] if a in space else 1.0 for a in axes]},
         {"type": "translation",
@@ -228,6 +233,8 @@ def iter_export_activations(activations: AlignedActivations, path: str | os.Path
     axes_units = _known_units(lead + ("y", "x"), units)
 
     channels, rows = _block_plan((C, H, W), budget_bytes(memory_budget))
+    if channels >= side["c"]:  # whole chunks, so that no chunk is written twice
+        channels = channels // side["c"] * side["c"]
     planes = list(np.ndindex(*lead_shape))
     blocks = [(c0, r0) for c0 in range(0, C, channels) for r0 in range(0, H, rows)]
     total = len(planes) * len(blocks)
