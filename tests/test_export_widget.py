@@ -123,6 +123,7 @@ def test_stack_layer_export_keeps_the_plane_axis(viewer, random_net, tmp_path):
     np.testing.assert_array_equal(group["0"][:], np.asarray(layer.data))  # (C, Z, H, W)
     meta = group.attrs.asdict()["napari_activations"]
     assert meta["napari_layer"] == "stack: conv1" and meta["layer"]["name"] == "conv1"
+    assert meta["network"] == "SqueezeNet v1.1" and meta["geometry"]["stride"] == 2
     assert meta["weights"]["trained"] is False and "std" in meta["normalisation"]
 
 
@@ -233,8 +234,11 @@ def test_weights_file_is_remembered_for_the_next_launch(viewer, tmp_path, monkey
     from napari_activations._widget import ActivationsWidget
 
     again = ActivationsWidget(viewer)  # as a fresh widget at the next launch
-    assert again._weights == str(weights) and str(weights) in again.weights_label.text()
-    again.use_default_weights()
+    assert again._weights == str(weights) and weights.name in again.weights_label.text()
+    again.use_named_weights("torchvision")
+    assert remembered(WEIGHTS_FILE) == ""
+    remember(WEIGHTS_FILE, str(weights))
+    again.weights_default_button.click()
     assert remembered(WEIGHTS_FILE) == ""
     assert ActivationsWidget(viewer)._weights == "DEFAULT"
     weights.unlink()

@@ -55,6 +55,8 @@ EXPORT_KINDS = ("aligned", "native")
 METADATA_KEY = "napari_activations"
 """Key of the activation metadata, in a napari layer's metadata and in the OME-Zarr group."""
 
+NETWORK_NAME = "SqueezeNet v1.1"
+
 CHUNK_SIDE = 1024
 """Zarr chunks hold at most this many rows and columns (and one plane of a stack)."""
 
@@ -81,7 +83,7 @@ def activations_metadata(stack: AlignedActivations, network: Network | None = No
     """
     info = stack.layer
     out: dict[str, Any] = {
-        "network": "SqueezeNet v1.1",
+        "network": NETWORK_NAME,
         "layer": {"name": info.name, "module": info.module, "channels": info.channels,
                   "after_relu": info.after_relu, "block": info.block},
         "geometry": {"stride": info.stride, "offset": info.offset,
@@ -92,7 +94,7 @@ def activations_metadata(stack: AlignedActivations, network: Network | None = No
                                               [float(v) for v in intensity_range])},
     }
     if network is not None:
-        out["weights"] = {"description": network.description, "source": network.weights,
+        out["weights"] = {"description": network.description, "name": network.weights,
                           "sha256": network.sha256, "trained": bool(network.trained)}
         out["normalisation"].update(mean=list(network.mean), std=list(network.std))
     return out
@@ -265,6 +267,7 @@ def iter_export_activations(activations: AlignedActivations, path: str | os.Path
                 yield Progress(done, total, f"Saving {info.name} ({kind}): block {done}/{total}")
         described = dict(metadata) if metadata is not None else activations_metadata(
             stack, network)
+        described.setdefault("network", NETWORK_NAME)
         described["export"] = {"kind": kind, "axes": axes,
                                "stack_axes": list(lead) + ["c", "y", "x"]}
         write_multiscales_metadata(
