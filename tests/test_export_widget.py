@@ -247,3 +247,13 @@ def test_weights_file_is_remembered_for_the_next_launch(viewer, tmp_path, monkey
     weights.unlink()
     remember(WEIGHTS_FILE, str(weights))  # a file that has gone: the default, not an error
     assert ActivationsWidget(viewer)._weights == "DEFAULT"
+
+
+def test_a_sheared_layer_keeps_its_shear_in_the_metadata(placed, tmp_path):
+    import zarr
+
+    placed.shear = [0.0, 0.0, 0.25]  # (C, H, W): rows sheared into columns
+    with pytest.warns(UserWarning, match="OME-Zarr keeps only its scale and translation"):
+        (path,) = na.export_activation_layer(placed, tmp_path)
+    meta = zarr.open_group(str(path), mode="r").attrs.asdict()["napari_activations"]
+    assert meta["napari_transform"]["shear"] == [0.0, 0.0, 0.25]
