@@ -279,11 +279,11 @@ def test_cancel_stops_promptly_adds_nothing_and_leaves_the_widget_ready(
         resizing = threading.Event()
         original = compute._plane_tensor
 
-        def slow_resize(plane, colour, bounds, net, size):
+        def slow_resize(plane, colour, bounds, net, size, **kw):
             if tuple(size) != tuple(np.shape(plane)[:2]):
                 resizing.set()
                 time.sleep(0.5)
-            return original(plane, colour, bounds, net, size)
+            return original(plane, colour, bounds, net, size, **kw)
 
         monkeypatch.setattr(compute, "_plane_tensor", slow_resize)
         widget.run()

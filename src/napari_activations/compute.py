@@ -192,8 +192,11 @@ def _input_buffer(shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def _plane_tensor(plane: Any, colour: bool, bounds: tuple[float, float] | None,
-                  net: Network, size: tuple[int, int]) -> torch.Tensor:
+                  net: Network, size: tuple[int, int], normalise: bool = True) -> torch.Tensor:
     """One (H, W[, C]) plane -> normalised (1, 3, h, w) float32 tensor on the net's device.
+
+    ``normalise=False`` stops at the intensities in [0, 1], for a runner whose network does
+    ImageNet's normalisation itself (folded into its first convolution: one pass less here).
 
     The result is a contiguous NCHW tensor (the convolutions' fast memory layout), never a
     view of the input, which is not written to. Without resizing on the CPU it is this
@@ -216,7 +219,9 @@ def _plane_tensor(plane: Any, colour: bool, bounds: tuple[float, float] | None,
     out = x.numpy()[0]
     mean = np.array(net.mean, dtype=np.float64).reshape(3, 1, 1)
     std = np.array(net.std, dtype=np.float64).reshape(3, 1, 1)
-    if bounds is None:  # uint8 by 255: x = v / (255 std) - mean / std
+    if bounds is None and not normalise:  # uint8 by 255
+        np.multiply(src, np.float32(1.0 / 255.0), out=out)
+    elif bounds is None:  # uint8 by 255: x = v / (255 std) - mean / std
         np.multiply(src, (1.0 / (255.0 * std)).astype(np.float32), out=out)
         out += (-mean / std).astype(np.float32)
     else:
@@ -228,8 +233,9 @@ def _plane_tensor(plane: Any, colour: bool, bounds: tuple[float, float] | None,
         out *= inv
         np.nan_to_num(out, copy=False, nan=0.0)  # NaN counts as low
         np.clip(out, 0.0, 1.0, out=out)
-        out -= mean.astype(np.float32)
-        out /= std.astype(np.float32)
+        if normalise:
+            out -= mean.astype(np.float32)
+            out /= std.astype(np.float32)
     x = x.to(net.device)
     if tuple(x.shape[-2:]) != tuple(size):
         shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
@@ -294,30 +300,24 @@ class _Request:
         """Progress steps of one plane: the runner's steps (network blocks) times tiles."""
         return self.runner().steps * tile_count(self.info, self.size, self.tile)
 
-    def region(self, plane: Any, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
-        if self.size == self.hw:
-            return _plane_tensor(plane[y0:y1, x0:x1], self.colour, self.bounds, self.net,
-                                 (y1 - y0, x1 - x0))
-        full = _plane_tensor(plane, self.colour, self.bounds, self.net, self.size)
-        return full[..., y0:y1, x0:x1]
-
     def forward_plane(self, idx: tuple[int, ...]) -> Generator[None, None, np.ndarray]:
         """``(C, h, w)`` activations of plane ``idx``; yields after each block of each tile."""
 
         self.forward_passes += 1
         plane = self.image[idx] if idx else self.image
+        normalise = self.runner().normalised_input
         if self.size != self.hw:  # resize once, then cut tiles out of the resized plane
             resized: list = []
 
             def region(y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
                 if not resized:
                     resized.append(_plane_tensor(plane, self.colour, self.bounds, self.net,
-                                                 self.size))
+                                                 self.size, normalise=normalise))
                 return resized[0][..., y0:y1, x0:x1]
         else:
             def region(y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
                 return _plane_tensor(plane[y0:y1, x0:x1], self.colour, self.bounds, self.net,
-                                     (y1 - y0, x1 - x0))
+                                     (y1 - y0, x1 - x0), normalise=normalise)
 
         def run(x: torch.Tensor, info: LayerInfo) -> Generator[None, None, np.ndarray]:
             return self.runner(info).run(x)
@@ -461,7 +461,8 @@ def _tile_task(net: Network, region: np.ndarray, colour: bool,
 
     runner = backends.prepare(net, find_layer(layer), backend, precision)
     with torch.inference_mode():
-        x = _plane_tensor(region, colour, bounds, net, tuple(region.shape[:2]))
+        x = _plane_tensor(region, colour, bounds, net, tuple(region.shape[:2]),
+                          normalise=runner.normalised_input)
         out = _drain(runner.run(x))[0]
         r0, r1, c0, c1 = crop
         return np.ascontiguousarray(out[:, r0:r1, c0:c1])

@@ -112,6 +112,7 @@ class TorchRunner:
     """
 
     backend = "torch"
+    normalised_input = True  # takes ImageNet-normalised input
 
     def __init__(self, net: Network, info: LayerInfo, precision: str = "float32",
                  note: str | None = None):
