@@ -5,7 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export NAPARI_ACTIVATIONS_TEST_WEIGHTS="${NAPARI_ACTIVATIONS_TEST_WEIGHTS:-$(pwd)/../shared/weights/squeezenet1_1_caffe_imagenet.pth}"
 # Tests never download: an empty torch hub cache of their own.
 export TORCH_HOME="$(mktemp -d)"
 # Exported networks (ONNX Runtime backend): a cache of the test runs' own, kept between runs.
