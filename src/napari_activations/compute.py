@@ -17,7 +17,7 @@ import numpy as np
 
 from . import backends
 from .alignment import AlignedActivations
-from .backends.torch_backend import forward as _forward
+from .backends import torch_backend
 from .layers import LayerInfo, find_layer, minimum_input_size, output_size
 from .tiling import (
     _CONTEXT_LAYER,
@@ -173,9 +173,9 @@ def _input_buffer(shape: tuple[int, ...]) -> torch.Tensor:
     Fresh memory costs a page fault per 4 KiB on first touch, for a 2048x2048 image a third
     of conv1's own time; re-running the same image (another layer, another channel) is the
     common case. The network reads its input only in its first step (conv1 for torch, the
-    whole pass for ONNX Runtime), which a runner runs before it first yields (or it is copied to the device or resized into a new tensor at
-    once), so the buffer is free again by the time this thread asks for the next one. Inputs
-    over 64 MiB are not kept.
+    whole pass for ONNX Runtime), which a runner runs before it first yields (or it is copied
+    to the device or resized into a new tensor at once), so the buffer is free again by the
+    time this thread asks for the next one. Inputs over 64 MiB are not kept.
     """
     import torch
 
@@ -737,7 +737,7 @@ def classify(net: Network, image: Any, top: int = 5, *,
     size = (NETWORK_INPUT_SIZE, NETWORK_INPUT_SIZE)
     with torch.inference_mode():
         x = _plane_tensor(image, colour, bounds, net, size)
-        prob = _drain(_forward(net.model, x, find_layer("prob")))[0, :, 0, 0].cpu()
+        prob = _drain(torch_backend.forward(net.model, x, find_layer("prob")))[0, :, 0, 0].cpu()
         k = max(1, min(int(top), prob.numel()))
         values, indices = torch.topk(prob, k)
     return [(net.categories[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]

@@ -3,10 +3,11 @@
 For each network layer, the network up to that layer is exported to ONNX with the layer as
 the graph's only output and dynamic height and width, so one export serves every image and
 tile size. The export takes intensities in [0, 1]: ImageNet's normalisation is folded into
-conv1's weights and bias (exact arithmetic, since conv1 has no padding), which spares the
-input two passes over memory. A requested output is a graph output, so ONNX Runtime's Conv+ReLU fusion can never
-hide a pre-ReLU layer; the ReLU layers themselves are computed here as ``max(pre, 0)`` from
-their pre-ReLU layer's export, which makes ``relu(pre) == post`` exact.
+conv1's weights and bias (the same arithmetic up to rounding, since conv1 has no padding),
+which spares the input two passes over memory. A requested output is a graph output, so ONNX
+Runtime's Conv+ReLU fusion can never hide a pre-ReLU layer; the ReLU layers themselves are
+computed here as ``max(pre, 0)`` from their pre-ReLU layer's export, which makes
+``relu(pre) == post`` exact.
 
 Each export is checked against torch on two odd-sized inputs (agreement within 1e-5 of the
 layer's maximum) before it is used or cached. The cache is a directory of ``.onnx`` files,
