@@ -8,7 +8,8 @@ are kept, so the stitched result equals the untiled forward pass up to float rou
 
 Memory: an untiled forward pass of SqueezeNet peaks at about :data:`FORWARD_BYTES_PER_PIXEL`
 bytes per network-input pixel (measured on CPU, float32, 2048x2048 RGB, for conv1 through
-fire9-concat). Images whose estimate exceeds the memory budget are tiled. The budget defaults
+fire9-concat, with torch; ONNX Runtime's peak was lower, 137 to 144 bytes against torch's 147
+to 151 at 1024x1024 for conv1 and fire9-concat, so one budget serves both backends). Images whose estimate exceeds the memory budget are tiled. The budget defaults
 to :data:`DEFAULT_MEMORY_BUDGET` and is set by ``$NAPARI_ACTIVATIONS_MEMORY_BUDGET`` (bytes,
 or with a K/M/G suffix) or per call.
 """
