@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ._export_widget import ExportRow
 from ._napari_layers import (
     METADATA_KEY,
     ActivationResult,
@@ -41,6 +42,7 @@ from ._napari_layers import (
 from .backends import BackendError
 from .compute import ImageError, Progress, _network_size, image_planes_shape
 from .layers import LAYERS, LayerInfo, UnknownLayerError, find_layer, output_size
+from ._plugin_settings import WEIGHTS_FILE, remember, remembered
 from .network import WEIGHTS_CHOICES, WEIGHTS_ENV, DeviceUnavailableError, WeightsError
 
 if TYPE_CHECKING:
@@ -107,6 +109,8 @@ class ActivationsWidget(QWidget):
         self.viewer = unproxy(napari_viewer)
         self._network = network
         self._weights = weights
+        if network is None and isinstance(weights, str) and weights.upper() == "DEFAULT":
+            self._weights = _remembered_weights() or weights
         self._run = _RunState()
         self._build()
         self._connect_viewer()
@@ -172,6 +176,7 @@ class ActivationsWidget(QWidget):
         self.cancel_button = QPushButton("Cancel")
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
+        self.export_row = ExportRow(self.viewer)
 
         form = QFormLayout()
         form.addRow("Image", self.image_combo)
@@ -194,14 +199,16 @@ class ActivationsWidget(QWidget):
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.status_label)
+        layout.addWidget(self.export_row)
         layout.addStretch(1)
 
         self.image_combo.currentIndexChanged.connect(self.refresh_layer_sizes)
         self.scale_spin.valueChanged.connect(self.refresh_layer_sizes)
         self.device_combo.currentIndexChanged.connect(self._on_device_changed)
         self.weights_file_button.clicked.connect(self.choose_weights_file)
-        self.weights_default_button.clicked.connect(lambda: self.set_weights("DEFAULT"))
-        self.weights_torchvision_button.clicked.connect(lambda: self.set_weights("torchvision"))
+        self.weights_default_button.clicked.connect(lambda: self.use_named_weights("DEFAULT"))
+        self.weights_torchvision_button.clicked.connect(
+            lambda: self.use_named_weights("torchvision"))
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.set_network_layer("conv1")
@@ -372,10 +379,19 @@ class ActivationsWidget(QWidget):
         self._update_weights_label()
 
     def choose_weights_file(self) -> None:
+        """Ask for a weights file; it is remembered for the next napari launch."""
+        last = remembered(WEIGHTS_FILE)
         path, _ = QFileDialog.getOpenFileName(
-            self, "SqueezeNet 1.1 weights", "", "PyTorch weights (*.pth *.pt);;All files (*)")
+            self, "SqueezeNet 1.1 weights", os.path.dirname(last) if last else "",
+            "PyTorch weights (*.pth *.pt);;All files (*)")
         if path:
+            remember(WEIGHTS_FILE, path)
             self.set_weights(path)
+
+    def use_named_weights(self, weights: str = "DEFAULT") -> None:
+        """Use "DEFAULT" or "torchvision" weights, and forget the remembered weights file."""
+        remember(WEIGHTS_FILE, "")
+        self.set_weights(weights)
 
     def _update_weights_label(self) -> None:
         self.weights_label.setText(describe_weights(self._weights, self._network))
@@ -469,6 +485,12 @@ class ActivationsWidget(QWidget):
     def _on_layer_removed(self, event: Any) -> None:
         if self._run.worker is not None and event.value is self._run.source:
             self._run.abandon()
+
+
+def _remembered_weights() -> str:
+    """The weights file chosen at an earlier launch, if it is still there."""
+    path = remembered(WEIGHTS_FILE)
+    return path if path and os.path.isfile(path) else ""
 
 
 class _RunState:
