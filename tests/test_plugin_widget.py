@@ -409,12 +409,34 @@ def test_torch_loads_only_when_the_widget_first_computes():
         "_, w = viewer.window.add_plugin_dock_widget('napari-activations', "
         "'SqueezeNet activations')\n"
         "w.set_network_layer('fire6-squeeze1x1')\n"
-        "print('torch' in sys.modules, 'torchvision' in sys.modules)\n"
+        "print('torch' in sys.modules, 'torchvision' in sys.modules,"
+        " 'onnxruntime' in sys.modules)\n"
         "viewer.close()\n")
     proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
                           text=True, timeout=120, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip().splitlines()[-1] == "False False"
+    assert proc.stdout.strip().splitlines()[-1] == "False False False"
+
+
+def test_backend_choice_reaches_the_compute_and_the_metadata(viewer, qtbot, face_layer, widget,
+                                                            notifications):
+    widget.set_network_layer("conv1")
+    widget.set_device("cpu")
+    results = {}
+    for backend in ("torch", "onnxruntime"):
+        widget.set_backend(backend)
+        run_and_wait(qtbot, widget)
+        layer = viewer.layers["Face: conv1"]
+        assert layer.metadata["napari_activations"]["backend"]["name"] == backend
+        results[backend] = np.asarray(layer.data.native)
+    scale = np.abs(results["torch"]).max()
+    assert np.abs(results["onnxruntime"] - results["torch"]).max() <= 1e-5 * scale
+    widget.set_backend("auto", "float16")  # half precision on the CPU: a plain refusal
+    run_and_wait(qtbot, widget)
+    assert_error_shown(notifications, "GPU only")
+    assert widget.run_button.isEnabled()
+    with pytest.raises(ValueError, match="backend must be one of"):
+        widget.set_backend("tensorrt")
 
 
 def test_device_choice_reaches_the_network(viewer, qtbot, face_layer, widget, notifications):
