@@ -155,11 +155,17 @@ def test_compare_shows_both_images_side_by_side_with_a_difference(setup, qtbot, 
     assert _channel(viewer, second) == int(want["channel"][1])
 
 
-def test_compare_needs_two_images(setup):
-    _, widget, _ = setup
+def test_compare_needs_two_images(setup, monkeypatch):
+    from _robustness import assert_error_notified, record_notifications
+
+    viewer, widget, _ = setup
+    notifications = record_notifications(monkeypatch)
+    n_layers = len(viewer.layers)
     widget.set_ticked_images(["Image"])
     widget.compare()        # shows an error, starts nothing
+    assert_error_notified(notifications, "Tick two or more image layers to compare")
     assert widget.worker is None
+    assert len(viewer.layers) == n_layers
 
 
 
