@@ -209,7 +209,7 @@ def test_probe_follows_the_mouse_while_hovering(setup, qtbot):
     assert widget.probed is None  # a click probes; hovering only once ticked
     widget.hover_check.setChecked(True)
     pixels = [hover(w / 2, h / 2), hover(w / 2 + 0.2 * w, h / 2 - 0.2 * h)]
-    assert pixels[0] != pixels[1]
+    assert pixels[0] != pixels[1] and widget.probed is not None
     np.testing.assert_allclose(widget.probed, na.probe(act.data, *pixels[1]))
     assert f"({pixels[1][0]}, {pixels[1][1]})" in widget.probe_label.text()
     widget.hover_check.setChecked(False)
