@@ -392,6 +392,28 @@ def test_stack_slices_equal_slices_of_the_full_array(random_net, key):
     np.testing.assert_allclose(A[key], full[key], rtol=1e-5, atol=1e-6 * np.abs(full).max())
 
 
+def test_lazy_stack_keeps_the_last_four_planes_looked_at(random_net):
+    """Planes are computed when read; the four most recently read are kept (docs/scale.md),
+    so going back and forth between neighbours costs nothing, and memory stays bounded."""
+    stack = np.random.default_rng(5).integers(0, 256, (6, 24, 28), dtype=np.uint8)
+    A = na.activations(random_net, stack, "conv1", resize=True)
+    native = A.native
+    assert native.forward_passes == 1  # the first plane, for the layer's first view
+
+    def read(plane: int) -> int:
+        """Reads a plane; returns how many forward passes that took."""
+        before = native.forward_passes
+        value = np.asarray(A[plane])
+        np.testing.assert_allclose(value, want[plane], rtol=1e-5, atol=1e-6)
+        return native.forward_passes - before
+
+    want = [np.asarray(na.activations(random_net, p, "conv1", resize=True)) for p in stack]
+    assert [read(z) for z in range(6)] == [0, 1, 1, 1, 1, 1]  # now kept: 2, 3, 4, 5
+    assert [read(5), read(2)] == [0, 0]  # 2 is now the most recent
+    assert read(0) == 1  # evicts the least recently read: 3
+    assert [read(2), read(4), read(3)] == [0, 0, 1]
+
+
 def test_out_of_range_index_is_an_index_error(random_net, rgb):
     A = na.activations(random_net, rgb, "conv1", resize=True)
     with pytest.raises(IndexError):
