@@ -3,7 +3,7 @@
 For random uint8 RGB images of 512², 1024² and 2048² and the layers conv1, fire5-concat and
 fire9-concat, times (wall clock, medians of interleaved repeats, all in one process):
 
-- ``ours``: ``na.activations(net, image, layer)`` with the default backend (``"auto"``),
+- ``ours``: ``na.activations(net, image, layer, backend="onnxruntime")``,
   everything a user pays for: the uint8 image in, scaling and normalisation, the forward pass,
   a ``(C, h, w)`` float32 numpy array out;
 - ``ort``: a plain ONNX Runtime session (CPU, the same thread count) of the same truncated
@@ -104,7 +104,8 @@ def main() -> None:
     for layer in args.layers:
         info = na.find_layer(layer)
         t = time.perf_counter()
-        na.activations(net, rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), layer)
+        na.activations(net, rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), layer,
+                       backend="onnxruntime")
         prepare_rows.append((layer, time.perf_counter() - t))
     for n in args.sizes:
         image = rng.integers(0, 256, (n, n, 3), dtype=np.uint8)
@@ -121,7 +122,7 @@ def main() -> None:
             options.inter_op_num_threads = 1
             session = ort.InferenceSession(str(path), options,
                                            providers=["CPUExecutionProvider"])
-            funcs = {"ours": lambda: na.activations(net, image, layer),
+            funcs = {"ours": lambda: na.activations(net, image, layer, backend="onnxruntime"),
                      "ort": lambda: session.run(None, {"input": x01})[0]}
             if ov is not None:
                 core = ov.Core()

@@ -136,8 +136,6 @@ def test_the_numbers_in_analysis_md_are_what_the_code_gives():
     namespace: dict = {}
     checked = 0
     for block in code_blocks(DOCS / "analysis.md"):
-        # The docs' placeholder path stands for the built-in weights ("or DEFAULT").
-        block = re.sub(r"na\.load_squeezenet\([^)]*\)", "na.load_squeezenet()", block)
         for node, source, comments in statements_with_expectations(block):
             try:
                 if isinstance(node, ast.Expr):
