@@ -340,6 +340,25 @@ def test_cancel_adds_nothing(viewer, qtbot, face_layer, widget, notifications):
     assert widget.run_button.isEnabled()
 
 
+def test_cancel_after_the_last_step_but_before_the_result_still_adds_nothing(
+        viewer, qtbot, face_layer, widget, notifications):
+    """Cancel pressed while the finished worker's result waits in the event queue."""
+    import time
+
+    widget.set_network_layer("conv1")
+    widget.run()
+    worker = widget._run.worker
+    deadline = time.monotonic() + 120
+    while worker.is_running and time.monotonic() < deadline:  # no Qt events: result queued
+        time.sleep(0.01)
+    assert not worker.is_running
+    widget.cancel()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=30_000)
+    assert list(viewer.layers) == [face_layer]
+    assert any("cancelled" in m for _, m in notifications)
+    assert widget.status_label.text() == "Cancelled."
+
+
 def test_viewer_closed_mid_run_breaks_nothing(make_napari_viewer, qtbot, random_net):
     from napari_activations._widget import ActivationsWidget
 

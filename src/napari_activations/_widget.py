@@ -461,6 +461,7 @@ class ActivationsWidget(QWidget):
     def cancel(self) -> None:
         """Stop the running computation; nothing is added."""
         if self._run.worker is not None:
+            self._run.cancelled = True
             self._run.worker.quit()
             self.status_label.setText("Cancelling…")
 
@@ -480,6 +481,11 @@ class ActivationsWidget(QWidget):
         if isinstance(result, _Failure):
             self._run.outcome = "Ready. The last run failed: see the notification."
             show_error(result.message)
+            return
+        if self._run.cancelled:
+            # Cancel came after the worker's last step but before its result got here: the
+            # user asked for nothing to be added, so nothing is.
+            self._on_aborted()
             return
         if source not in self.viewer.layers:
             return
@@ -551,6 +557,7 @@ class _RunState:
         self.deferred: list[tuple[Any, tuple]] = []
         self.outcome = "Ready."
         self.shown: str | None = None
+        self.cancelled = False
 
     def open_progress(self, message: str) -> None:
         """Show the run's progress bar (call before the worker starts)."""
