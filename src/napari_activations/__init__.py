@@ -57,6 +57,12 @@ _API = {
     "difference": "analysis",
     "network_table": "analysis",
     "show_activations": "_napari_layers",
+    "grad_cam": "attribution",
+    "iter_grad_cam": "attribution",
+    "occlusion_sensitivity": "attribution",
+    "iter_occlusion_sensitivity": "attribution",
+    "AttributionError": "attribution",
+    "resolve_target": "attribution",
 }
 
 __all__ = sorted(_API) + ["__version__"]
@@ -65,6 +71,8 @@ if TYPE_CHECKING:
     from .compute import (ImageError, Progress, activations, classify, is_rgb,
                               iter_activations)
     from ._napari_layers import show_activations
+    from .attribution import (AttributionError, grad_cam, iter_grad_cam,
+                              iter_occlusion_sensitivity, occlusion_sensitivity, resolve_target)
     from .alignment import AlignedActivations, align
     from .analysis import (Montage, difference, grid_shape, montage, network_table, probe,
                            rank_channels, strongest_channels, top_channels)
