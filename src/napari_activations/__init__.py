@@ -63,6 +63,7 @@ _API = {
     "iter_occlusion_sensitivity": "attribution",
     "AttributionError": "attribution",
     "resolve_target": "attribution",
+    "show_attribution": "_attribution_layers",
 }
 
 __all__ = sorted(_API) + ["__version__"]
@@ -70,6 +71,7 @@ __all__ = sorted(_API) + ["__version__"]
 if TYPE_CHECKING:
     from .compute import (ImageError, Progress, activations, classify, is_rgb,
                               iter_activations)
+    from ._attribution_layers import show_attribution
     from ._napari_layers import show_activations
     from .attribution import (AttributionError, grad_cam, iter_grad_cam,
                               iter_occlusion_sensitivity, occlusion_sensitivity, resolve_target)

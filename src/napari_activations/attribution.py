@@ -47,6 +47,7 @@ __all__ = [
     "Target",
     "resolve_target",
     "default_feature_layer",
+    "feature_layer",
     "grad_cam",
     "iter_grad_cam",
     "occlusion_sensitivity",
@@ -155,7 +156,8 @@ def default_feature_layer(net: Network) -> LayerInfo:
     return spatial[-1]
 
 
-def _feature_layer(net: Network, layer: str | LayerInfo | None) -> LayerInfo:
+def feature_layer(net: Network, layer: str | LayerInfo | None) -> LayerInfo:
+    """The network layer Grad-CAM weights: ``layer``, or the default; global layers refused."""
     if layer is None:
         return default_feature_layer(net)
     info = find_layer(layer)
@@ -180,7 +182,7 @@ def iter_grad_cam(net: Network, image: Any, target: Any, *, layer: str | LayerIn
     """The compute of :func:`grad_cam` as a generator of :class:`Progress` (one step)."""
     import torch
 
-    info = _feature_layer(net, layer)
+    info = feature_layer(net, layer)
     goal = resolve_target(net, target)
     x, hw, scale, _ = network_input(net, image, info, input_scale=input_scale,
                                     intensity_range=intensity_range, rgb=rgb,
