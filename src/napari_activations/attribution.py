@@ -34,7 +34,7 @@ import numpy as np
 
 from .alignment import align
 from .compute import ImageError, Progress, network_input
-from .layers import LayerInfo, find_layer
+from .layers import LayerInfo, find_layer, output_size
 from .tiling import estimate_forward_bytes, memory_budget
 
 if TYPE_CHECKING:
@@ -369,6 +369,16 @@ def _blocks(net: Network) -> list[_Block] | None:
     return blocks
 
 
+def _reuse_bytes(blocks: list[_Block], height: int, width: int) -> int:
+    """Memory of the unoccluded activations that the reuse keeps: every block's output."""
+    total = 3 * height * width
+    for block in blocks:
+        h, w = output_size(block.info, height, width)
+        total += block.info.channels * h * w * (2 if getattr(block.module, "inplace", False)
+                                                else 1)
+    return 4 * total
+
+
 @dataclass
 class _Occluder:
     """One window position: its dirty box at the current level and the new values there."""
@@ -444,11 +454,10 @@ def iter_occlusion_sensitivity(
                    for y in _positions(H, wy, sy) for c in _positions(W, wx, sx)]
         budget = memory_budget_bytes(memory_budget)
         blocks = _blocks(net) if reuse else None
+        if blocks is not None and _reuse_bytes(blocks, H, W) > budget:
+            blocks = None  # the unoccluded activations of every block would not fit
         if blocks is not None:
             engine = _ReuseEngine(net, blocks, x)
-            if engine.base_bytes > budget:
-                del engine
-                blocks = None
         if blocks is None:
             per_image = estimate_forward_bytes(H, W)
             size = max(1, min(int(batch or 16), budget // max(1, per_image)))
@@ -526,7 +535,6 @@ class _ReuseEngine:
         last = acts[-1]
         self.n = last.shape[-2] * last.shape[-1]
         self.base_sum = last.double().sum(dim=(2, 3))  # (1, C)
-        self.base_bytes = sum(a.numel() * a.element_size() for a in acts)
 
     def output(self) -> torch.Tensor:
         """The unoccluded network output ``(1, C)``."""
