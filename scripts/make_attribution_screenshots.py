@@ -109,11 +109,18 @@ def main() -> None:
     viewer.add_image(image, name="chelsea", rgb=True)
     viewer.add_image(theirs, name="pytorch-grad-cam (cv2.resize stretch)", **kwargs)
     viewer.add_image(image, name="chelsea ", rgb=True)
-    viewer.add_image(ours / ours.max(), name="ours (placed at O + S*i)", **kwargs)
+    ours = (ours - ours.min()) / (ours.max() - ours.min())  # normalised as pytorch-grad-cam does
+    viewer.add_image(ours, name="ours (placed at O + S*i)", **kwargs)
     viewer.grid.enabled = True
     viewer.grid.stride = 2
     viewer.grid.shape = (1, 2)
     shot("stretched-vs-placed")
+    rows, cols = np.mgrid[:ours.shape[0], :ours.shape[1]]
+    for name, m in (("pytorch-grad-cam", theirs), ("ours", ours)):
+        print(f"{layer}: centroid of {name}'s map (row, col): "
+              f"({(m * rows).sum() / m.sum():.1f}, {(m * cols).sum() / m.sum():.1f})")
+    print(f"{layer}: largest difference of the two maps: {np.abs(theirs - ours).max():.3f} "
+          "(of 1)")
     viewer.close()
     del face, cat
 
