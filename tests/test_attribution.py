@@ -188,6 +188,15 @@ def test_windows_larger_than_the_image_and_bad_strides_are_refused(random_net, s
         na.occlusion_sensitivity(random_net, small, 1, fill="median")
 
 
+def test_images_too_small_for_the_network_are_refused(random_net):
+    n = na.minimum_input_size("relu_conv10") - 1  # conv1 would run; the network would not
+    tiny = np.zeros((n, n), dtype=np.uint8)
+    with pytest.raises(na.ImageError, match="too small for layer 'relu_conv10'"):
+        na.grad_cam(random_net, tiny, 1, layer="conv1")  # the pass goes on to the output
+    with pytest.raises(na.ImageError, match="too small for layer 'relu_conv10'"):
+        na.occlusion_sensitivity(random_net, tiny, 1)
+
+
 def test_stacks_are_refused(random_net, small):
     with pytest.raises(na.ImageError, match="one image.*image\\[0\\]"):
         na.grad_cam(random_net, np.stack([small, small]), 1)

@@ -184,7 +184,9 @@ def iter_grad_cam(net: Network, image: Any, target: Any, *, layer: str | LayerIn
 
     info = feature_layer(net, layer)
     goal = resolve_target(net, target)
-    x, hw, scale, _ = network_input(net, image, info, input_scale=input_scale,
+    # the whole network runs (to its output), so the image must be large enough for all of it
+    x, hw, scale, _ = network_input(net, image, default_feature_layer(net),
+                                    input_scale=input_scale,
                                     intensity_range=intensity_range, rgb=rgb,
                                     memory_budget=memory_budget)
     yield Progress(0, 1, f"Grad-CAM {goal.label}: forward and backward pass")
@@ -428,8 +430,8 @@ def iter_occlusion_sensitivity(
     import torch
 
     goal = resolve_target(net, target)
-    first = net.layers[0]
-    x, hw, scale, bounds = network_input(net, image, first, input_scale=input_scale,
+    x, hw, scale, bounds = network_input(net, image, default_feature_layer(net),
+                                         input_scale=input_scale,
                                          intensity_range=intensity_range, rgb=rgb,
                                          memory_budget=memory_budget)
     H, W = x.shape[-2:]
