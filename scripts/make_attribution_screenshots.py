@@ -1,13 +1,11 @@
 """Regenerate the screenshots of docs/attribution.md from a real napari viewer.
 
-Needs the real weights (../shared/weights/squeezenet1_1_caffe_imagenet.pth, or a path in
-$NAPARI_ACTIVATIONS_WEIGHTS) and a display; run it under Xvfb:
+Uses the built-in original Caffe weights. Needs a display; run it under Xvfb:
 
     xvfb-run -a -s "-screen 0 1600x1200x24" .venv/bin/python scripts/make_attribution_screenshots.py
 """
 
 import copy
-import os
 from pathlib import Path
 
 import napari
@@ -22,8 +20,7 @@ from napari_activations._sample_data import load_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "images"
-WEIGHTS = os.environ.get("NAPARI_ACTIVATIONS_WEIGHTS") or (
-    ROOT.parent / "shared" / "weights" / "squeezenet1_1_caffe_imagenet.pth")
+WEIGHTS = "caffe"
 
 
 def pytorch_grad_cam_map(net, image, target: int, layer: str) -> np.ndarray:
