@@ -741,3 +741,48 @@ def classify(net: Network, image: Any, top: int = 5, *,
         k = max(1, min(int(top), prob.numel()))
         values, indices = torch.topk(prob, k)
     return [(net.categories[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
+
+
+def network_input(net: Network, image: Any, layer: str | LayerInfo, *,
+                  input_scale: float = 1.0, intensity_range: tuple[float, float] | None = None,
+                  rgb: bool | None = None, memory_budget: int | str | None = None,
+                  ) -> tuple[torch.Tensor, tuple[int, int], tuple[float, float],
+                             tuple[float, float] | None]:
+    """The normalised network input of one image, as :func:`activations` makes it.
+
+    For computations that need the whole input at once (attribution maps): the image is
+    checked as for ``layer``, scaled and normalised exactly as :func:`activations` does, and
+    resized by ``input_scale``.
+
+    Returns
+    -------
+    x : torch.Tensor
+        ``(1, 3, h, w)`` float32 on the network's device, a tensor of its own.
+    image_hw : (int, int)
+        ``(H, W)`` of the image.
+    scale : (float, float)
+        Network pixels per image pixel, as realised.
+    bounds : (float, float) or None
+        The intensities mapped to 0 and 1 (None: uint8 by 255).
+
+    Raises
+    ------
+    ImageError
+        Unusable image, a stack, or an image whose forward pass exceeds the memory budget.
+    """
+    req = _make_request(net, image, layer, input_scale, intensity_range, rgb, None,
+                        memory_budget)
+    if req.lead:
+        raise ImageError(f"Attribution maps take one image, (H, W) or (H, W, 3); this is a "
+                         f"stack of shape {tuple(req.image.shape)}. Pass one plane, e.g. "
+                         "image[0].")
+    if req.tile is not None:
+        most = math.sqrt(budget_bytes(memory_budget) / estimate_forward_bytes(1, 1))
+        advice = min(1.0, math.floor(100 * most / max(req.hw)) / 100)
+        raise ImageError(
+            f"The network would see {req.size[0]}x{req.size[1]} pixels, more than one forward "
+            f"pass may hold in the memory budget ({budget_bytes(memory_budget) / 2**30:.1f} "
+            f"GiB). Use input_scale={advice:g} or less, a region of the image, or a larger "
+            "memory_budget.")
+    x = _plane_tensor(req.image, req.colour, req.bounds, req.net, req.size)
+    return x.clone(), req.hw, req.scale, req.bounds
