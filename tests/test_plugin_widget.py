@@ -176,7 +176,8 @@ def test_rerun_updates_and_another_layer_adds(viewer, qtbot, face_layer, widget)
     run_and_wait(qtbot, widget)
     assert len(viewer.layers) == 3
     post = viewer.layers["Face: fire2-relu_squeeze1x1"]
-    assert post.data.shape == (16, 220, 180)
+    # Its own channel axis, left of conv1's, on which it lies as one plane (docs/tutorial.md).
+    assert post.data.shape == (16, 1, 220, 180)
     assert post.colormap.name == "activation magma" and post.contrast_limits[0] >= 0
 
 

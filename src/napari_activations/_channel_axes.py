@@ -246,6 +246,14 @@ def follow_viewer(viewer: napari.Viewer) -> None:
         if v is not None:
             arrange_channel_axes(v)
 
-    viewer.layers.events.inserted.connect(again)
-    viewer.layers.events.removed.connect(again)
-    viewer.dims.events.range.connect(again)
+    def later(event: Any = None) -> None:
+        # Not inside napari's own handling of a removal or a range change: changing layers'
+        # dimensions there left napari's sliders pointing past the end of its new dims (an
+        # IndexError in QtDims when one of two network layers of an image was removed).
+        from qtpy.QtCore import QTimer
+
+        QTimer.singleShot(0, again)
+
+    viewer.layers.events.inserted.connect(again, position="last")
+    viewer.layers.events.removed.connect(later, position="last")
+    viewer.dims.events.range.connect(later, position="last")
