@@ -53,6 +53,7 @@ _API = {
     "strongest_channels": "analysis",
     "top_channels": "analysis",
     "rank_channels": "analysis",
+    "inside_border": "analysis",
     "probe": "analysis",
     "difference": "analysis",
     "network_table": "analysis",
@@ -66,8 +67,9 @@ if TYPE_CHECKING:
                               iter_activations)
     from ._napari_layers import show_activations
     from .alignment import AlignedActivations, align
-    from .analysis import (Montage, difference, grid_shape, montage, network_table, probe,
-                           rank_channels, strongest_channels, top_channels)
+    from .analysis import (Montage, difference, grid_shape, inside_border, montage,
+                           network_table, probe, rank_channels, strongest_channels,
+                           top_channels)
     from .layers import (LAYERS, LayerInfo, UnknownLayerError, find_layer, layer_names,
                          minimum_input_size, output_size)
     from .network import (WEIGHTS_ENV, Network, WeightsError, WeightsUnavailableError,
