@@ -118,6 +118,36 @@ def test_the_border_stripe_channel_no_longer_wins(fire5_on_images, image):
     assert na.strongest_channels(acts.native, 1, layer="fire5-concat")[0][0] == best
 
 
+@pytest.mark.gui
+@pytest.mark.real_weights
+def test_widgets_leave_the_border_out_unless_asked(make_napari_viewer, qtbot, real_net):
+    from napari_activations._analysis_widget import AnalysisWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((512, 512), np.uint16), name="Blank")
+    _, widget = viewer.window.add_plugin_dock_widget(*WIDGET)
+    widget.set_network(real_net)
+    widget.set_network_layer("fire5-concat")
+    assert not widget.border_check.isChecked()
+    starts = []
+    for count_border in (False, True):
+        widget.border_check.setChecked(count_border)
+        widget.run()
+        qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
+        layer = viewer.layers["Blank: fire5-concat"]
+        assert layer.metadata[METADATA_KEY]["include_border"] is count_border
+        starts.append(int(viewer.dims.current_step[0]))
+        if not count_border:
+            analysis = AnalysisWidget(viewer, network=real_net)
+            analysis.find_strongest()
+            assert analysis.strongest[0][0] == starts[0] != BORDER_CHANNEL
+            analysis.border_check.setChecked(True)
+            analysis.find_strongest()
+            assert analysis.strongest[0][0] == BORDER_CHANNEL
+        viewer.layers.remove(layer)
+    assert starts[1] == BORDER_CHANNEL
+
+
 @pytest.mark.real_weights
 def test_region_ranking_leaves_the_border_out(fire5_on_images):
     acts = fire5_on_images["blank"]
@@ -203,6 +233,24 @@ def test_stack_contrast_in_the_viewer(make_napari_viewer, random_net, mode):
     assert lazy.forward_passes <= len(sampled | {on_screen}) + 3
 
 
+@pytest.mark.gui
+def test_widget_stack_contrast_choice(make_napari_viewer, qtbot, random_net):
+    viewer = make_napari_viewer()
+    viewer.add_image(_stack(planes=8, size=48), name="Cells", contrast_limits=(0, 1))
+    _, widget = viewer.window.add_plugin_dock_widget(*WIDGET)
+    widget.set_network(random_net)
+    assert widget.stack_contrast_combo.currentData() == "stack"  # the default
+    for mode, passes in (("stack", 5), ("plane", 1)):
+        widget.stack_contrast_combo.setCurrentIndex(widget.stack_contrast_combo.findData(mode))
+        widget.run()
+        qtbot.waitUntil(lambda: not widget.busy, timeout=30_000)
+        layer = viewer.layers["Cells: conv1"]
+        assert layer.metadata[METADATA_KEY]["stack_contrast"] == mode
+        on_screen = int(viewer.dims.current_step[1])
+        extra = on_screen not in ({0, 2, 4, 5, 7} if mode == "stack" else {0})
+        assert layer.data.stack.native.forward_passes == passes + extra
+
+
 # -- channel layers as R, G, B -------------------------------------------------------------
 
 
@@ -241,6 +289,33 @@ def test_channel_layers_are_the_networks_r_g_b(make_napari_viewer, random_net):
     gray = show_activations(viewer, ["Actin"], "conv1", network=random_net)
     assert gray.name == "Actin: conv1"
     assert all(np.array_equal(layer.data, d) for layer, d in zip(layers, data))  # untouched
+
+
+@pytest.mark.gui
+def test_widget_takes_green_and_blue_layers(make_napari_viewer, qtbot, random_net):
+    from napari.utils.notifications import notification_manager
+
+    viewer = make_napari_viewer()
+    _, (dna, actin, tubulin) = _three_channels(viewer)
+    _, widget = viewer.window.add_plugin_dock_widget(*WIDGET)
+    widget.set_network(random_net)
+    widget.image_combo.setCurrentText("DNA")
+    widget.set_channel_layers(None, "Tubulin")
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=30_000)
+    out = viewer.layers["DNA + Tubulin: conv1"]
+    assert out.metadata[METADATA_KEY]["channel_layers"]["as"] == ["R", "B"]
+    want = show_activations(viewer, ["DNA", None, "Tubulin"], "conv1", network=random_net)
+    assert want is out
+    widget.set_channel_layers("Actin", "Tubulin")
+    actin.translate = (0.0, 2.0)
+    seen = []
+    notification_manager.notification_ready.connect(lambda n: seen.append(str(n.message)))
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=30_000)
+    assert "DNA + Actin + Tubulin: conv1" not in viewer.layers
+    assert any("'Actin' has [0.0, 2.0]" in m and "translate" in m for m in seen)
+    assert "failed" in widget.status_label.text()
 
 
 @pytest.mark.gui
