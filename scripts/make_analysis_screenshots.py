@@ -1,7 +1,6 @@
 """Regenerate the screenshots of docs/analysis.md from a real napari viewer.
 
-Needs the real weights (../shared/weights/squeezenet1_1_caffe_imagenet.pth, or a path in
-$NAPARI_ACTIVATIONS_WEIGHTS) and a display; run it under Xvfb:
+Uses the built-in original Caffe weights. Needs a display; run it under Xvfb:
 
     xvfb-run -a -s "-screen 0 1600x1200x24" .venv/bin/python scripts/make_analysis_screenshots.py
 """
@@ -20,8 +19,7 @@ from napari_activations._sample_data import load_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "images"
-WEIGHTS = os.environ.get("NAPARI_ACTIVATIONS_WEIGHTS") or (
-    ROOT.parent / "shared" / "weights" / "squeezenet1_1_caffe_imagenet.pth")
+WEIGHTS = "caffe"
 # An ellipse around the image-left eye of the Face sample, the one the second sample covers.
 EYE = np.array([[61, 67], [61, 99], [80, 99], [80, 67]])
 

@@ -1,10 +1,9 @@
 """Regenerate the screenshots of docs/tutorial.md (and the README's) from a real napari viewer.
 
-Every picture is the reference workflow (../shared/REFERENCE.md) done with the plugin: the
-SqueezeNet activations widget and ``show_activations``, the original Caffe weights (the ones
-MATLAB's channel numbers refer to), the Face sample pair. Needs those weights
-(../shared/weights/squeezenet1_1_caffe_imagenet.pth, or a path in $NAPARI_ACTIVATIONS_WEIGHTS)
-and a display; with none, run it under Xvfb:
+Every picture is the reference workflow (docs/tutorial.md) done with the plugin: the
+SqueezeNet activations widget and ``show_activations``, the built-in original Caffe weights
+(the ones MATLAB's channel numbers refer to), the Face sample pair. Needs a display; with none,
+run it under Xvfb:
 
     xvfb-run -a -s "-screen 0 1600x1200x24" .venv/bin/python scripts/make_screenshots.py
 """
@@ -26,8 +25,7 @@ import napari_activations as na
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "images"
-WEIGHTS = Path(os.environ.get("NAPARI_ACTIVATIONS_WEIGHTS") or (
-    ROOT.parent / "shared" / "weights" / "squeezenet1_1_caffe_imagenet.pth"))
+WEIGHTS = "caffe"
 
 CONV1_RED = 21  # MATLAB's channel 22: bright on red parts of the image
 EYES = (13, 46)  # MATLAB's channels 14 and 47 of fire6-relu_squeeze1x1
@@ -44,10 +42,6 @@ def settle(widget=None) -> None:
 
 
 def main() -> int:
-    if not WEIGHTS.is_file():
-        print(f"make_screenshots: needs the Caffe SqueezeNet weights at {WEIGHTS} "
-              "(or set NAPARI_ACTIVATIONS_WEIGHTS).", file=sys.stderr)
-        return 1
     # Loaded before the window opens (torch before OpenGL; see avoid_triton_llvm_crash).
     net = na.load_squeezenet(WEIGHTS, device="cpu")
     OUT.mkdir(parents=True, exist_ok=True)

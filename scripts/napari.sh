@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Open napari with the napari-activations plugin docked on the Face sample and conv1 computed.
-# Sets itself up first (scripts/setup.sh). Uses trained weights from $NAPARI_ACTIVATIONS_WEIGHTS,
-# else torchvision's download in the torch hub cache, else ../shared/weights/ beside the
-# repository; without any it says so and computes nothing.
+# Sets itself up first (scripts/setup.sh). Uses the built-in weights (the original SqueezeNet
+# v1.1 ImageNet weights, as in MATLAB), or the file named by $NAPARI_ACTIVATIONS_WEIGHTS where
+# that is set. Nothing is downloaded.
 # With no display ($DISPLAY and $WAYLAND_DISPLAY unset) it runs on a virtual X display and saves
 # a screenshot instead: its path is printed (set NAPARI_ACTIVATIONS_SCREENSHOT to choose it).
 # Extra arguments go to scripts/napari_demo.py (e.g. --layer fire6-relu_squeeze1x1).

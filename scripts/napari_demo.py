@@ -1,9 +1,8 @@
 """Open napari with the plugin docked on the Face sample and conv1 computed (scripts/napari.sh).
 
-Trained weights are looked for, in order: ``$NAPARI_ACTIVATIONS_WEIGHTS``; torchvision's
-download in the torch hub cache (``$TORCH_HOME``); ``../shared/weights/`` beside the
-repository. Without any, napari still opens with the widget, but nothing is computed: an
-untrained network's activations would look like something and mean nothing.
+The weights are the built-in original SqueezeNet v1.1 ones (MATLAB's), or the file named by
+``$NAPARI_ACTIVATIONS_WEIGHTS`` where that is set; nothing is downloaded. Where that file
+cannot be loaded, napari still opens with the widget, says why, and computes nothing.
 
     python scripts/napari_demo.py                      # an interactive napari
     python scripts/napari_demo.py --screenshot out.png # save the window and quit (no display)
@@ -17,13 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_WEIGHTS = ROOT.parent / "shared" / "weights" / "squeezenet1_1_caffe_imagenet.pth"
 
-
-def find_weights() -> tuple[str | Path | None, str]:
+def find_weights() -> tuple[str | None, str]:
     """(weights for load_squeezenet, where they come from), or (None, why there are none)."""
-    from napari_activations.network import WEIGHTS_ENV, default_weights_path
+    from napari_activations.network import WEIGHTS_ENV
 
     env = os.environ.get(WEIGHTS_ENV, "").strip()
     if env:
@@ -31,24 +27,14 @@ def find_weights() -> tuple[str | Path | None, str]:
             return "DEFAULT", f"${WEIGHTS_ENV} = {env}"
         return None, (f"${WEIGHTS_ENV} names {env}, but there is no file there "
                       f"(fix it, or unset {WEIGHTS_ENV}).")
-    cached = default_weights_path()
-    if cached.is_file():
-        return "DEFAULT", f"torchvision's download in the torch hub cache ({cached})"
-    if SHARED_WEIGHTS.is_file():
-        return SHARED_WEIGHTS, f"the Caffe weights beside the repository ({SHARED_WEIGHTS})"
-    return None, "No trained SqueezeNet 1.1 weights were found."
+    return "caffe", "the built-in weights"
 
 
 def how_to_fix() -> str:
-    from napari_activations.network import WEIGHTS_ENV, default_weights_path
+    from napari_activations.network import WEIGHTS_ENV
 
-    return (
-        "To see meaningful activations, give the plugin trained weights, one of:\n"
-        f"  - export {WEIGHTS_ENV}=/path/to/squeezenet1_1.pth (a SqueezeNet 1.1 state_dict), or\n"
-        "  - download torchvision's weights once, with a network connection:\n"
-        "      .venv/bin/python -c \"import napari_activations as na; na.load_squeezenet()\"\n"
-        f"    (they are kept at {default_weights_path()}), or\n"
-        "  - in the widget, press 'Weights file…' and choose a .pth file.")
+    return (f"Unset {WEIGHTS_ENV} to use the built-in weights, point it at a SqueezeNet 1.1 "
+            "state_dict file, or press 'Weights file…' in the widget.")
 
 
 def main() -> int:

@@ -4,7 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export NAPARI_ACTIVATIONS_TEST_WEIGHTS="${NAPARI_ACTIVATIONS_TEST_WEIGHTS:-$(pwd)/../shared/weights/squeezenet1_1_caffe_imagenet.pth}"
 # Tests never download: an empty torch hub cache of their own.
 export TORCH_HOME="$(mktemp -d)"
 unset QT_QPA_PLATFORM

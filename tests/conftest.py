@@ -8,11 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REAL_WEIGHTS = Path(os.environ.get(
-    "NAPARI_ACTIVATIONS_TEST_WEIGHTS",
-    Path(__file__).resolve().parents[2] / "shared" / "weights" / "squeezenet1_1_caffe_imagenet.pth",
-))
-
 
 @pytest.fixture(autouse=True, scope="session")
 def _no_weight_downloads(tmp_path_factory):
@@ -37,23 +32,23 @@ def random_net():
 
 @pytest.fixture(scope="session")
 def real_weights_path() -> Path:
-    if not REAL_WEIGHTS.is_file():
-        pytest.skip(f"real SqueezeNet weights not found at {REAL_WEIGHTS} "
-                    "(they live in ../shared/weights/ beside the repository)")
-    return REAL_WEIGHTS
+    """The built-in reference weights file (float16 except conv1)."""
+    from napari_activations.network import builtin_weights_path
+
+    return builtin_weights_path()
 
 
 @pytest.fixture(scope="session")
-def real_net(real_weights_path):
-    """SqueezeNet v1.1 with the original Caffe weights (MATLAB's), on the CPU."""
+def real_net():
+    """SqueezeNet v1.1 with the built-in original Caffe weights (MATLAB's), on the CPU."""
     import napari_activations as na
 
-    return na.load_squeezenet(real_weights_path, device="cpu")
+    return na.load_squeezenet("caffe", device="cpu")
 
 
 @pytest.fixture(scope="session")
 def face() -> np.ndarray:
-    """The astronaut's face, as in ../shared/weights/README.md: (220, 180, 3) uint8."""
+    """The astronaut's face (the "Face" sample): (220, 180, 3) uint8."""
     import skimage.data
 
     return skimage.data.astronaut()[30:250, 120:300].copy()

@@ -92,7 +92,7 @@ def test_download_failing_midway_leaves_nothing_in_the_cache(fresh_cache, monkey
                                                              size):
     calls = serve(monkeypatch, lambda: _BrokenStream(size, good))
     with pytest.raises(na.WeightsUnavailableError) as err:
-        na.load_squeezenet("DEFAULT", device="cpu", progress=False)
+        na.load_squeezenet("torchvision", device="cpu", progress=False)
     message = str(err.value)
     assert calls == [TORCHVISION_URL]
     for words in (TORCHVISION_URL, str(fresh_cache / "squeezenet1_1-b8a52dc0.pth"),
@@ -102,14 +102,14 @@ def test_download_failing_midway_leaves_nothing_in_the_cache(fresh_cache, monkey
     assert leftovers == []  # no .partial file, no truncated checkpoint
     # The next try starts clean: it downloads again rather than reading a broken file.
     with pytest.raises(na.WeightsUnavailableError):
-        na.load_squeezenet("DEFAULT", device="cpu", progress=False)
+        na.load_squeezenet("torchvision", device="cpu", progress=False)
     assert len(calls) == 2
 
 
 def test_download_with_the_wrong_hash_leaves_nothing_in_the_cache(fresh_cache, monkeypatch):
     serve(monkeypatch, lambda: _BrokenStream(100_000, 100_000))  # complete, but not the file
     with pytest.raises(na.WeightsUnavailableError, match="hash"):
-        na.load_squeezenet("DEFAULT", device="cpu", progress=False)
+        na.load_squeezenet("torchvision", device="cpu", progress=False)
     assert not fresh_cache.exists() or list(fresh_cache.iterdir()) == []
 
 
@@ -196,7 +196,7 @@ def test_bad_weights_file_in_the_widget_is_a_notification(gui, qtbot, tmp_path, 
 def test_download_failing_midway_in_the_widget(gui, qtbot, fresh_cache, monkeypatch):
     viewer, widget, image, notifications = gui
     serve(monkeypatch, lambda: _BrokenStream(5_000_000, 300_000))
-    widget.set_weights("DEFAULT")
+    widget.set_weights("torchvision")
     run_and_wait(qtbot, widget)
     assert_error_notified(notifications, "Could not get", TORCHVISION_URL, na.WEIGHTS_ENV)
     assert not fresh_cache.exists() or list(fresh_cache.iterdir()) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import pickle
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -13,7 +14,10 @@ import torch
 import napari_activations as na
 from napari_activations import network
 
-REAL_SHA256 = "77d6a8e018780ad4281f21b379bbd31d8b2819f10b8835475e1979c5af57226d"
+# sha256 of the original float32 release file (squeezenet1_1_caffe_imagenet.pth, 4,959,683 bytes)
+ORIGINAL_SHA256 = "77d6a8e018780ad4281f21b379bbd31d8b2819f10b8835475e1979c5af57226d"
+# sha256 over that file's tensors (names sorted; each name, then its float32 bytes)
+ORIGINAL_TENSORS_SHA256 = "d8ae1649422027ec551fb352388ae45065c5090f9a0f70a76dcf019b5eefa367"
 TORCHVISION_URL = "https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth"
 
 
@@ -76,19 +80,73 @@ def test_random_weights_are_reproducible(random_net, monkeypatch):
     assert torch.equal(torch.rand(3), expected)
 
 
-def test_path_loads_real_weights_with_their_hash(real_net, real_weights_path):
-    assert real_net.trained is True
-    assert real_net.sha256 == REAL_SHA256
-    assert real_net.weights == str(real_weights_path.resolve())
-    assert str(real_weights_path.name) in real_net.description
-    assert "RANDOM" not in real_net.description
-    state = torch.load(real_weights_path, weights_only=True)
-    assert torch.equal(real_net.model.features[0].weight, state["features.0.weight"])
+def _tensors_sha256(state: dict) -> str:
+    h = hashlib.sha256()
+    for name in sorted(state):
+        h.update(name.encode())
+        h.update(state[name].float().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
-def test_same_weights_twice_give_the_same_network(real_net, real_weights_path, random_net):
-    assert na.load_squeezenet(real_weights_path, device="cpu") is real_net
-    assert na.load_squeezenet(str(real_weights_path), device="auto") is real_net
+def test_builtin_weights_are_the_default_offline(offline, real_net):
+    net = na.load_squeezenet(device="cpu")
+    assert offline == []  # nothing downloaded, nothing looked up
+    assert net.trained and net.weights == "caffe" and net.source == "caffe"
+    assert "Caffe" in net.description and "built in" in net.description
+    assert na.load_squeezenet("caffe", device="cpu") is net
+    assert na.load_squeezenet("MATLAB", device="cpu") is net
+    assert not network.default_weights_path().exists()
+
+
+def test_builtin_weights_load_back_to_the_original_float32_bit_for_bit(real_net):
+    path = network.builtin_weights_path()
+    assert path.stat().st_size <= 2_600_000
+    stored = torch.load(path, weights_only=True)
+    for name, tensor in stored.items():
+        expected = torch.float32 if name.startswith("features.0.") else torch.float16
+        assert tensor.dtype == expected, name
+    loaded = {k: v for k, v in real_net.model.state_dict().items()}
+    assert all(v.dtype == torch.float32 for v in loaded.values())
+    assert _tensors_sha256(loaded) == ORIGINAL_TENSORS_SHA256
+    assert real_net.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_builtin_weights_equal_the_original_file_where_it_is_given(real_net):
+    """Where the original release file is at hand ($NAPARI_ACTIVATIONS_ORIGINAL_WEIGHTS),
+    compare tensor by tensor too (the hash test above holds everywhere)."""
+    import os
+
+    original = os.environ.get("NAPARI_ACTIVATIONS_ORIGINAL_WEIGHTS", "")
+    if not original or not Path(original).is_file():
+        pytest.skip("set NAPARI_ACTIVATIONS_ORIGINAL_WEIGHTS to the original float32 file")
+    assert hashlib.sha256(Path(original).read_bytes()).hexdigest() == ORIGINAL_SHA256
+    state = torch.load(original, weights_only=True)
+    loaded = real_net.model.state_dict()
+    assert state.keys() == loaded.keys()
+    assert all(torch.equal(state[k], loaded[k]) for k in state)
+
+
+def test_builtin_weights_licence_ships_beside_them():
+    text = (network.builtin_weights_path().parent / "SQUEEZENET_WEIGHTS_LICENSE.txt").read_text()
+    assert "BSD LICENSE" in text and "forresti/SqueezeNet" in text
+
+
+def test_path_loads_weights_with_their_hash_and_no_machine_path(random_net, random_state_file):
+    net = na.load_squeezenet(random_state_file, device="cpu")
+    assert net.trained is True
+    assert net.sha256 == hashlib.sha256(random_state_file.read_bytes()).hexdigest()
+    assert net.weights == f"file:{random_state_file.name}"
+    assert net.source == str(random_state_file.resolve())
+    assert random_state_file.name in net.description
+    assert str(random_state_file.parent) not in net.description
+    assert "RANDOM" not in net.description
+    assert _same_parameters(net, random_net)
+
+
+def test_same_weights_twice_give_the_same_network(real_net, random_state_file, random_net):
+    net = na.load_squeezenet(random_state_file, device="cpu")
+    assert na.load_squeezenet(str(random_state_file), device="auto") is net
+    assert na.load_squeezenet("caffe", device="cpu") is real_net
     assert na.load_squeezenet(None, device="cpu") is random_net
 
 
@@ -97,7 +155,7 @@ def test_environment_variable_names_the_default_file(offline, monkeypatch, rando
     monkeypatch.setenv(na.WEIGHTS_ENV, str(random_state_file))
     net = na.load_squeezenet()
     assert net.trained
-    assert net.weights == str(random_state_file.resolve())
+    assert net.weights == f"file:{random_state_file.name}"
     assert net.sha256 == hashlib.sha256(random_state_file.read_bytes()).hexdigest()
     assert _same_parameters(net, random_net)
     assert offline == []  # nothing was downloaded
@@ -115,7 +173,7 @@ def test_environment_variable_naming_a_missing_file_says_so(offline, monkeypatch
 
 def test_default_offline_without_cache_says_where_to_put_the_file(offline, tmp_path):
     with pytest.raises(na.WeightsUnavailableError) as err:
-        na.load_squeezenet("DEFAULT", progress=False)
+        na.load_squeezenet("torchvision", progress=False)
     message = str(err.value)
     cache = tmp_path / "torch_home" / "hub" / "checkpoints" / "squeezenet1_1-b8a52dc0.pth"
     assert na.default_weights_path() == cache
@@ -132,12 +190,12 @@ def test_file_at_the_cache_path_is_used_offline(offline, random_net):
     cache = na.default_weights_path()
     cache.parent.mkdir(parents=True)
     torch.save(random_net.model.state_dict(), cache)
-    net = na.load_squeezenet()
+    net = na.load_squeezenet("torchvision")
     assert offline == []
-    assert net.trained and net.weights == "torchvision:IMAGENET1K_V1"
+    assert net.trained and net.weights == "torchvision"
     assert net.sha256 == hashlib.sha256(cache.read_bytes()).hexdigest()
     assert _same_parameters(net, random_net)
-    assert na.load_squeezenet("default") is net
+    assert na.load_squeezenet("TorchVision") is net
 
 
 class _Hostile:
@@ -171,13 +229,29 @@ def test_hostile_pickle_is_refused_without_running_it(tmp_path, random_net):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_raw_pickle_that_runs_code_is_refused_as_such_not_called_damaged(tmp_path, protocol):
+    """A plain ``pickle.dump`` (not torch.save) of an object whose ``__reduce__`` calls
+    ``os.system``: refused because loading it could run code, and the message says so."""
+    marker = tmp_path / "payload_ran"
+    path = tmp_path / "raw.pth"
+    with open(path, "wb") as f:
+        pickle.dump(_Hostile(marker), f, protocol=protocol)
+    with pytest.raises(na.WeightsError) as err:
+        na.load_squeezenet(path, device="cpu")
+    message = str(err.value)
+    assert "Refused" in message and "could run code" in message
+    assert "damaged" not in message
+    assert not marker.exists()
+
+
 def test_hostile_pickle_at_the_cache_path_is_refused(offline, tmp_path, random_net):
     marker = tmp_path / "payload_ran"
     cache = na.default_weights_path()
     cache.parent.mkdir(parents=True)
     _save_hostile(cache, marker, random_net)
     with pytest.raises(na.WeightsError, match="Refused"):
-        na.load_squeezenet()
+        na.load_squeezenet("torchvision")
     assert not marker.exists()
 
 
@@ -202,7 +276,7 @@ def test_damaged_file_at_the_cache_path_is_reported_as_damaged(offline, random_s
     cache.parent.mkdir(parents=True)
     cache.write_bytes(random_state_file.read_bytes()[:1000])
     with pytest.raises(na.WeightsError, match="damaged") as err:
-        na.load_squeezenet()
+        na.load_squeezenet("torchvision")
     assert str(cache) in str(err.value)
     assert offline == []
 

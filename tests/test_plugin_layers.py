@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 import venv
 import zipfile
 from pathlib import Path
@@ -95,15 +96,23 @@ def test_show_activations_is_public_api():
 
 @pytest.mark.slow
 def test_plugin_found_from_built_wheel(tmp_path):
-    """The wheel carries the manifest, and napari finds the plugin from a plain install."""
-    proc = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation",
+    """The wheel and sdist carry the manifest, the built-in weights and their licence, and
+    napari finds the plugin from a plain install of the wheel, which loads those weights."""
+    proc = subprocess.run([sys.executable, "-m", "build", "--wheel", "--sdist", "--no-isolation",
                            "--outdir", str(tmp_path / "dist"), str(ROOT)],
                           check=False, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     wheel = next((tmp_path / "dist").glob("napari_activations-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    assert "napari_activations/napari.yaml" in names
-    assert "napari_activations/data/face.png" in names
+    shipped = ["napari.yaml", "data/face.png", "data/squeezenet1_1_caffe_imagenet.pth",
+               "data/SQUEEZENET_WEIGHTS_LICENSE.txt"]
+    for name in shipped:
+        assert f"napari_activations/{name}" in names, name
+    sdist = next((tmp_path / "dist").glob("napari_activations-*.tar.gz"))
+    with tarfile.open(sdist) as tar:
+        in_sdist = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    for name in shipped:
+        assert f"src/napari_activations/{name}" in in_sdist, name
     entry = [n for n in names if n.endswith("entry_points.txt")]
     assert "napari.manifest" in zipfile.ZipFile(wheel).read(entry[0]).decode()
 
@@ -125,37 +134,37 @@ def test_plugin_found_from_built_wheel(tmp_path):
          ("import npe2, napari_activations, json\n"
           "pm = npe2.PluginManager(); pm.discover()\n"
           "mf = pm.get_manifest('napari-activations')\n"
+          "net = napari_activations.load_squeezenet(device='cpu')\n"
           "print(json.dumps([napari_activations.__file__,"
-          " [s.key for s in mf.contributions.sample_data]]))\n")],
+          " [s.key for s in mf.contributions.sample_data], net.weights]))\n")],
         check=False, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert check.returncode == 0, check.stderr
-    location, samples = json.loads(check.stdout.strip().splitlines()[-1])
+    location, samples, weights = json.loads(check.stdout.strip().splitlines()[-1])
     assert str(env_dir) in location  # the wheel's copy, not the source tree
     assert samples == ["face", "face_one_eye_covered"]
+    assert weights == "caffe"
 
 
 # -- the open-napari command ------------------------------------------------------------------
 
 
-def test_demo_finds_weights_in_order_and_says_when_there_are_none(monkeypatch, tmp_path):
+def test_demo_uses_the_builtin_weights_or_the_variable_and_says_when_it_cannot(monkeypatch,
+                                                                             tmp_path):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("napari_demo",
                                                   ROOT / "scripts" / "napari_demo.py")
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
-    shared = tmp_path / "shared.pth"
-    monkeypatch.setattr(demo, "SHARED_WEIGHTS", shared)
-    # The conftest points TORCH_HOME at an empty folder: no torchvision download cached.
-    weights, why = demo.find_weights()
-    assert weights is None and "No trained" in why
-    assert "NAPARI_ACTIVATIONS_WEIGHTS" in demo.how_to_fix()
-    shared.write_bytes(b"x")
-    assert demo.find_weights()[0] == shared
+    # The conftest points TORCH_HOME at an empty folder and unsets the variable.
+    assert demo.find_weights()[0] == "caffe"
     monkeypatch.setenv("NAPARI_ACTIVATIONS_WEIGHTS", str(tmp_path / "missing.pth"))
     weights, why = demo.find_weights()
     assert weights is None and "missing.pth" in why
-    monkeypatch.setenv("NAPARI_ACTIVATIONS_WEIGHTS", str(shared))
+    assert "NAPARI_ACTIVATIONS_WEIGHTS" in demo.how_to_fix()
+    present = tmp_path / "present.pth"
+    present.write_bytes(b"x")
+    monkeypatch.setenv("NAPARI_ACTIVATIONS_WEIGHTS", str(present))
     assert demo.find_weights()[0] == "DEFAULT"  # load_squeezenet reads the variable itself
 
 

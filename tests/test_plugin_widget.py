@@ -221,7 +221,7 @@ def test_failed_download_is_an_error_notification(viewer, qtbot, face_layer, wid
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    widget.set_weights("DEFAULT")
+    widget.set_weights("torchvision")
     run_and_wait(qtbot, widget)
     assert_error_shown(notifications, "Could not get torchvision's pretrained",
                        "NAPARI_ACTIVATIONS_WEIGHTS")

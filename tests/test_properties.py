@@ -158,3 +158,81 @@ def test_indexing_the_lazy_result_equals_indexing_the_array(aligned_stack, data)
             aligned[key]
         return
     np.testing.assert_allclose(aligned[key], expected, rtol=1e-6, atol=1e-6)
+
+
+def _every_indexing_form(shape):
+    """Keys of every form numpy's indexing has, for a 4-D ``shape`` (T, C, H, W)."""
+    T, C, H, W = shape
+    two = np.array([1, 2])
+    return [
+        0, -1, np.int64(1), slice(None), Ellipsis, (), (Ellipsis, 3), (0, Ellipsis, 2),
+        (0, 1), (0, 1, 2), (0, 1, 2, 3), (-1, -1, -H, -W), (slice(None, None, -1),),
+        (0, slice(1, None, 2), slice(None, None, -3), slice(5, 2, -1)),
+        (0, slice(None), two), (slice(None), two, slice(None), 3),  # int & array, apart
+        (0, two), (0, 0, two), (0, 0, two, two), (slice(None), two, two),  # two arrays
+        (slice(None), slice(None), two, two), (0, slice(None), two, [3, 4]),
+        (Ellipsis, two, slice(None)), (Ellipsis, [1], [2, 3]),  # broadcasting arrays
+        (0, slice(None), np.array([[1, 2], [3, 4]]), np.array([[5], [6]])),
+        (0, 0, np.array([], dtype=np.intp)), (0, 0, np.array([], dtype=np.intp), 3),
+        (0, 0, np.arange(H) % 3 == 0), (0, np.arange(C) < 2, 3),  # boolean masks
+        (0, 0, np.arange(H) % 3 == 0, np.arange(W) % 3 == 0)[:3],
+        (0, 0, np.array(3)), (0, np.array(1), np.array(2), 4), (np.array(1),),  # 0-d arrays
+        (None,), (0, None, 1), (Ellipsis, None), (0, slice(None), None, 2, two),  # newaxis
+        (0, 0, [True] * H), (0, 0, slice(2, 2)), (slice(0, 0),), (0, [0, -1], 0, [0, -1]),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_every_indexing_form((2, 5, 30, 34)))))
+def test_every_indexing_form_equals_numpy(aligned_stack, case):
+    """Each indexing form numpy has (ints, slices with steps, Ellipsis, newaxis, integer and
+    boolean arrays, apart or together, broadcast, 0-d, empty) gives numpy's result and shape."""
+    aligned, full = aligned_stack
+    key = _every_indexing_form(full.shape)[case]
+    expected = full[key]
+    got = aligned[key]
+    assert np.shape(got) == expected.shape, (key, np.shape(got), expected.shape)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+@st.composite
+def rich_index_for(draw, n: int):
+    """Like :func:`index_for`, with negative steps, lists, masks, 0-d and 2-D index arrays."""
+    kind = draw(st.sampled_from(["all", "int", "slice", "array", "list", "mask", "0d", "2d"]))
+    if kind == "slice":
+        return slice(draw(st.none() | st.integers(-n, n)), draw(st.none() | st.integers(-n, n)),
+                     draw(st.sampled_from([None, 1, 2, -1, -3])))
+    if kind in ("all", "int", "array"):
+        return draw(index_for(n))
+    if kind == "list":
+        return draw(st.lists(st.integers(-n, n - 1), min_size=1, max_size=3))
+    if kind == "mask":
+        return np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    if kind == "0d":
+        return np.array(draw(st.integers(0, n - 1)))
+    return np.array(draw(st.lists(st.integers(0, n - 1), min_size=2, max_size=2))).reshape(2, 1)
+
+
+@settings(max_examples=60, **SETTINGS)
+@given(data=st.data())
+def test_rich_indexing_of_the_lazy_result_equals_numpy(aligned_stack, data):
+    """Hypothesis-drawn keys mixing every form, with an Ellipsis or newaxis put in at times."""
+    aligned, full = aligned_stack
+    key = [data.draw(rich_index_for(n)) for n in full.shape]
+    key = key[: data.draw(st.integers(1, full.ndim))]
+    extra = data.draw(st.sampled_from([None, "ellipsis", "newaxis"]))
+    if extra is not None:
+        at = data.draw(st.integers(0, len(key)))
+        if extra == "ellipsis":
+            key = key[:at] + [Ellipsis] + key[at + 1:]
+        else:
+            key.insert(at, None)
+    key = tuple(key)
+    try:
+        expected = full[key]
+    except IndexError:
+        with pytest.raises(IndexError):
+            aligned[key]
+        return
+    got = aligned[key]
+    assert np.shape(got) == expected.shape, key
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)

@@ -272,12 +272,18 @@ def montage_channel_at(montage_layer: Layer, world_position: Any) -> int | None:
 
 def network_for(activation_layer: Layer) -> Any:
     """The ``weights`` argument of :func:`~napari_activations.load_squeezenet` that made the
-    layer (its network is cached, so loading it again costs nothing)."""
+    layer (its network is cached, so loading it again costs nothing); None for random ones."""
+    from .network import WEIGHTS_CHOICES, loaded_network
+
     weights = layer_metadata(activation_layer).get("weights", {})
     if not weights.get("trained", True):
         return None
-    source = str(weights.get("source", "DEFAULT"))
-    return "DEFAULT" if source.startswith("torchvision:") else source
+    name = str(weights.get("name", "DEFAULT"))
+    if name in WEIGHTS_CHOICES:
+        return name
+    # A file: the metadata names no path, but its hash finds the network loaded from it.
+    net = loaded_network(weights.get("sha256"))
+    return net.source if net is not None else "DEFAULT"
 
 
 @dataclass(frozen=True)

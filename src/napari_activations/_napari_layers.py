@@ -385,7 +385,7 @@ def activation_metadata(result: ActivationResult, contrast: str) -> dict[str, An
                      "receptive_field": info.receptive_field,
                      "native_shape": list(native.shape),  # (..., C, h, w)
                      "layer_axes": "(C, ..., H, W)"},
-        "weights": {"description": net.description, "source": net.weights,
+        "weights": {"description": net.description, "name": net.weights,
                     "sha256": net.sha256, "trained": bool(net.trained)},
         "input_scale": float(result.input_scale),
         "normalisation": {

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Generator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import Qt
@@ -41,7 +42,7 @@ from ._napari_layers import (
 )
 from .compute import ImageError, Progress, _network_size, image_planes_shape
 from .layers import LAYERS, LayerInfo, UnknownLayerError, find_layer, output_size
-from .network import WEIGHTS_ENV, DeviceUnavailableError, WeightsError
+from .network import WEIGHTS_CHOICES, WEIGHTS_ENV, DeviceUnavailableError, WeightsError
 
 if TYPE_CHECKING:
     import napari
@@ -74,17 +75,19 @@ def _guarded(gen: Generator) -> Generator[Progress, None, ActivationResult | _Fa
 
 
 def describe_weights(weights: Any, network: Network | None = None) -> str:
-    """One line for the widget: which weights a Run will use."""
+    """One line for the widget: which weights a Run will use (never a machine path)."""
     if network is not None:
         return network.description
     if weights is None:
         return "random, untrained (for tests only: the activations mean nothing)"
-    if isinstance(weights, str) and weights.upper() == "DEFAULT":
+    if isinstance(weights, str) and weights.strip().upper() == "DEFAULT":
         env = os.environ.get(WEIGHTS_ENV, "").strip()
         if env:
-            return f"file from ${WEIGHTS_ENV}: {env}"
-        return "torchvision's pretrained ImageNet weights (downloaded once, then cached)"
-    return f"file: {os.fspath(weights)}"
+            return f"file {Path(env).name} (from ${WEIGHTS_ENV})"
+        weights = "caffe"
+    if isinstance(weights, str) and weights.strip().lower() in WEIGHTS_CHOICES:
+        return WEIGHTS_CHOICES[weights.strip().lower()]
+    return f"file {Path(os.fspath(weights)).name}"
 
 
 class ActivationsWidget(QWidget):
@@ -164,7 +167,15 @@ class ActivationsWidget(QWidget):
         self.weights_label.setWordWrap(True)
         self.weights_file_button = QPushButton("Weights file…")
         self.weights_file_button.setToolTip("Use a SqueezeNet 1.1 state_dict file (.pth).")
-        self.weights_default_button = QPushButton("Default weights")
+        self.weights_default_button = QPushButton("Built-in weights")
+        self.weights_default_button.setToolTip(
+            "The original SqueezeNet v1.1 ImageNet weights (Caffe release, as in MATLAB: "
+            "MATLAB's channel numbers hold), built into the plugin; or the file named by "
+            f"${WEIGHTS_ENV} where that is set.")
+        self.weights_torchvision_button = QPushButton("torchvision's")
+        self.weights_torchvision_button.setToolTip(
+            "torchvision's separately trained ImageNet weights (IMAGENET1K_V1), downloaded "
+            "once into the torch hub cache. Their channel numbers differ from MATLAB's.")
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
         self.status_label = QLabel()
@@ -185,6 +196,7 @@ class ActivationsWidget(QWidget):
         weights_row = QHBoxLayout()
         weights_row.addWidget(self.weights_file_button)
         weights_row.addWidget(self.weights_default_button)
+        weights_row.addWidget(self.weights_torchvision_button)
         form.addRow("", weights_row)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
@@ -201,6 +213,7 @@ class ActivationsWidget(QWidget):
         self.device_combo.currentIndexChanged.connect(self._on_device_changed)
         self.weights_file_button.clicked.connect(self.choose_weights_file)
         self.weights_default_button.clicked.connect(lambda: self.set_weights("DEFAULT"))
+        self.weights_torchvision_button.clicked.connect(lambda: self.set_weights("torchvision"))
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.set_network_layer("conv1")
@@ -378,7 +391,8 @@ class ActivationsWidget(QWidget):
     # -- weights -------------------------------------------------------------------------------
 
     def set_weights(self, weights: Any) -> None:
-        """Use ``weights`` ("DEFAULT", a file path or None) from the next Run on."""
+        """Use ``weights`` ("DEFAULT", "caffe", "torchvision", a file path or None) from the
+        next Run on."""
         self._weights = weights
         self._network = None
         self._update_weights_label()

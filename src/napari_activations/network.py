@@ -1,4 +1,5 @@
-"""Loading SqueezeNet v1.1 with its weights: torchvision's download, a local file, or random.
+"""Loading SqueezeNet v1.1 with its weights: the built-in reference weights (the original Caffe
+release behind MATLAB's ``squeezenet``), torchvision's download, a local file, or random.
 
 The network is built once per (weights, device) and cached, so the widget and scripts that
 call :func:`load_squeezenet` repeatedly never rebuild it.
@@ -10,8 +11,9 @@ import hashlib
 import os
 import pickle
 import threading
+import warnings
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +27,8 @@ __all__ = [
     "load_squeezenet",
     "resolve_device",
     "default_weights_path",
+    "builtin_weights_path",
+    "WEIGHTS_CHOICES",
     "WeightsError",
     "WeightsUnavailableError",
     "DeviceUnavailableError",
@@ -35,6 +39,16 @@ __all__ = [
 
 WEIGHTS_ENV = "NAPARI_ACTIVATIONS_WEIGHTS"
 """Environment variable: a state_dict file that ``weights="DEFAULT"`` resolves to."""
+
+WEIGHTS_CHOICES = {
+    "caffe": "the original SqueezeNet v1.1 ImageNet weights (Caffe release, as in MATLAB), "
+             "built in",
+    "torchvision": "torchvision's SqueezeNet1_1_Weights.IMAGENET1K_V1 (downloaded once into "
+                   "the torch hub cache)",
+}
+"""The named weights: ``weights="caffe"`` (the default) or ``weights="torchvision"``."""
+
+BUILTIN_WEIGHTS_FILE = "squeezenet1_1_caffe_imagenet.pth"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -61,8 +75,8 @@ class Network:
     model : torch.nn.Module
         torchvision ``SqueezeNet`` in eval mode, on :attr:`device`.
     weights : str
-        Where the weights came from: ``"torchvision:IMAGENET1K_V1"``, a file path, or
-        ``"random"``.
+        Which weights: ``"caffe"`` (built in), ``"torchvision"``, ``"file:<file name>"`` or
+        ``"random"``. Never a machine path.
     trained : bool
         False for random weights: their activations mean nothing.
     categories : list of str
@@ -70,6 +84,9 @@ class Network:
     device : torch.device
     sha256 : str or None
         Hash of the weights file, where there is one.
+    source : str or None
+        The ``weights`` argument of :func:`load_squeezenet` that loads these weights again
+        (for a file, its resolved path; kept out of the description and layer metadata).
     """
 
     model: Any
@@ -80,6 +97,7 @@ class Network:
     sha256: str | None = None
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    source: str | None = field(default=None, repr=False)
 
     @property
     def layers(self) -> tuple[LayerInfo, ...]:
@@ -92,7 +110,15 @@ class Network:
         if not self.trained:
             return (f"SqueezeNet v1.1 with RANDOM, UNTRAINED weights on {self.device} "
                     "(for tests only: its activations mean nothing)")
-        return f"SqueezeNet v1.1, weights {self.weights}, on {self.device}"
+        if self.weights == "caffe":
+            what = "original Caffe ImageNet weights (MATLAB's, built in)"
+        elif self.weights == "torchvision":
+            what = "torchvision's ImageNet weights (IMAGENET1K_V1)"
+        else:
+            what = f"weights from {self.weights.removeprefix('file:')}"
+            if self.sha256:
+                what += f" (sha256 {self.sha256[:12]})"
+        return f"SqueezeNet v1.1, {what}, on {self.device}"
 
     def __repr__(self) -> str:
         return f"<Network: {self.description}>"
@@ -106,13 +132,7 @@ class Network:
     def __reduce__(self):
         # Pickled as how to load it, not as tensors: a dask worker loads (and caches) its own
         # copy, so a graph that names this network stays small.
-        if not self.trained:
-            source = None
-        elif self.weights.startswith("torchvision:"):
-            source = "DEFAULT"
-        else:
-            source = self.weights
-        return (_load_pickled, (source, self.device.type))
+        return (_load_pickled, (self.source, self.device.type))
 
 
 _CACHE: dict[tuple, Network] = {}
@@ -157,11 +177,38 @@ def default_weights_path() -> Path:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+_SAFE_GLOBAL_MODULES = ("torch", "collections", "numpy")
+
+
+def _pickle_globals(path: Path) -> list[str] | None:
+    """The ``module.name`` globals that the pickle in ``path`` would import, read without
+    running it (a torch zip file's ``data.pkl`` or a raw pickle); None where it is no pickle."""
+    import pickletools
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                name = next((n for n in zf.namelist() if n.endswith("data.pkl")), None)
+                if name is None:
+                    return None
+                data = zf.read(name)
+        else:
+            data = path.read_bytes()
+        found, strings = [], []
+        for op, arg, _ in pickletools.genops(data):
+            if op.name == "GLOBAL":
+                found.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+        return found
+    except Exception:  # not a pickle at all: damaged, or another kind of file
+        return None
 
 
 def _read_state_dict(path: Path) -> dict:
@@ -169,20 +216,27 @@ def _read_state_dict(path: Path) -> dict:
 
     if not path.is_file():
         raise WeightsError(f"No weights file at {path}. Check the path, or use "
-                           "weights='DEFAULT' for torchvision's pretrained weights.")
+                           "weights='DEFAULT' for the built-in weights.")
     if path.stat().st_size == 0:
         raise WeightsError(f"The weights file {path} is empty. Download it again.")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "global" not in str(exc).lower():  # garbage bytes, not a pickle naming code to run
-            raise WeightsError(f"Could not read {path}: it is damaged or not a PyTorch weights "
-                               "file (not a readable pickle). Download or save it again.") from exc
-        raise WeightsError(
-            f"Refused to load {path}: it holds Python objects other than tensors, and "
-            "loading it could run code. Use a plain state_dict saved with "
-            "torch.save(model.state_dict(), path).") from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        with warnings.catch_warnings():  # torch's note on pickle protocols, for any raw pickle
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
+            OSError) as exc:
+        unsafe = [g for g in (_pickle_globals(path) or [])
+                  if g.split(".")[0] not in _SAFE_GLOBAL_MODULES]
+        if unsafe:
+            raise WeightsError(
+                f"Refused to load {path}: it is a pickle that would import and call "
+                f"{unsafe[0]!r}, so loading it could run code. Only plain weights are "
+                "loaded: save them with torch.save(model.state_dict(), path).") from exc
+        if isinstance(exc, pickle.UnpicklingError) and "global" in str(exc).lower():
+            raise WeightsError(
+                f"Refused to load {path}: it holds Python objects other than tensors, and "
+                "loading it could run code. Use a plain state_dict saved with "
+                "torch.save(model.state_dict(), path).") from exc
         raise WeightsError(f"Could not read {path}: it is damaged or not a PyTorch weights "
                            f"file ({type(exc).__name__}). Download or save it again.") from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
@@ -190,6 +244,23 @@ def _read_state_dict(path: Path) -> dict:
     if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
         raise WeightsError(f"{path} is not a state_dict (a mapping of names to tensors).")
     return state
+
+
+def builtin_weights_path() -> Path:
+    """The built-in reference weights file inside the package.
+
+    The original SqueezeNet v1.1 ImageNet weights (the Caffe release behind MATLAB's
+    ``squeezenet``; BSD-2-Clause, licence beside the file), with Caffe's input convention
+    folded into ``conv1`` so that they take torchvision's ImageNet preprocessing. Stored as
+    float16 (the precision of the upstream release) except ``conv1``, float32; loaded as
+    float32.
+    """
+    return Path(__file__).resolve().parent / "data" / BUILTIN_WEIGHTS_FILE
+
+
+def _read_builtin() -> dict:
+    state = _read_state_dict(builtin_weights_path())
+    return {k: v.float() for k, v in state.items()}
 
 
 def _apply_state_dict(model: Any, state: dict, source: str) -> None:
@@ -234,21 +305,36 @@ def _download_default(progress: bool) -> dict:
             "state_dict file, or pass weights='path/to/file.pth'.") from exc
 
 
+def _choice(weights: str) -> str | None:
+    """``"caffe"``, ``"torchvision"`` or None for a string that names no weights choice."""
+    w = weights.strip().lower()
+    if w in WEIGHTS_CHOICES:
+        return w
+    if w in ("matlab", "builtin", "built-in", "reference"):
+        return "caffe"
+    if w in ("imagenet1k_v1",):
+        return "torchvision"
+    return None
+
+
 def load_squeezenet(weights: str | os.PathLike | None = "DEFAULT", *, device: Any = "auto",
                     progress: bool = True) -> Network:
     """Build SqueezeNet v1.1 with pretrained or given weights, ready for inference.
 
     Parameters
     ----------
-    weights : "DEFAULT", path or None
-        ``"DEFAULT"``: torchvision's ``SqueezeNet1_1_Weights.DEFAULT``, downloaded once into the
-        torch hub cache (``$TORCH_HOME``), or the file named by ``$NAPARI_ACTIVATIONS_WEIGHTS``
-        when that is set. A path: a ``squeezenet1_1`` state_dict, loaded with
+    weights : "DEFAULT", "caffe", "torchvision", path or None
+        ``"DEFAULT"``: the file named by ``$NAPARI_ACTIVATIONS_WEIGHTS`` when that is set, else
+        ``"caffe"``. ``"caffe"``: the built-in original SqueezeNet v1.1 ImageNet weights (the
+        Caffe release behind MATLAB's ``squeezenet``, so MATLAB's channel numbers hold; offline,
+        on every install). ``"torchvision"``: torchvision's separately trained
+        ``SqueezeNet1_1_Weights.IMAGENET1K_V1``, downloaded once into the torch hub cache
+        (``$TORCH_HOME``). A path: a ``squeezenet1_1`` state_dict, loaded with
         ``weights_only=True`` and ``strict=True``. ``None``: random weights (seeded, for tests).
     device : "auto", "cpu", "cuda", "mps" or torch.device
         ``"auto"`` picks CUDA, then MPS, then the CPU.
     progress : bool
-        Show a download progress bar.
+        Show a download progress bar (``"torchvision"`` only).
 
     Returns
     -------
@@ -258,8 +344,8 @@ def load_squeezenet(weights: str | os.PathLike | None = "DEFAULT", *, device: An
     Raises
     ------
     WeightsError
-        Unreadable, unsafe or mismatched weights; :class:`WeightsUnavailableError` when the
-        default weights can be neither found nor downloaded.
+        Unreadable, unsafe or mismatched weights; :class:`WeightsUnavailableError` when
+        torchvision's weights can be neither found nor downloaded.
     """
     import torch
     from torchvision.models import SqueezeNet1_1_Weights, squeezenet1_1
@@ -270,7 +356,7 @@ def load_squeezenet(weights: str | os.PathLike | None = "DEFAULT", *, device: An
     path: Path | None = None
     if weights is None:
         key: tuple = ("random",)
-    elif isinstance(weights, str) and weights.upper() == "DEFAULT":
+    elif isinstance(weights, str) and weights.strip().upper() == "DEFAULT":
         env = os.environ.get(WEIGHTS_ENV, "").strip()
         if env:
             path = Path(env).expanduser()
@@ -279,16 +365,18 @@ def load_squeezenet(weights: str | os.PathLike | None = "DEFAULT", *, device: An
                                    f"Fix or unset {WEIGHTS_ENV}.")
             key = _file_key(path)
         else:
-            key = ("torchvision", SqueezeNet1_1_Weights.DEFAULT.url)
+            key = ("caffe",)
+    elif isinstance(weights, str) and _choice(weights) is not None:
+        key = (_choice(weights),)
     elif isinstance(weights, (str, os.PathLike)):
         path = Path(weights).expanduser()
         if not path.is_file():
             raise WeightsError(f"No weights file at {path}. Check the path, or use "
-                               "weights='DEFAULT' for torchvision's pretrained weights.")
+                               "weights='caffe' (built in) or 'torchvision'.")
         key = _file_key(path)
     else:
-        raise WeightsError(f"weights must be 'DEFAULT', a file path or None, "
-                           f"not {type(weights).__name__}.")
+        raise WeightsError(f"weights must be 'DEFAULT', 'caffe', 'torchvision', a file path or "
+                           f"None, not {type(weights).__name__}.")
     key = key + (str(dev),)
 
     with _CACHE_LOCK:
@@ -299,23 +387,38 @@ def load_squeezenet(weights: str | os.PathLike | None = "DEFAULT", *, device: An
             torch.manual_seed(0)
             model = squeezenet1_1(weights=None)
         sha = None
+        source: str | None = key[0]
         if key[0] == "random":
-            name, trained = "random", False
+            name, trained, source = "random", False, None
+        elif key[0] == "caffe":
+            _apply_state_dict(model, _read_builtin(), "The built-in weights file")
+            name, trained, sha = "caffe", True, _sha256(builtin_weights_path())
         elif key[0] == "torchvision":
             _apply_state_dict(model, _download_default(progress), str(default_weights_path()))
-            name, trained = "torchvision:IMAGENET1K_V1", True
+            name, trained = "torchvision", True
             sha = _sha256(default_weights_path())
         else:
             assert path is not None
             _apply_state_dict(model, _read_state_dict(path), str(path))
-            name, trained, sha = str(path.resolve()), True, _sha256(path)
+            name, trained, sha = f"file:{path.name}", True, _sha256(path)
+            source = str(path.resolve())
         model.eval().to(dev)
         for p in model.parameters():
             p.requires_grad_(False)
         net = Network(model=model, weights=name, trained=trained, categories=categories,
-                      device=dev, sha256=sha)
+                      device=dev, sha256=sha, source=source)
         _CACHE[key] = net
         return net
+
+
+def loaded_network(sha256: str | None, device: Any = None) -> Network | None:
+    """A network already loaded with the weights of this hash (on ``device``, if given)."""
+    with _CACHE_LOCK:
+        for net in _CACHE.values():
+            if sha256 is not None and net.sha256 == sha256 and (
+                    device is None or str(net.device) == str(device)):
+                return net
+    return None
 
 
 def _file_key(path: Path) -> tuple:
