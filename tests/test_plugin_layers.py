@@ -137,7 +137,7 @@ def test_plugin_found_from_built_wheel(tmp_path):
           "net = napari_activations.load_squeezenet(device='cpu')\n"
           "print(json.dumps([napari_activations.__file__,"
           " [s.key for s in mf.contributions.sample_data], net.weights]))\n")],
-        check=False, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        check=False, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert check.returncode == 0, check.stderr
     location, samples, weights = json.loads(check.stdout.strip().splitlines()[-1])
     assert str(env_dir) in location  # the wheel's copy, not the source tree
