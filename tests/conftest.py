@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# napari's settings, and the plugin settings the widget remembers things in, go to a folder of
+# the test run's own, never to the user's: napari reads $NAPARI_CONFIG when napari.settings is
+# first imported, which is after this (napari's pytest plugin does not import it).
+_CONFIG_DIR = tempfile.mkdtemp(prefix="napari-activations-test-config-")
+atexit.register(shutil.rmtree, _CONFIG_DIR, ignore_errors=True)
+os.environ["NAPARI_CONFIG"] = os.path.join(_CONFIG_DIR, "settings.yaml")
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -15,6 +25,10 @@ def _no_weight_downloads(tmp_path_factory):
     old = os.environ.get("TORCH_HOME")
     os.environ["TORCH_HOME"] = str(tmp_path_factory.mktemp("torch_home"))
     os.environ.pop("NAPARI_ACTIVATIONS_WEIGHTS", None)
+    # Exported networks never go to the user's cache: scripts/test.sh names a cache of the
+    # test runs' own (kept between runs, to spare re-exports); else a fresh folder.
+    if not os.environ.get("NAPARI_ACTIVATIONS_CACHE"):
+        os.environ["NAPARI_ACTIVATIONS_CACHE"] = str(tmp_path_factory.mktemp("export_cache"))
     yield
     if old is None:
         os.environ.pop("TORCH_HOME", None)

@@ -113,9 +113,9 @@ def test_region_ranking_from_shapes_fills_the_table(setup, qtbot):
 
 def test_region_from_labels_painted_on_a_channel(setup, qtbot):
     viewer, widget, act = setup
-    labels = np.zeros((16, 64, 72), np.uint8)   # as napari's "new labels" button makes it
-    labels[3, 10:20, 10:30] = 1
-    viewer.add_labels(labels, name="Painted")
+    labels = np.zeros((16, 64, 72), np.uint8)   # as napari's "new labels" button makes it,
+    labels[3, 10:20, 10:30] = 1                  # with the activation layer's axis labels
+    viewer.add_labels(labels, name="Painted", axis_labels=act.axis_labels)
     widget.region_combo.setCurrentText("Painted")
     widget.rank_region()
     _wait(qtbot, widget)

@@ -251,6 +251,7 @@ def test_real_weights_equal_a_full_torchvision_forward_pass(real_net, face):
 
 
 def test_forward_stops_at_the_requested_layer(random_net, rgb):
+    """The torch walk runs no module past the layer (hooks see torch's modules only)."""
     fire3 = random_net.model.features[4]
     watched = {"fire3": fire3, "fire3.squeeze": fire3.squeeze,
                "fire3.expand1x1": fire3.expand1x1, "fire3.expand3x3": fire3.expand3x3,
@@ -259,12 +260,12 @@ def test_forward_stops_at_the_requested_layer(random_net, rgb):
     handles = [m.register_forward_pre_hook(lambda m, i, name=name: called.append(name))
                for name, m in watched.items()]
     try:
-        na.activations(random_net, rgb, "fire2-concat")
+        na.activations(random_net, rgb, "fire2-concat", backend="torch")
         assert called == []
-        na.activations(random_net, rgb, "fire3-squeeze1x1")
+        na.activations(random_net, rgb, "fire3-squeeze1x1", backend="torch")
         assert called == ["fire3.squeeze"]  # and neither expand runs
         called.clear()
-        na.activations(random_net, rgb, "fire3-concat")
+        na.activations(random_net, rgb, "fire3-concat", backend="torch")
         assert "classifier" not in called and "fire3.expand3x3" in called
     finally:
         for h in handles:

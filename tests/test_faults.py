@@ -209,21 +209,26 @@ def test_download_failing_midway_in_the_widget(gui, qtbot, fresh_cache, monkeypa
 
 @pytest.fixture
 def forward_steps(monkeypatch):
-    """Timestamps of every network block run (in any thread), by wrapping the forward walk."""
+    """Timestamps of every network step run (in any thread), on either backend: each block of
+    torch's walk, each ONNX Runtime session run."""
+    from napari_activations.backends import onnx_backend, torch_backend
+
     steps: list[float] = []
-    original = compute._forward
 
-    def counted(model, x, info):
-        walk = original(model, x, info)
-        while True:
-            try:
-                next(walk)
-            except StopIteration as stop:
-                return stop.value
-            steps.append(time.perf_counter())
-            yield
+    def counting(original):
+        def counted(*args):
+            walk = original(*args)
+            while True:
+                try:
+                    next(walk)
+                except StopIteration as stop:
+                    return stop.value
+                steps.append(time.perf_counter())
+                yield
+        return counted
 
-    monkeypatch.setattr(compute, "_forward", counted)
+    monkeypatch.setattr(torch_backend, "forward", counting(torch_backend.forward))
+    monkeypatch.setattr(onnx_backend.OnnxRunner, "run", counting(onnx_backend.OnnxRunner.run))
     return steps
 
 
@@ -274,11 +279,11 @@ def test_cancel_stops_promptly_adds_nothing_and_leaves_the_widget_ready(
         resizing = threading.Event()
         original = compute._plane_tensor
 
-        def slow_resize(plane, colour, bounds, net, size):
+        def slow_resize(plane, colour, bounds, net, size, **kw):
             if tuple(size) != tuple(np.shape(plane)[:2]):
                 resizing.set()
                 time.sleep(0.5)
-            return original(plane, colour, bounds, net, size)
+            return original(plane, colour, bounds, net, size, **kw)
 
         monkeypatch.setattr(compute, "_plane_tensor", slow_resize)
         widget.run()

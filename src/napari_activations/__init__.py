@@ -58,18 +58,31 @@ _API = {
     "difference": "analysis",
     "network_table": "analysis",
     "show_activations": "_napari_layers",
+    "derive_geometry": "geometry",
+    "measure_geometry": "geometry",
+    "check_geometry": "geometry",
+    "NodeGeometry": "geometry",
+    "GeometryError": "geometry",
+    "export_activations": "export",
+    "iter_export_activations": "export",
+    "ExportError": "export",
+    "export_activation_layer": "_napari_export",
 }
 
 __all__ = sorted(_API) + ["__version__"]
 
 if TYPE_CHECKING:
+    from .geometry import (GeometryError, NodeGeometry, check_geometry, derive_geometry,
+                           measure_geometry)
     from .compute import (ImageError, Progress, activations, classify, is_rgb,
                               iter_activations)
+    from ._napari_export import export_activation_layer
     from ._napari_layers import show_activations
     from .alignment import AlignedActivations, align
     from .analysis import (Montage, difference, grid_shape, inside_border, montage,
                            network_table, probe, rank_channels, strongest_channels,
                            top_channels)
+    from .export import ExportError, export_activations, iter_export_activations
     from .layers import (LAYERS, LayerInfo, UnknownLayerError, find_layer, layer_names,
                          minimum_input_size, output_size)
     from .network import (WEIGHTS_ENV, Network, WeightsError, WeightsUnavailableError,

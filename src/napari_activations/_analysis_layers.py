@@ -106,12 +106,14 @@ def set_channel(viewer: napari.Viewer, layer: Layer, channel: int) -> None:
 
 def _current_plane(viewer: napari.Viewer, layer: Layer) -> tuple[int, ...]:
     """Indices of a stack layer's own leading axes (between channel and H, W) now shown."""
-    n_lead = layer.ndim - 3
+    pad = int(getattr(layer.data, "pad", 0))  # one-plane axes standing for other layers' axes
+    n_lead = layer.ndim - 3 - pad
     if n_lead <= 0:
         return ()
     data_point = layer.world_to_data(viewer.dims.point[-layer.ndim:])
-    lead = np.round(np.asarray(data_point)[1:1 + n_lead]).astype(int)
-    return tuple(int(np.clip(i, 0, n - 1)) for i, n in zip(lead, layer.data.shape[1:1 + n_lead]))
+    axes = slice(1 + pad, 1 + pad + n_lead)
+    lead = np.round(np.asarray(data_point)[axes]).astype(int)
+    return tuple(int(np.clip(i, 0, n - 1)) for i, n in zip(lead, layer.data.shape[axes]))
 
 
 def current_plane_activations(viewer: napari.Viewer, layer: Layer) -> Any:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._channel_axes import channel_axis_label, follow_viewer
 from .alignment import AlignedActivations
 from .compute import ImageError, LazyNative, Progress, image_planes_shape, iter_activations
 from .layers import LayerInfo, find_layer
@@ -56,6 +57,7 @@ __all__ = [
     "channel_contrast_limits",
     "choose_level",
     "compute_for_image_layer",
+    "earlier_activation_layers",
     "expand_transform",
     "exposure_warning",
     "find_activation_layer",
@@ -77,7 +79,6 @@ LEVEL_MAX_SIDE = 2048
 """The default pyramid level is the finest whose longer side is at most this many pixels."""
 DARK_BELOW = 0.05
 """The network input is nearly black when its 99th percentile is below this (0..1 scale)."""
-CHANNEL_AXIS_LABEL = "channel"
 
 
 class LayerInputError(ValueError):
@@ -121,6 +122,10 @@ class ActivationResult:
         Their contrast limits, in the same order.
     input_warning : str or None
         Set when the network input was nearly black or nearly saturated; says what to do.
+    backend : str or None
+        The inference backend that ran the network (``"torch"``, ``"onnxruntime"``).
+    precision : str
+        Arithmetic of the forward pass (``"float32"`` unless a GPU ran it in half precision).
     """
 
     activations: AlignedActivations
@@ -139,6 +144,8 @@ class ActivationResult:
     source_colours: str = ""
     source_intensity_ranges: tuple[tuple[float, float], ...] = ()
     input_warning: str | None = None
+    backend: str | None = None
+    precision: str = "float32"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,6 +395,8 @@ def activation_metadata(result: ActivationResult, contrast: str) -> dict[str, An
         "weights": {"description": net.description, "name": net.weights,
                     "sha256": net.sha256, "trained": bool(net.trained)},
         "input_scale": float(result.input_scale),
+        "backend": {"name": result.backend, "precision": result.precision,
+                    "device": str(net.device)},
         "normalisation": {
             "intensity_range": (None if result.intensity_range is None
                                 else [float(v) for v in result.intensity_range]),
@@ -405,14 +414,18 @@ def activation_metadata(result: ActivationResult, contrast: str) -> dict[str, An
 
 
 class ChannelFirst:
-    """Lazy view of ``(..., C, H, W)`` activations as ``(C, ..., H, W)``.
+    """Lazy view of ``(..., C, H, W)`` activations as ``(C, *(1,) * pad, ..., H, W)``.
 
-    Moves only the index, never the data: ``view[c, z]`` reads ``stack[z, c]``.
+    Moves only the index, never the data: ``view[c, z]`` reads ``stack[z, c]``. The ``pad``
+    one-plane axes after the channel axis stand for other layers' axes that this layer does not
+    have (see :mod:`napari_activations._channel_axes`): every index on them reads the same
+    plane.
     """
 
-    def __init__(self, stack: AlignedActivations):
+    def __init__(self, stack: AlignedActivations, pad: int = 0):
         self.stack = stack
         self.dtype = stack.dtype
+        self.pad = int(pad)
         self._lead = stack.ndim - 3
 
     @property
@@ -422,11 +435,11 @@ class ChannelFirst:
     @property
     def shape(self) -> tuple[int, ...]:
         s = self.stack.shape
-        return (s[self._lead],) + s[: self._lead] + s[self._lead + 1:]
+        return (s[self._lead],) + (1,) * self.pad + s[: self._lead] + s[self._lead + 1:]
 
     @property
     def ndim(self) -> int:
-        return self.stack.ndim
+        return self.stack.ndim + self.pad
 
     @property
     def size(self) -> int:
@@ -436,7 +449,8 @@ class ChannelFirst:
         return self.shape[0]
 
     def __array__(self, dtype=None, copy=None):
-        return np.moveaxis(np.asarray(self.stack, dtype=dtype), self._lead, 0)
+        out = np.moveaxis(np.asarray(self.stack, dtype=dtype), self._lead, 0)
+        return out.reshape(self.shape)
 
     def __getitem__(self, key):
         if not isinstance(key, tuple):
@@ -444,11 +458,18 @@ class ChannelFirst:
         if any(k is None or k is Ellipsis for k in key) or len(key) > self.ndim:
             return np.asarray(self)[key]
         key = key + (slice(None),) * (self.ndim - len(key))
+        padded, key = key[1: 1 + self.pad], key[:1] + key[1 + self.pad:]
         out = self.stack[key[1: 1 + self._lead] + key[:1] + key[1 + self._lead:]]
         # The channel axis survives where it was sliced, not indexed: move it back to the front.
-        if not isinstance(key[0], (int, np.integer)):
+        channel_kept = not isinstance(key[0], (int, np.integer))
+        if channel_kept:
             lead_kept = sum(not isinstance(k, (int, np.integer)) for k in key[1: 1 + self._lead])
             out = np.moveaxis(out, lead_kept, 0)
+        # A one-plane axis survives where it was sliced: give it back its (one) plane.
+        kept = sum(not isinstance(k, (int, np.integer)) for k in padded)
+        if kept:
+            at = int(channel_kept)
+            out = np.asarray(out).reshape(out.shape[:at] + (1,) * kept + out.shape[at:])
         return out
 
 
@@ -515,7 +536,7 @@ def activation_layer_kwargs(source: Any, result: ActivationResult, contrast: str
         kwargs["scale"] = (1.0,) + tuple(float(s) * float(f) for s, f in
                                          zip(source.scale, result.level_factors))
     if labels:
-        kwargs["axis_labels"] = (CHANNEL_AXIS_LABEL,) + labels
+        kwargs["axis_labels"] = (channel_axis_label(info.name),) + labels
     if units:
         kwargs["units"] = ("pixel",) + units
     return kwargs
@@ -735,7 +756,8 @@ def compute_for_image_layer(network: Network | None, source: Image | Sequence[Im
                             layer: str | LayerInfo, *, weights: Any = "DEFAULT",
                             input_scale: float = 1.0, device: Any = "auto",
                             level: int | None = None, stack_contrast: str = "stack",
-                            include_border: bool = False
+                            include_border: bool = False, backend: str = "auto",
+                            precision: str = "float32"
                             ) -> Generator[Progress, None, ActivationResult]:
     """Compute ``layer``'s activations for an image layer, yielding progress.
 
@@ -791,7 +813,8 @@ def compute_for_image_layer(network: Network | None, source: Image | Sequence[Im
         network = load_squeezenet(weights, device=device, progress=False)
     aligned = yield from iter_activations(network, data, info, resize=True,
                                           input_scale=input_scale,
-                                          intensity_range=intensity_range, rgb=rgb)
+                                          intensity_range=intensity_range, rgb=rgb,
+                                          backend=backend, precision=precision)
     ranges = ChannelRanges(aligned, include_border)
     ranges.plane((0,) * len(ranges.lead_shape))  # computed already (or, for dask, now)
     if stack_contrast == "stack" and ranges.lead_shape:
@@ -801,7 +824,8 @@ def compute_for_image_layer(network: Network | None, source: Image | Sequence[Im
                             include_border=bool(include_border), level=chosen,
                             level_factors=factors, source_names=names,
                             source_colours=colours, source_intensity_ranges=source_ranges,
-                            input_warning=input_warning)
+                            input_warning=input_warning, backend=aligned.backend,
+                            precision=precision)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -849,7 +873,8 @@ class _ChannelContrast:
         index = np.round(np.asarray(layer.world_to_data(point), dtype=float))
         shape = layer.data.shape
         clipped = [min(max(int(i), 0), n - 1) for i, n in zip(index[:-2], shape[:-2])]
-        return clipped[0], tuple(clipped[1:])
+        pad = int(getattr(layer.data, "pad", 0))  # one-plane axes (see _channel_axes)
+        return clipped[0], tuple(clipped[1 + pad:])
 
     def channel(self) -> int | None:
         position = self.position()
@@ -928,17 +953,30 @@ def _follow_contrast(viewer: napari.Viewer, layer: Image, ranges: ChannelRanges,
     follower = _ChannelContrast(viewer, layer, limits)
     _FOLLOWERS[layer] = follower
     follower.update()
+def earlier_activation_layers(viewer: napari.Viewer, source_name: str,
+                              keep: str | None = None) -> list[Image]:
+    """The activation layers made from the image ``source_name``, except the one named ``keep``."""
+    return [lay for lay in viewer.layers
+            if METADATA_KEY in lay.metadata and lay.name != keep
+            and lay.metadata[METADATA_KEY].get("source_layer") == source_name]
 
 
 def add_activation_layer(viewer: napari.Viewer, source: Image, result: ActivationResult, *,
-                         contrast: str = "channel") -> Image:
+                         contrast: str = "channel", replace: bool = False) -> Image:
     """Add ``result`` to the viewer over ``source``, or update the layer made earlier.
 
-    A new layer starts at its strongest channel. An update keeps the user's colormap,
-    blending, opacity and channel, and replaces data, geometry, metadata and contrast, unless
-    the layer already shows a run that started after this one (then it is left as it is).
+    A new layer goes on top of the layer list, so that it is seen (earlier results stay
+    beneath it), and starts at its strongest channel. An update keeps the user's colormap,
+    blending, opacity, channel and place in the list, and replaces data, geometry, metadata
+    and contrast, unless the layer already shows a run that started after this one (then it is
+    left as it is). ``replace=True`` also removes the image's other activation layers, so that
+    one activation layer per image stays.
     """
     viewer, source = unproxy(viewer), unproxy(source)
+    if replace:
+        name = activation_layer_name(result.source_name, result.layer)
+        for old in earlier_activation_layers(viewer, result.source_name, keep=name):
+            viewer.layers.remove(old)
     ranges = result_ranges(result)
     kwargs = activation_layer_kwargs(source, result, contrast, ranges)
     data = layer_data(result.activations)
@@ -956,9 +994,9 @@ def add_activation_layer(viewer: napari.Viewer, source: Image, result: Activatio
     from napari.layers import Image
 
     layer = Image(data, **kwargs)
-    index = viewer.layers.index(source) + 1 if source in viewer.layers else len(viewer.layers)
     _stamp(layer, result)
-    viewer.layers.insert(index, layer)
+    follow_viewer(viewer)  # its channel axis gets a slider of its own, as it is added
+    viewer.layers.append(layer)
     axis = viewer.dims.ndim - layer.ndim
     viewer.dims.set_current_step(axis, starting_channel(ranges))
     _follow_contrast(viewer, layer, ranges, result.layer, contrast, result.stack_contrast)
@@ -969,7 +1007,9 @@ def show_activations(viewer: napari.Viewer, image_layer_or_name: Any, layer: str
                      *, network: Network | None = None, weights: Any = "DEFAULT",
                      input_scale: float = 1.0, contrast: str = "channel",
                      device: Any = "auto", level: int | None = None,
-                     stack_contrast: str = "stack", include_border: bool = False) -> Image:
+                     stack_contrast: str = "stack", include_border: bool = False,
+                     replace: bool = False, backend: str = "auto",
+                     precision: str = "float32") -> Image:
     """Compute a network layer's activations for an image layer and show them in the viewer.
 
     The same code path as the widget, run synchronously (for napari's console and scripts)::
@@ -1014,6 +1054,14 @@ def show_activations(viewer: napari.Viewer, image_layer_or_name: Any, layer: str
         False (default): the starting channel and the contrast limits leave out the border
         within half a receptive field of the image edge, where the network's zero padding
         shows and some channels answer it on any image. True: every pixel counts.
+    replace : bool
+        Remove the image's other activation layers, keeping one per image. By default they
+        stay (napari never removes a layer the user did not remove), beneath the new one.
+    backend : "auto", "torch" or "onnxruntime"
+        What runs the network (see :func:`~napari_activations.activations`); the one that ran
+        is recorded in the layer's metadata.
+    precision : "float32", "float16" or "bfloat16"
+        Half precision on GPUs only.
 
     Returns
     -------
@@ -1041,7 +1089,8 @@ def show_activations(viewer: napari.Viewer, image_layer_or_name: Any, layer: str
         source = resolve_image_layer(viewer, image_layer_or_name)
     gen = compute_for_image_layer(network, source, layer, weights=weights,
                                   input_scale=input_scale, device=device, level=level,
-                                  stack_contrast=stack_contrast, include_border=include_border)
+                                  stack_contrast=stack_contrast, include_border=include_border,
+                                  backend=backend, precision=precision)
     while True:
         try:
             next(gen)
@@ -1051,4 +1100,4 @@ def show_activations(viewer: napari.Viewer, image_layer_or_name: Any, layer: str
     if result.input_warning:
         warnings.warn(result.input_warning, UserWarning, stacklevel=2)
     first = _as_sources(source)[0]
-    return add_activation_layer(viewer, first, result, contrast=contrast)
+    return add_activation_layer(viewer, first, result, contrast=contrast, replace=replace)

@@ -31,6 +31,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ._export_widget import ExportRow
 from ._napari_layers import (
     METADATA_KEY,
     ActivationResult,
@@ -40,8 +41,10 @@ from ._napari_layers import (
     compute_for_image_layer,
     unproxy,
 )
+from .backends import BackendError
 from .compute import ImageError, Progress, _network_size, image_planes_shape
 from .layers import LAYERS, LayerInfo, UnknownLayerError, find_layer, output_size
+from ._plugin_settings import WEIGHTS_FILE, remember, remembered
 from .network import WEIGHTS_CHOICES, WEIGHTS_ENV, DeviceUnavailableError, WeightsError
 
 if TYPE_CHECKING:
@@ -55,10 +58,13 @@ __all__ = ["ActivationsWidget"]
 LAYER_ROLE = Qt.ItemDataRole.UserRole + 1
 NO_LAYER = "(none)"
 
+NO_IMAGE = ("No image layer to compute on: open an image (or File > Open Sample > "
+            "napari-activations > Face).")
+
 # Errors whose message is written for users: shown as they are. Anything else is a bug, and
 # napari's own error notification (with its traceback) reports it.
 USER_ERRORS = (ImageError, WeightsError, LayerInputError, UnknownLayerError,
-               DeviceUnavailableError)
+               DeviceUnavailableError, BackendError)
 
 
 @dataclass(frozen=True)
@@ -109,7 +115,10 @@ class ActivationsWidget(QWidget):
         self.viewer = unproxy(napari_viewer)
         self._network = network
         self._weights = weights
+        if network is None and isinstance(weights, str) and weights.upper() == "DEFAULT":
+            self._weights = _remembered_weights() or weights
         self._run = _RunState()
+        self._shown: str | None = None  # the activation layer the status line names
         self._build()
         self._connect_viewer()
         self.refresh_images()
@@ -156,6 +165,10 @@ class ActivationsWidget(QWidget):
             "Off: the starting channel and the contrast leave out the border within half a "
             "receptive field of the image edge, where the network's zero padding shows (some "
             "channels answer it on any image, even a blank one).")
+        self.replace_check = QCheckBox("Replace the image's earlier activation layers")
+        self.replace_check.setToolTip(
+            "Checked: one activation layer per image, the latest. Unchecked: earlier results "
+            "stay beneath the new one, for comparison.")
         self.device_combo = QComboBox()
         self.device_combo.addItem("auto: GPU if there is one, else CPU", "auto")
         self.device_combo.addItem("CPU", "cpu")
@@ -163,6 +176,22 @@ class ActivationsWidget(QWidget):
         self.device_combo.addItem("Apple GPU (MPS)", "mps")
         self.device_combo.setToolTip("Where the network runs. A GPU that is not there is "
                                      "reported when you press Run.")
+        self.backend_combo = QComboBox()
+        self.backend_combo.addItem("auto: ONNX Runtime on the CPU, PyTorch on GPUs", "auto")
+        self.backend_combo.addItem("PyTorch", "torch")
+        self.backend_combo.addItem("ONNX Runtime (CPU only)", "onnxruntime")
+        self.backend_combo.setToolTip(
+            "What runs the network. Every backend gives the same activations (within 1e-5 of "
+            "the layer's maximum); ONNX Runtime is several times faster on the CPU, after a "
+            "first-time export of a few seconds per network layer. The backend that ran is "
+            "recorded in the layer's metadata.")
+        self.precision_combo = QComboBox()
+        self.precision_combo.addItem("float32", "float32")
+        self.precision_combo.addItem("float16 (GPU only)", "float16")
+        self.precision_combo.addItem("bfloat16 (GPU only)", "bfloat16")
+        self.precision_combo.setToolTip("Arithmetic of the forward pass. Half precision is "
+                                        "faster on GPUs and slightly less exact; activations "
+                                        "are float32 either way.")
         self.weights_label = QLabel()
         self.weights_label.setWordWrap(True)
         self.weights_file_button = QPushButton("Weights file…")
@@ -180,6 +209,7 @@ class ActivationsWidget(QWidget):
         self.cancel_button = QPushButton("Cancel")
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
+        self.export_row = ExportRow(self.viewer)
 
         form = QFormLayout()
         form.addRow("Image", self.image_combo)
@@ -191,7 +221,10 @@ class ActivationsWidget(QWidget):
         form.addRow("Contrast", self.contrast_combo)
         form.addRow("Stack contrast", self.stack_contrast_combo)
         form.addRow("", self.border_check)
+        form.addRow("", self.replace_check)
         form.addRow("Device", self.device_combo)
+        form.addRow("Backend (advanced)", self.backend_combo)
+        form.addRow("Precision (advanced)", self.precision_combo)
         form.addRow("Weights", self.weights_label)
         weights_row = QHBoxLayout()
         weights_row.addWidget(self.weights_file_button)
@@ -205,6 +238,7 @@ class ActivationsWidget(QWidget):
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.status_label)
+        layout.addWidget(self.export_row)
         layout.addStretch(1)
 
         self.image_combo.currentIndexChanged.connect(self.refresh_levels)
@@ -212,8 +246,9 @@ class ActivationsWidget(QWidget):
         self.scale_spin.valueChanged.connect(self.refresh_layer_sizes)
         self.device_combo.currentIndexChanged.connect(self._on_device_changed)
         self.weights_file_button.clicked.connect(self.choose_weights_file)
-        self.weights_default_button.clicked.connect(lambda: self.set_weights("DEFAULT"))
-        self.weights_torchvision_button.clicked.connect(lambda: self.set_weights("torchvision"))
+        self.weights_default_button.clicked.connect(lambda: self.use_named_weights("DEFAULT"))
+        self.weights_torchvision_button.clicked.connect(
+            lambda: self.use_named_weights("torchvision"))
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.set_network_layer("conv1")
@@ -290,6 +325,7 @@ class ActivationsWidget(QWidget):
             combo.setCurrentIndex(max(combo.findText(current), 0))
             combo.blockSignals(False)
         self.refresh_levels()
+        self.refresh_status()
 
     def refresh_levels(self, *args: Any) -> None:
         """Offer the chosen image's pyramid levels, the default one chosen (multiscale only)."""
@@ -404,6 +440,17 @@ class ActivationsWidget(QWidget):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'mps'; got {device!r}.")
         self.device_combo.setCurrentIndex(index)
 
+    def set_backend(self, backend: str, precision: str = "float32") -> None:
+        """Run with ``backend`` ("auto", "torch", "onnxruntime") and ``precision`` from the
+        next Run on."""
+        for combo, value, name in ((self.backend_combo, backend, "backend"),
+                                   (self.precision_combo, precision, "precision")):
+            index = combo.findData(value)
+            if index < 0:
+                choices = ", ".join(repr(combo.itemData(i)) for i in range(combo.count()))
+                raise ValueError(f"{name} must be one of {choices}; got {value!r}.")
+            combo.setCurrentIndex(index)
+
     def _on_device_changed(self, *args: Any) -> None:
         wanted = self.device_combo.currentData()
         if self._network is not None and wanted != "auto" and (
@@ -417,10 +464,19 @@ class ActivationsWidget(QWidget):
         self._update_weights_label()
 
     def choose_weights_file(self) -> None:
+        """Ask for a weights file; it is remembered for the next napari launch."""
+        last = remembered(WEIGHTS_FILE)
         path, _ = QFileDialog.getOpenFileName(
-            self, "SqueezeNet 1.1 weights", "", "PyTorch weights (*.pth *.pt);;All files (*)")
+            self, "SqueezeNet 1.1 weights", os.path.dirname(last) if last else "",
+            "PyTorch weights (*.pth *.pt);;All files (*)")
         if path:
+            remember(WEIGHTS_FILE, path)
             self.set_weights(path)
+
+    def use_named_weights(self, weights: str = "DEFAULT") -> None:
+        """Use "DEFAULT" or "torchvision" weights, and forget the remembered weights file."""
+        remember(WEIGHTS_FILE, "")
+        self.set_weights(weights)
 
     def _update_weights_label(self) -> None:
         self.weights_label.setText(describe_weights(self._weights, self._network))
@@ -461,18 +517,25 @@ class ActivationsWidget(QWidget):
                                       device=self.device_combo.currentData(),
                                       level=self.level_combo.currentData(),
                                       stack_contrast=self.stack_contrast_combo.currentData(),
-                                      include_border=self.border_check.isChecked())
+                                      include_border=self.border_check.isChecked(),
+                                      backend=self.backend_combo.currentData(),
+                                      precision=self.precision_combo.currentData())
         worker = create_worker(_guarded, gen, _start_thread=False)
-        run = _RunState(worker, source, self.contrast_combo.currentData())
+        run = _RunState(worker, source, self.contrast_combo.currentData(),
+                        self.replace_check.isChecked())
         self._run = run
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_returned)
         worker.aborted.connect(self._on_aborted)
         worker.finished.connect(self._on_finished)
         # Plain callables, not widget methods: they still run if the widget is gone.
-        worker.finished.connect(lambda: run.release())
+        worker.finished.connect(lambda: run.after_step(run.release))
         names = " + ".join(repr(layer.name) for layer in sources if layer is not None)
         self._set_busy(True, f"Computing {info.name} for {names}…")
+        # The progress bar is made here, before the worker starts: napari's activity dialog
+        # processes Qt events while it builds a bar, and a bar built in a progress callback
+        # would run the worker's later signals inside that callback.
+        run.open_progress(f"Computing {info.name}")
         worker.start()
 
     def cancel(self) -> None:
@@ -482,11 +545,15 @@ class ActivationsWidget(QWidget):
             self.status_label.setText("Cancelling…")
 
     def _on_progress(self, step: Progress) -> None:
-        self._run.show_progress(step)
+        run = self._run
+        run.show_progress(step)
+        run.run_deferred()
 
     def _on_returned(self, result: ActivationResult | _Failure) -> None:
         from napari.utils.notifications import show_error, show_warning
 
+        if self._run.defer(self._on_returned, result):
+            return
         source = self._run.source
         if source is None:
             return  # abandoned: the image or the viewer went away while computing
@@ -496,10 +563,12 @@ class ActivationsWidget(QWidget):
             return
         if source not in self.viewer.layers:
             return
-        layer = add_activation_layer(self.viewer, source, result, contrast=self._run.contrast)
+        layer = add_activation_layer(self.viewer, source, result, contrast=self._run.contrast,
+                                     replace=self._run.replace)
         self._run.outcome = f"Showing {layer.name!r} ({layer.data.shape[0]} channels)."
         if result.level is not None:
             self._run.outcome += f" Computed on pyramid level {result.level}."
+        self._run.shown = layer.name
         self.weights_label.setText(result.network.description)
         if result.input_warning:
             self._run.outcome += f" {result.input_warning}"
@@ -511,18 +580,42 @@ class ActivationsWidget(QWidget):
     def _on_aborted(self) -> None:
         from napari.utils.notifications import show_info
 
+        if self._run.defer(self._on_aborted):
+            return
         if self._run.source is not None:
             self._run.outcome = "Cancelled."
             show_info("Computation cancelled; nothing was added.")
 
     def _on_finished(self) -> None:
-        outcome = self._run.outcome
+        if self._run.defer(self._on_finished):
+            return
+        outcome, self._shown = self._run.outcome, self._run.shown
         self._run = _RunState()
         self._set_busy(False, outcome)
+        self.refresh_status()
+
+    def refresh_status(self, event: Any = None) -> None:
+        """Keep the status line true to the viewer: it never names a layer that is gone."""
+        if self.busy:
+            return
+        if not self._image_layers():
+            self._shown = None
+            self.status_label.setText(NO_IMAGE)
+        elif self._shown is not None and self._shown not in self.viewer.layers:
+            self._shown = None
+            self.status_label.setText("Ready.")
+        elif self.status_label.text() == NO_IMAGE:
+            self.status_label.setText("Ready.")
 
     def _on_layer_removed(self, event: Any) -> None:
         if self._run.worker is not None and event.value is self._run.source:
             self._run.abandon()
+
+
+def _remembered_weights() -> str:
+    """The weights file chosen at an earlier launch, if it is still there."""
+    path = remembered(WEIGHTS_FILE)
+    return path if path and os.path.isfile(path) else ""
 
 
 class _RunState:
@@ -532,27 +625,59 @@ class _RunState:
     """
 
     def __init__(self, worker: Any = None, source: Image | None = None,
-                 contrast: str = "channel"):
+                 contrast: str = "channel", replace: bool = False):
         self.worker = worker
         self.source = source
         self.contrast = contrast
+        self.replace = replace
         self.progress: Any = None
         self.finished = False
+        self.updating = False  # inside show_progress (napari's bar processes Qt events there)
+        self.deferred: list[tuple[Any, tuple]] = []
         self.outcome = "Ready."
+        self.shown: str | None = None
 
-    def show_progress(self, step: Progress) -> None:
+    def open_progress(self, message: str) -> None:
+        """Show the run's progress bar (call before the worker starts)."""
         from napari.utils import progress
 
-        if self.finished:
-            return
+        self.progress = progress(total=0, desc=message)
+
+    def show_progress(self, step: Progress) -> None:
+        """Move the bar to ``step``.
+
+        napari's bar processes Qt events while it updates, so the worker's later signals can
+        arrive inside this call: a step is then skipped (the next one shows), and the result,
+        the end and the clean-up wait until this call is over (:meth:`after_step`), so that a
+        layer is never added to the viewer from inside napari's progress machinery.
+        """
         bar = self.progress
-        if bar is None:
-            # Creating the bar can process Qt events, "finished" included: hold it locally.
-            bar = self.progress = progress(total=step.total, desc=step.message)
-        elif bar.total != step.total:
-            bar.total = step.total
-        bar.set_description(step.message)
-        bar.update(step.done - bar.n)
+        if self.finished or self.updating or bar is None:
+            return
+        self.updating = True
+        try:
+            if bar.total != step.total:
+                bar.total = step.total
+            bar.set_description(step.message)
+            bar.update(step.done - bar.n)
+        finally:
+            self.updating = False
+
+    def defer(self, callback: Any, *args: Any) -> bool:
+        """During a progress update, keep ``callback(*args)`` for its end and return True."""
+        if self.updating:
+            self.deferred.append((callback, args))
+        return self.updating
+
+    def after_step(self, callback: Any, *args: Any) -> None:
+        """Call ``callback(*args)`` now, or once the progress update under way is over."""
+        if not self.defer(callback, *args):
+            callback(*args)
+
+    def run_deferred(self) -> None:
+        while self.deferred and not self.updating:
+            callback, args = self.deferred.pop(0)
+            callback(*args)
 
     def close_progress(self) -> None:
         self.finished = True
