@@ -234,6 +234,27 @@ def test_stack_contrast_in_the_viewer(make_napari_viewer, random_net, mode):
 
 
 @pytest.mark.gui
+def test_plane_contrast_follows_a_layer_with_a_one_plane_axis(make_napari_viewer, random_net):
+    """A second network layer on a stack gets a one-plane axis (the first one's channels):
+    its contrast still follows the plane slider, plane by plane."""
+    viewer = make_napari_viewer()
+    image = viewer.add_image(_stack(planes=3), name="Cells", contrast_limits=(0, 1))
+    show_activations(viewer, image, "relu_conv1", network=random_net, stack_contrast="plane",
+                     include_border=True)
+    layer = show_activations(viewer, image, "fire2-relu_squeeze1x1", network=random_net,
+                             stack_contrast="plane", include_border=True)
+    assert layer.data.shape[:3] == (16, 1, 3)  # channel, one-plane axis, the stack's planes
+    channel_axis, z_axis = 0, viewer.dims.ndim - 3
+    viewer.dims.set_current_step(channel_axis, 5)
+    for z in (0, 2, 1):
+        viewer.dims.set_current_step(z_axis, z)
+        plane = np.asarray(layer.data.native[z, 5])
+        low, high = float(plane.min()), float(plane.max())
+        high = high if high > low else low + 1
+        assert tuple(layer.contrast_limits) == pytest.approx((low, high), rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.gui
 def test_widget_stack_contrast_choice(make_napari_viewer, qtbot, random_net):
     viewer = make_napari_viewer()
     viewer.add_image(_stack(planes=8, size=48), name="Cells", contrast_limits=(0, 1))
