@@ -396,6 +396,8 @@ def test_show_activations_from_the_console(viewer, qtbot, face_layer, widget, ra
 def test_stack_keeps_its_axes_under_the_image_sliders(viewer, qtbot, widget):
     stack = viewer.add_image(np.random.default_rng(3).random((6, 40, 50)), name="stack")
     widget.set_network_layer("conv1")
+    # Contrast per plane: no planes sampled for the stack's contrast (tests/test_microscopy.py).
+    widget.stack_contrast_combo.setCurrentIndex(widget.stack_contrast_combo.findData("plane"))
     run_and_wait(qtbot, widget)
     layer = viewer.layers["stack: conv1"]
     assert layer.data.shape == (64, 6, 40, 50)

@@ -53,6 +53,7 @@ _API = {
     "strongest_channels": "analysis",
     "top_channels": "analysis",
     "rank_channels": "analysis",
+    "inside_border": "analysis",
     "probe": "analysis",
     "difference": "analysis",
     "network_table": "analysis",
@@ -88,8 +89,9 @@ if TYPE_CHECKING:
     from .attribution import (AttributionError, grad_cam, iter_grad_cam,
                               iter_occlusion_sensitivity, occlusion_sensitivity, resolve_target)
     from .alignment import AlignedActivations, align
-    from .analysis import (Montage, difference, grid_shape, montage, network_table, probe,
-                           rank_channels, strongest_channels, top_channels)
+    from .analysis import (Montage, difference, grid_shape, inside_border, montage,
+                           network_table, probe, rank_channels, strongest_channels,
+                           top_channels)
     from .export import ExportError, export_activations, iter_export_activations
     from .layers import (LAYERS, LayerInfo, UnknownLayerError, find_layer, layer_names,
                          minimum_input_size, output_size)

@@ -47,6 +47,7 @@ from qtpy.QtWidgets import (
 )
 
 from . import analysis
+from .alignment import AlignedActivations
 from ._analysis_layers import (
     MONTAGE_KEY,
     activation_layers,
@@ -289,6 +290,11 @@ class AnalysisWidget(QWidget):
         self.by_combo = QComboBox()
         self.by_combo.addItem("maximum", "max")
         self.by_combo.addItem("mean", "mean")
+        self.border_check = QCheckBox("Count the image border")
+        self.border_check.setToolTip(
+            "Off: 'Find strongest' and 'Rank channels' leave out the border within half a "
+            "receptive field of the image edge, where the network's zero padding shows (some "
+            "channels answer it on any image, even a blank one).")
         self.strongest_button = QPushButton("Find strongest")
         self.strongest_button.clicked.connect(self.find_strongest)
         self.strongest_table = _table("Click a row to show that channel.")
@@ -303,6 +309,7 @@ class AnalysisWidget(QWidget):
         row.addWidget(QLabel("by"))
         row.addWidget(self.by_combo)
         form.addRow(row)
+        form.addRow(self.border_check)
         form.addRow(self.strongest_button)
         form.addRow(self.strongest_table)
         return self._page(form)
@@ -502,7 +509,11 @@ class AnalysisWidget(QWidget):
         layer = self._require_activation_layer()
         if layer is None:
             return
-        acts = native_activations(current_plane_activations(self.viewer, layer))
+        plane = current_plane_activations(self.viewer, layer)
+        acts = native_activations(plane)
+        if isinstance(plane, AlignedActivations) and not self.border_check.isChecked():
+            rows, cols = plane.native_interior()  # exact: knows the network input's size
+            acts = acts[..., rows, cols]
         self.strongest = analysis.strongest_channels(acts, self.k_spin.value(),
                                                      by=self.by_combo.currentData())
         fill_table(self.strongest_table, self.strongest,
@@ -575,6 +586,7 @@ class AnalysisWidget(QWidget):
         acts = current_plane_activations(self.viewer, layer)
         sort = self.sort_combo.currentData()
         self._start(analysis.rank_channels, acts, region=mask, sort=sort,
+                    include_border=self.border_check.isChecked(),
                     on_result=self._show_region_ranking,
                     message=f"Ranking {layer.name} by {name!r}…")
 

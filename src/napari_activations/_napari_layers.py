@@ -23,9 +23,11 @@ stay under the image's sliders.
 from __future__ import annotations
 
 import itertools
+import math
 import sys
+import warnings
 import weakref
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +35,7 @@ import numpy as np
 
 from ._channel_axes import channel_axis_label, follow_viewer
 from .alignment import AlignedActivations
-from .compute import Progress, iter_activations
+from .compute import ImageError, LazyNative, Progress, image_planes_shape, iter_activations
 from .layers import LayerInfo, find_layer
 
 if TYPE_CHECKING:
@@ -45,15 +47,19 @@ if TYPE_CHECKING:
 __all__ = [
     "ActivationResult",
     "ChannelFirst",
+    "ChannelRanges",
+    "ChannelsAsRGB",
     "LayerInputError",
     "activation_layer_kwargs",
     "activation_layer_name",
     "add_activation_layer",
     "avoid_triton_llvm_crash",
     "channel_contrast_limits",
+    "choose_level",
     "compute_for_image_layer",
     "earlier_activation_layers",
     "expand_transform",
+    "exposure_warning",
     "find_activation_layer",
     "show_activations",
     "strongest_channel",
@@ -66,6 +72,13 @@ METADATA_KEY = "napari_activations"
 SEQUENTIAL_COLORMAP_NAME = "activation magma"
 DIVERGING_COLORMAP_NAME = "activation blue-red"
 CONTRAST_MODES = ("channel", "global")
+STACK_CONTRAST_MODES = ("stack", "plane")
+STACK_SAMPLE_PLANES = 5
+"""Planes (the first, then spread evenly to the last) whose ranges estimate a stack's contrast."""
+LEVEL_MAX_SIDE = 2048
+"""The default pyramid level is the finest whose longer side is at most this many pixels."""
+DARK_BELOW = 0.05
+"""The network input is nearly black when its 99th percentile is below this (0..1 scale)."""
 
 
 class LayerInputError(ValueError):
@@ -90,6 +103,25 @@ class ActivationResult:
     started : int or None
         When the computation started, as a sequence number: of two results for one layer, the
         one started later stays (see :func:`add_activation_layer`). None: unordered.
+    ranges : ChannelRanges or None
+        Per-channel ranges of the planes computed so far; None: made when shown.
+    stack_contrast : "stack" or "plane"
+        A stack's contrast: estimated for the whole stack, or each plane's own.
+    include_border : bool
+        Whether the starting channel and the contrast count the border where the network's
+        zero padding shows (see :func:`~napari_activations.alignment.interior`).
+    level : int or None
+        The pyramid level computed on, for a multiscale image layer.
+    level_factors : tuple of float or None
+        Per image-layer axis, full-resolution pixels per pixel of that level.
+    source_names : tuple of str
+        The image layers used as the network's R, G, B, when more than one.
+    source_colours : str
+        Which of ``"RGB"`` they are, in the same order (``"RB"``: green left out).
+    source_intensity_ranges : tuple of (float, float)
+        Their contrast limits, in the same order.
+    input_warning : str or None
+        Set when the network input was nearly black or nearly saturated; says what to do.
     backend : str or None
         The inference backend that ran the network (``"torch"``, ``"onnxruntime"``).
     precision : str
@@ -103,6 +135,15 @@ class ActivationResult:
     intensity_range: tuple[float, float] | None
     source_name: str
     started: int | None = None
+    ranges: ChannelRanges | None = None
+    stack_contrast: str = "stack"
+    include_border: bool = False
+    level: int | None = None
+    level_factors: tuple[float, ...] | None = None
+    source_names: tuple[str, ...] = ()
+    source_colours: str = ""
+    source_intensity_ranges: tuple[tuple[float, float], ...] = ()
+    input_warning: str | None = None
     backend: str | None = None
     precision: str = "float32"
 
@@ -152,24 +193,113 @@ def expand_transform(source: Any, ndim_lead: int = 1) -> dict[str, Any]:
     }
 
 
-def channel_stats(native: Any) -> tuple[np.ndarray, np.ndarray]:
+def channel_stats(native: Any, inside: tuple[slice, slice] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel minimum and maximum of ``(..., C, h, w)`` activations: two ``(C,)`` arrays.
 
-    A lazily computed stack (planes computed when first looked at) is summarised by its first
-    plane, which is computed already: reading every plane here would compute the whole stack
-    on napari's thread.
+    ``inside``: the rows and columns that count (e.g.
+    :meth:`~napari_activations.AlignedActivations.native_interior`); default all. A lazily
+    computed stack (planes computed when first looked at) is summarised by its first plane,
+    which is computed already: reading every plane here would compute the whole stack on
+    napari's thread (:class:`ChannelRanges` follows the other planes).
     """
     if not isinstance(native, np.ndarray) and native.ndim > 3:
         native = native[(0,) * (native.ndim - 3)]
-    moved = np.moveaxis(np.asarray(native), -3, 0)
+    native = np.asarray(native)
+    if inside is not None:
+        native = native[..., inside[0], inside[1]]
+    moved = np.moveaxis(native, -3, 0)
     flat = moved.reshape(moved.shape[0], -1)
     return flat.min(axis=1), flat.max(axis=1)
 
 
-def strongest_channel(native: Any) -> int:
-    """The channel holding the largest activation (MATLAB's ``max`` over all pixels)."""
-    _, high = channel_stats(native)
+def strongest_channel(native: Any, inside: tuple[slice, slice] | None = None) -> int:
+    """The channel holding the largest activation (MATLAB's ``max`` over all pixels).
+
+    ``inside`` as in :func:`channel_stats`: the slider's starting channel leaves out the
+    border where the network's zero padding shows, which would otherwise win on any image.
+    """
+    _, high = channel_stats(native, inside)
     return int(np.argmax(high))
+
+
+class ChannelRanges:
+    """Per-channel minimum and maximum of activations, plane by plane, for contrast limits.
+
+    Records the ranges of the planes computed so far (a stack's planes are computed when they
+    are first shown), never computing a plane only for its range, except in :meth:`sample`.
+
+    Parameters
+    ----------
+    activations : AlignedActivations
+        ``(..., C, H, W)``; its ``native`` may be a :class:`~napari_activations.compute.LazyNative`.
+    include_border : bool
+        False: leave out the rows and columns where the network's zero padding shows.
+    """
+
+    def __init__(self, activations: AlignedActivations, include_border: bool = False):
+        self.activations = activations
+        native = activations.native
+        self.lead_shape = tuple(native.shape[:-3])
+        h, w = native.shape[-2:]
+        self.inside = ((slice(0, h), slice(0, w)) if include_border
+                       else activations.native_interior())
+        self._planes: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
+        self.version = 0  # counts changes, so that followers recompute only when needed
+
+    def record(self, idx: tuple[int, ...], plane: np.ndarray) -> None:
+        """Note the ranges of plane ``idx``, given its ``(C, h, w)`` native activations."""
+        if idx not in self._planes:
+            self._planes[idx] = channel_stats(plane, self.inside)
+            self.version += 1
+
+    def plane(self, idx: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """``(low, high)`` per channel of plane ``idx``; reads (computes) the plane if new."""
+        idx = tuple(int(i) for i in idx)
+        if idx not in self._planes:
+            self.record(idx, np.asarray(self.activations.native[idx]))
+        return self._planes[idx]
+
+    def stack(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(low, high)`` per channel over every plane recorded so far."""
+        lows, highs = zip(*self._planes.values())
+        return np.min(lows, axis=0), np.max(highs, axis=0)
+
+    @property
+    def planes(self) -> list[tuple[int, ...]]:
+        """The planes recorded so far."""
+        return sorted(self._planes)
+
+    def sample(self, n: int = STACK_SAMPLE_PLANES, label: str = ""
+               ) -> Generator[Progress, None, None]:
+        """Record ``n`` planes spread evenly over the stack (first and last included).
+
+        Yields progress; computes only those planes, one at a time, and keeps none of them
+        beyond the stack's own small cache.
+        """
+        total = math.prod(self.lead_shape)
+        flat = np.unique(np.linspace(0, total - 1, min(int(n), total)).round().astype(int))
+        todo = [idx for idx in (tuple(int(i) for i in np.unravel_index(f, self.lead_shape))
+                                for f in flat) if idx not in self._planes]
+        native = self.activations.native
+        for k, idx in enumerate(todo):
+            message = (f"{label}contrast of the stack: plane {idx} "
+                       f"({k + 1}/{len(todo)} sampled)")
+            yield Progress(k, len(todo), message)
+            if isinstance(native, LazyNative):
+                walk = native.iter_plane(idx)
+                while True:  # one step per network block: cancelling stops between them
+                    try:
+                        next(walk)
+                    except StopIteration as stop:
+                        plane = stop.value
+                        break
+                    yield Progress(k, len(todo), message)
+            else:
+                plane = np.asarray(native[idx])
+            self.record(idx, plane)
+        if todo:
+            yield Progress(len(todo), len(todo), f"{label}contrast of the stack estimated")
 
 
 def _limits(low: float, high: float, diverging: bool) -> tuple[float, float]:
@@ -188,9 +318,14 @@ def channel_contrast_limits(native: Any, info: LayerInfo, mode: str = "channel"
     channel. Layers with negative values (before a ReLU) get limits symmetric about zero, so
     the diverging colormap's centre stays at zero.
     """
+    return limits_from_ranges(*channel_stats(native), info, mode)
+
+
+def limits_from_ranges(low: np.ndarray, high: np.ndarray, info: LayerInfo,
+                       mode: str = "channel") -> np.ndarray:
+    """:func:`channel_contrast_limits` from per-channel ``(C,)`` minima and maxima."""
     if mode not in CONTRAST_MODES:
         raise ValueError(f"contrast must be one of {CONTRAST_MODES}, not {mode!r}.")
-    low, high = channel_stats(native)
     if mode == "global":
         low = np.full_like(low, low.min())
         high = np.full_like(high, high.max())
@@ -267,6 +402,14 @@ def activation_metadata(result: ActivationResult, contrast: str) -> dict[str, An
                                 else [float(v) for v in result.intensity_range]),
             "mean": list(net.mean), "std": list(net.std)},
         "contrast": contrast,
+        "stack_contrast": result.stack_contrast,
+        "include_border": bool(result.include_border),
+        "pyramid_level": result.level,
+        **({"channel_layers": {"names": list(result.source_names),
+                               "as": list(result.source_colours),
+                               "intensity_ranges": [[float(v) for v in r] for r in
+                                                    result.source_intensity_ranges]}}
+           if result.source_names else {}),
     }
 
 
@@ -335,17 +478,48 @@ def layer_data(activations: AlignedActivations) -> Any:
     return activations if activations.ndim == 3 else ChannelFirst(activations)
 
 
-def activation_layer_kwargs(source: Any, result: ActivationResult, contrast: str = "channel"
-                            ) -> dict[str, Any]:
+def result_ranges(result: ActivationResult) -> ChannelRanges:
+    """The result's :class:`ChannelRanges`, or new ones holding its first plane."""
+    if result.ranges is not None:
+        return result.ranges
+    ranges = ChannelRanges(result.activations, result.include_border)
+    ranges.plane(_first_plane(ranges))
+    return ranges
+
+
+def _first_plane(ranges: ChannelRanges) -> tuple[int, ...]:
+    return (0,) * len(ranges.lead_shape)
+
+
+def starting_channel(ranges: ChannelRanges) -> int:
+    """The channel the slider starts on: the strongest of the first plane, border left out
+    unless the ranges include it (MATLAB's ``max`` over the image)."""
+    _, high = ranges.plane(_first_plane(ranges))
+    return int(np.argmax(high))
+
+
+def _shown_limits(ranges: ChannelRanges, plane: tuple[int, ...], info: LayerInfo,
+                  contrast: str, stack_contrast: str) -> np.ndarray:
+    """``(C, 2)`` contrast limits while ``plane`` is shown."""
+    if stack_contrast == "plane" or not ranges.lead_shape:
+        return limits_from_ranges(*ranges.plane(plane), info, contrast)
+    ranges.plane(plane)  # the shown plane widens the stack's range when it lies outside
+    return limits_from_ranges(*ranges.stack(), info, contrast)
+
+
+def activation_layer_kwargs(source: Any, result: ActivationResult, contrast: str = "channel",
+                            ranges: ChannelRanges | None = None) -> dict[str, Any]:
     """Keyword arguments of ``napari.layers.Image`` for ``result`` shown over ``source``.
 
-    The channel axis leads and takes the first (strongest-channel) limits; everything else
-    follows the source layer's geometry, so the world extents of the two agree.
+    The channel axis leads and takes the starting (strongest) channel's limits; everything
+    else follows the source layer's geometry, so the world extents of the two agree. A result
+    computed on a pyramid level is scaled by that level's downsample factors, so it covers the
+    full-resolution image as napari draws that level.
     """
     info = result.layer
-    native = result.activations.native
-    limits = channel_contrast_limits(native, info, contrast)
-    channel = strongest_channel(native)
+    ranges = result_ranges(result) if ranges is None else ranges
+    channel = starting_channel(ranges)
+    limits = _shown_limits(ranges, _first_plane(ranges), info, contrast, result.stack_contrast)
     labels = tuple(getattr(source, "axis_labels", ()) or ())
     units = tuple(str(u) for u in getattr(source, "units", ()) or ())
     kwargs: dict[str, Any] = {
@@ -358,6 +532,9 @@ def activation_layer_kwargs(source: Any, result: ActivationResult, contrast: str
         **expand_transform(source, 1),
         **display_defaults(info),
     }
+    if result.level_factors is not None:
+        kwargs["scale"] = (1.0,) + tuple(float(s) * float(f) for s, f in
+                                         zip(source.scale, result.level_factors))
     if labels:
         kwargs["axis_labels"] = (channel_axis_label(info.name),) + labels
     if units:
@@ -412,9 +589,174 @@ def resolve_image_layer(viewer: napari.Viewer, image_layer_or_name: Any) -> Imag
     return layer
 
 
-def compute_for_image_layer(network: Network | None, source: Image, layer: str | LayerInfo, *,
-                            weights: Any = "DEFAULT", input_scale: float = 1.0,
-                            device: Any = "auto", backend: str = "auto",
+def choose_level(level_shapes: Sequence[tuple[int, ...]], rgb: bool = False) -> int:
+    """The default pyramid level: the finest whose longer side is at most
+    :data:`LEVEL_MAX_SIDE` pixels (the coarsest, if every level is larger).
+
+    The network was trained on 227-pixel photographs, and its deepest layers see windows of
+    about 200 pixels: on a level of a few thousand pixels a side they see structures at a
+    scale they can answer, and one forward pass takes seconds, where the finest level of a
+    whole-slide pyramid would take minutes and look at each cell through a keyhole.
+    """
+    sides = [max(image_planes_shape(tuple(shape), rgb)[1]) for shape in level_shapes]
+    for level, side in enumerate(sides):
+        if side <= LEVEL_MAX_SIDE:
+            return level
+    return len(sides) - 1
+
+
+def _level_data(source: Image, level: int | None) -> tuple[Any, int | None, tuple | None]:
+    """(array, level, downsample factors) to compute on for an image layer."""
+    if not source.multiscale:
+        if level not in (None, 0):
+            raise LayerInputError(f"{source.name!r} has one resolution, so there is no pyramid "
+                                  f"level {level}; leave level unset.")
+        return source.data, None, None
+    shapes = [tuple(int(n) for n in shape) for shape in source.level_shapes]
+    if level is None:
+        level = choose_level(shapes, bool(source.rgb))
+    if not (isinstance(level, (int, np.integer)) and 0 <= level < len(shapes)):
+        raise LayerInputError(f"{source.name!r} has pyramid levels 0 to {len(shapes) - 1}; "
+                              f"level={level!r} is not one of them.")
+    level = int(level)
+    factors = tuple(float(f) for f in np.asarray(source.downsample_factors)[level][:source.ndim])
+    return source.data[level], level, factors
+
+
+class ChannelsAsRGB:
+    """Lazy ``(..., H, W, 3)`` float32 view of up to three single-channel arrays as R, G, B.
+
+    Each array is scaled to 0..1 by its own ``(low, high)`` (clipped; NaN as low), as napari
+    shows each channel layer with its own contrast limits; a missing blue (or green and blue)
+    is zero. Planes are read when indexed, so stacks and dask arrays stay lazy.
+    """
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, arrays: Sequence[Any], ranges: Sequence[tuple[float, float] | None]):
+        self.arrays = list(arrays)  # R, G, B; None: that colour is zero
+        self.ranges = [None if r is None else (float(r[0]), float(r[1])) for r in ranges]
+        present = next(a for a in self.arrays if a is not None)
+        self.shape = tuple(int(n) for n in present.shape) + (3,)
+        self.ndim = len(self.shape)
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[()]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if len(key) >= self.ndim or any(k is None or k is Ellipsis for k in key):
+            return np.asarray(self)[key]  # indexes the colour axis too: the slow, plain way
+        out = None
+        for i, (array, bounds) in enumerate(zip(self.arrays, self.ranges)):
+            if array is None:
+                continue
+            low, high = bounds
+            v = np.asarray(array[key], dtype=np.float32)
+            v = (v - np.float32(low)) * np.float32(1.0 / (high - low) if high > low else 0.0)
+            if out is None:
+                out = np.zeros(v.shape + (3,), dtype=np.float32)
+            out[..., i] = np.clip(np.nan_to_num(v, nan=0.0), 0.0, 1.0)
+        return out
+
+
+_PLACEMENT = ("scale", "translate", "rotate", "shear", "affine")
+
+
+def check_channel_layers(layers: Sequence[Image]) -> None:
+    """Refuse channel layers that cannot be the network's R, G, B; the message says why."""
+    names = [layer.name for layer in layers]
+    if not 1 <= len(layers) <= 3:
+        raise LayerInputError(f"Choose one image layer, or two or three as the network's R, G "
+                              f"and B; got {len(layers)}: {', '.join(map(repr, names))}.")
+    if len(set(map(id, layers))) < len(layers):
+        raise LayerInputError(f"A channel layer is chosen twice ({', '.join(map(repr, names))}); "
+                              "choose different layers for R, G and B.")
+    for layer in layers:
+        if layer.rgb:
+            raise LayerInputError(f"{layer.name!r} is an RGB layer; R, G and B are chosen from "
+                                  "single-channel layers. Compute on it alone.")
+        if layer.multiscale:
+            raise LayerInputError(f"{layer.name!r} is multiscale; channel layers are combined "
+                                  "at one resolution. Add one level of each as its own layer, "
+                                  f"e.g. viewer.add_image(viewer.layers[{layer.name!r}].data[1]).")
+    first = layers[0]
+    for layer in layers[1:]:
+        if tuple(layer.data.shape) != tuple(first.data.shape):
+            raise LayerInputError(
+                f"The channel layers must have the same shape: {first.name!r} is "
+                f"{tuple(first.data.shape)} and {layer.name!r} is {tuple(layer.data.shape)}.")
+        for what in _PLACEMENT:
+            a = np.asarray(getattr(first, what) if what != "affine"
+                           else first.affine.affine_matrix, dtype=float)
+            b = np.asarray(getattr(layer, what) if what != "affine"
+                           else layer.affine.affine_matrix, dtype=float)
+            if a.shape != b.shape or not np.allclose(a, b):
+                raise LayerInputError(
+                    f"The channel layers must lie on the same pixels in the world: "
+                    f"{first.name!r} has {what} {_plain(a)} and {layer.name!r} has "
+                    f"{_plain(b)}. Give them the same {what} (layer.{what} = ...), or "
+                    "resample one onto the other's grid.")
+
+
+def _plain(a: np.ndarray) -> str:
+    return str(np.round(a, 6).tolist())
+
+
+def exposure_warning(name: str, data: Any, intensity_range: tuple[float, float],
+                     rgb: bool = False) -> str | None:
+    """A warning when the network input of ``data`` (its first plane) is nearly black or
+    nearly saturated after scaling ``intensity_range`` to 0..1; None when it is not.
+
+    Nearly black: the 99th percentile below :data:`DARK_BELOW`; nearly saturated: the 1st
+    percentile above ``1 - DARK_BELOW``. A 16-bit image shown with limits 0..65535 is the
+    common case: its activations come out tens of times weaker than with its real range.
+    """
+    dtype = np.dtype(data.dtype)
+    if not (dtype == bool or np.issubdtype(dtype, np.integer)
+            or np.issubdtype(dtype, np.floating)):
+        return None  # the computation itself refuses such an image, and says why
+    lead, (h, w), colour = image_planes_shape(tuple(data.shape), rgb)
+    if min(h, w) == 0 or any(n == 0 for n in lead):
+        return None
+    step = max(1, math.ceil(math.sqrt(h * w / 2**20)))  # about a million pixels are plenty
+    plane = data[(0,) * len(lead)] if lead else data
+    plane = np.asarray(plane[::step, ::step])
+    if colour:
+        plane = plane[..., :3]
+    low, high = (float(v) for v in intensity_range)
+    v = (plane.astype(np.float32) - np.float32(low)) / np.float32(high - low or 1.0)
+    v = np.clip(np.nan_to_num(v, nan=0.0), 0.0, 1.0)
+    p1, p99 = (float(p) for p in np.percentile(v, [1, 99]))
+    fix = (f"Fit the contrast limits to the image (auto-contrast 'once' in the layer controls, "
+           f"or viewer.layers[{name!r}].reset_contrast_limits() in the console) and run again.")
+    if p99 < DARK_BELOW:
+        return (f"{name!r} is nearly black to the network: 99% of its pixels are below "
+                f"{DARK_BELOW:.0%} of its contrast limits ({low:g} to {high:g}), so its "
+                f"activations are weak. {fix}")
+    if p1 > 1 - DARK_BELOW:
+        return (f"{name!r} is nearly saturated to the network: 99% of its pixels are above "
+                f"{1 - DARK_BELOW:.0%} of its contrast limits ({low:g} to {high:g}), so it "
+                f"looks almost uniformly white. {fix}")
+    return None
+
+
+def _as_sources(source: Any) -> list[Image | None]:
+    """R, G, B image layers (None: that colour is left out) from one layer or a sequence."""
+    if isinstance(source, (list, tuple)):
+        if not source or source[0] is None:
+            raise LayerInputError("The first (red) channel layer must be given; None may only "
+                                  "leave out green or blue.")
+        return [None if s is None else unproxy(s) for s in source]
+    return [unproxy(source)]
+
+
+def compute_for_image_layer(network: Network | None, source: Image | Sequence[Image],
+                            layer: str | LayerInfo, *, weights: Any = "DEFAULT",
+                            input_scale: float = 1.0, device: Any = "auto",
+                            level: int | None = None, stack_contrast: str = "stack",
+                            include_border: bool = False, backend: str = "auto",
                             precision: str = "float32"
                             ) -> Generator[Progress, None, ActivationResult]:
     """Compute ``layer``'s activations for an image layer, yielding progress.
@@ -423,17 +765,46 @@ def compute_for_image_layer(network: Network | None, source: Image, layer: str |
     with ``weights`` on ``device``, inside this generator so that a worker thread does it. The
     layer's contrast limits are the intensity range, so the image the network sees is the one
     napari shows.
+
+    ``source`` may be two or three single-channel image layers: the network's R, G and B, each
+    scaled by its own contrast limits. A multiscale layer is computed on pyramid ``level``
+    (default :func:`choose_level`). A stack with ``stack_contrast="stack"`` samples
+    :data:`STACK_SAMPLE_PLANES` planes here for its contrast limits.
     """
     started = next(_RUN_ORDER)
     info = find_layer(layer)
-    if source.multiscale:
-        raise LayerInputError(f"{source.name!r} is a multiscale image; activations need one "
-                              "resolution. Add one level as its own layer, e.g. "
-                              f"viewer.add_image(viewer.layers[{source.name!r}].data[1]).")
-    data = source.data
-    intensity_range = tuple(float(v) for v in source.contrast_limits)
-    rgb = bool(source.rgb)
-    name = source.name
+    if stack_contrast not in STACK_CONTRAST_MODES:
+        raise ValueError(f"stack_contrast must be one of {STACK_CONTRAST_MODES}, not "
+                         f"{stack_contrast!r}.")
+    sources = _as_sources(source)
+    present = [s for s in sources if s is not None]
+    names: tuple[str, ...] = ()
+    source_ranges: tuple[tuple[float, float], ...] = ()
+    colours = ""
+    warnings_found = []
+    if len(present) > 1:
+        check_channel_layers(present)
+        names = tuple(s.name for s in present)
+        colours = "".join(c for c, s in zip("RGB", sources) if s is not None)
+        source_ranges = tuple(tuple(float(v) for v in s.contrast_limits) for s in present)
+        for s, limits in zip(present, source_ranges):
+            warnings_found.append(exposure_warning(s.name, s.data, limits))
+        data = ChannelsAsRGB(
+            [None if s is None else s.data for s in sources],
+            [None if s is None else tuple(float(v) for v in s.contrast_limits)
+             for s in sources])
+        intensity_range, rgb, name = (0.0, 1.0), True, " + ".join(names)
+        chosen, factors = None, None
+    else:
+        only = present[0]
+        data, chosen, factors = _level_data(only, level)
+        intensity_range = tuple(float(v) for v in only.contrast_limits)
+        rgb, name = bool(only.rgb), only.name
+        try:
+            warnings_found.append(exposure_warning(name, data, intensity_range, rgb))
+        except ImageError:
+            pass  # the computation below says what is wrong with the image
+    input_warning = " ".join(w for w in warnings_found if w) or None
     avoid_triton_llvm_crash()
     if network is None:
         yield Progress(0, 1, "Loading SqueezeNet")
@@ -444,8 +815,17 @@ def compute_for_image_layer(network: Network | None, source: Image, layer: str |
                                           input_scale=input_scale,
                                           intensity_range=intensity_range, rgb=rgb,
                                           backend=backend, precision=precision)
+    ranges = ChannelRanges(aligned, include_border)
+    ranges.plane((0,) * len(ranges.lead_shape))  # computed already (or, for dask, now)
+    if stack_contrast == "stack" and ranges.lead_shape:
+        yield from ranges.sample(STACK_SAMPLE_PLANES, f"{info.name}: ")
     return ActivationResult(aligned, info, network, float(input_scale), intensity_range, name,
-                            started, aligned.backend, precision)
+                            started, ranges=ranges, stack_contrast=stack_contrast,
+                            include_border=bool(include_border), level=chosen,
+                            level_factors=factors, source_names=names,
+                            source_colours=colours, source_intensity_ranges=source_ranges,
+                            input_warning=input_warning, backend=aligned.backend,
+                            precision=precision)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -472,29 +852,45 @@ def find_activation_layer(viewer: napari.Viewer, source_name: str, layer: str | 
 
 
 class _ChannelContrast:
-    """Keeps a layer's contrast limits on the shown channel's own limits (``mat2gray``)."""
+    """Keeps a layer's contrast limits on the shown channel's own limits (``mat2gray``).
 
-    def __init__(self, viewer: napari.Viewer, layer: Image, limits: np.ndarray):
+    ``limits`` is a ``(C, 2)`` array, or a function of the shown plane (the index into the
+    layer's axes after the channel) that returns one: a stack's limits can follow its planes.
+    """
+
+    def __init__(self, viewer: napari.Viewer, layer: Image, limits: Any):
         self._viewer = weakref.ref(viewer)
         self._layer = weakref.ref(layer)
         self.limits = limits
         viewer.dims.events.current_step.connect(self.update)
 
-    def channel(self) -> int | None:
+    def position(self) -> tuple[int, tuple[int, ...]] | None:
+        """(channel, plane) the viewer shows of the layer; None once either is gone."""
         viewer, layer = self._viewer(), self._layer()
         if viewer is None or layer is None or layer not in viewer.layers:
             return None
-        axis = viewer.dims.ndim - layer.ndim  # napari aligns layers by their trailing axes
-        # The channel axis has scale 1 and translate 0: its world position is the index.
-        index = int(np.round(viewer.dims.point[axis]))
-        return min(max(index, 0), len(self.limits) - 1)
+        point = np.asarray(viewer.dims.point[-layer.ndim:], dtype=float)  # trailing axes
+        index = np.round(np.asarray(layer.world_to_data(point), dtype=float))
+        shape = layer.data.shape
+        clipped = [min(max(int(i), 0), n - 1) for i, n in zip(index[:-2], shape[:-2])]
+        pad = int(getattr(layer.data, "pad", 0))  # one-plane axes (see _channel_axes)
+        return clipped[0], tuple(clipped[1 + pad:])
+
+    def channel(self) -> int | None:
+        position = self.position()
+        return None if position is None else position[0]
 
     def update(self, event: Any = None) -> None:
-        channel = self.channel()
+        position = self.position()
         layer = self._layer()
-        if channel is None or layer is None:
+        if position is None or layer is None:
             return
-        low, high = self.limits[channel]
+        channel, plane = position
+        limits = self.limits(plane) if callable(self.limits) else self.limits
+        low, high = (float(v) for v in limits[channel])
+        span = layer.contrast_limits_range
+        if low < span[0] or high > span[1]:
+            layer.contrast_limits_range = (min(low, span[0]), max(high, span[1]))
         if tuple(layer.contrast_limits) != (low, high):
             layer.contrast_limits = (low, high)
 
@@ -533,6 +929,30 @@ def _set_contrast(viewer: napari.Viewer, layer: Image, limits: np.ndarray, mode:
         layer.contrast_limits = tuple(limits[0])
 
 
+def _follow_contrast(viewer: napari.Viewer, layer: Image, ranges: ChannelRanges,
+                     info: LayerInfo, mode: str, stack_contrast: str) -> None:
+    """Contrast limits that follow the channel slider, and a stack's planes."""
+    if not ranges.lead_shape:
+        _set_contrast(viewer, layer, limits_from_ranges(*ranges.plane(()), info, mode), mode)
+        return
+    old = _FOLLOWERS.pop(layer, None)
+    if old is not None:
+        old.disconnect()
+    cache: dict[Any, np.ndarray] = {}
+
+    def limits(plane: tuple[int, ...]) -> np.ndarray:
+        ranges.plane(plane)  # the shown plane is computed for display anyway: note its range
+        key = plane if stack_contrast == "plane" else ranges.version
+        if key not in cache:
+            cache.clear()
+            cache[key] = _shown_limits(ranges, plane, info, mode, stack_contrast)
+        return cache[key]
+
+    first = limits(_first_plane(ranges))
+    layer.contrast_limits_range = (float(first[:, 0].min()), float(first[:, 1].max()))
+    follower = _ChannelContrast(viewer, layer, limits)
+    _FOLLOWERS[layer] = follower
+    follower.update()
 def earlier_activation_layers(viewer: napari.Viewer, source_name: str,
                               keep: str | None = None) -> list[Image]:
     """The activation layers made from the image ``source_name``, except the one named ``keep``."""
@@ -557,8 +977,8 @@ def add_activation_layer(viewer: napari.Viewer, source: Image, result: Activatio
         name = activation_layer_name(result.source_name, result.layer)
         for old in earlier_activation_layers(viewer, result.source_name, keep=name):
             viewer.layers.remove(old)
-    kwargs = activation_layer_kwargs(source, result, contrast)
-    limits = channel_contrast_limits(result.activations.native, result.layer, contrast)
+    ranges = result_ranges(result)
+    kwargs = activation_layer_kwargs(source, result, contrast, ranges)
     data = layer_data(result.activations)
     existing = find_activation_layer(viewer, result.source_name, result.layer)
     if existing is not None:
@@ -569,7 +989,7 @@ def add_activation_layer(viewer: napari.Viewer, source: Image, result: Activatio
         for key in ("scale", "translate", "rotate", "shear", "affine", "metadata"):
             setattr(layer, key, kwargs[key])
         layer.data = data
-        _set_contrast(viewer, layer, limits, contrast)
+        _follow_contrast(viewer, layer, ranges, result.layer, contrast, result.stack_contrast)
         return layer
     from napari.layers import Image
 
@@ -578,15 +998,17 @@ def add_activation_layer(viewer: napari.Viewer, source: Image, result: Activatio
     follow_viewer(viewer)  # its channel axis gets a slider of its own, as it is added
     viewer.layers.append(layer)
     axis = viewer.dims.ndim - layer.ndim
-    viewer.dims.set_current_step(axis, strongest_channel(result.activations.native))
-    _set_contrast(viewer, layer, limits, contrast)
+    viewer.dims.set_current_step(axis, starting_channel(ranges))
+    _follow_contrast(viewer, layer, ranges, result.layer, contrast, result.stack_contrast)
     return layer
 
 
 def show_activations(viewer: napari.Viewer, image_layer_or_name: Any, layer: str | LayerInfo,
                      *, network: Network | None = None, weights: Any = "DEFAULT",
                      input_scale: float = 1.0, contrast: str = "channel",
-                     device: Any = "auto", replace: bool = False, backend: str = "auto",
+                     device: Any = "auto", level: int | None = None,
+                     stack_contrast: str = "stack", include_border: bool = False,
+                     replace: bool = False, backend: str = "auto",
                      precision: str = "float32") -> Image:
     """Compute a network layer's activations for an image layer and show them in the viewer.
 
@@ -594,12 +1016,17 @@ def show_activations(viewer: napari.Viewer, image_layer_or_name: Any, layer: str
 
         import napari_activations as na
         na.show_activations(viewer, "Face", "fire6-relu_squeeze1x1")
+        na.show_activations(viewer, ["DNA", "Actin", "Tubulin"], "conv1")  # as R, G, B
 
     Parameters
     ----------
     viewer : napari.Viewer
-    image_layer_or_name : napari.layers.Image or str
-        The image layer, or its name.
+    image_layer_or_name : napari.layers.Image, str, or a list or tuple of them
+        The image layer, or its name. Two or three single-channel layers (e.g. from
+        ``viewer.add_image(..., channel_axis=0)``) are the network's R, G and B (blue zero when
+        there are two; ``None`` leaves green out, e.g. ``["DNA", None, "Tubulin"]``), each
+        scaled by its own contrast limits; they must have the same shape and lie on the same
+        pixels in the world. The result is placed over the first.
     layer : str or LayerInfo
         Network layer, e.g. ``"conv1"`` or ``"fire6-squeeze1x1"``.
     network : Network, optional
@@ -613,6 +1040,20 @@ def show_activations(viewer: napari.Viewer, image_layer_or_name: Any, layer: str
         Per-channel min..max (``mat2gray`` on each channel, following the channel slider), or
         one range for the whole layer.
     device : "auto", "cpu", "cuda" or "mps"
+    level : int, optional
+        For a multiscale (pyramid) image layer: the level to compute on, 0 being the full
+        resolution. Default :func:`choose_level`: the finest level at most 2048 pixels a side.
+        The result lies over the full-resolution image, scaled by that level's downsample
+        factors.
+    stack_contrast : "stack" or "plane"
+        For a stack: contrast limits for the whole stack, estimated from
+        :data:`STACK_SAMPLE_PLANES` planes spread over it and widened by any plane shown later
+        that goes beyond them (brightness compares between planes), or each plane's own
+        (follows the slider; every plane uses its full range).
+    include_border : bool
+        False (default): the starting channel and the contrast limits leave out the border
+        within half a receptive field of the image edge, where the network's zero padding
+        shows and some channels answer it on any image. True: every pixel counts.
     replace : bool
         Remove the image's other activation layers, keeping one per image. By default they
         stay (napari never removes a layer the user did not remove), beneath the new one.
@@ -626,18 +1067,37 @@ def show_activations(viewer: napari.Viewer, image_layer_or_name: Any, layer: str
     -------
     napari.layers.Image
         ``(C, H, W)`` (``(C, ..., H, W)`` for a stack) over the image, named
-        ``"<image name>: <layer name>"``; updated in place when it exists already.
+        ``"<image name>: <layer name>"`` (``"<R> + <G> + <B>: <layer name>"`` for channel
+        layers); updated in place when it exists already.
+
+    Warns
+    -----
+    UserWarning
+        When the network input is nearly black or nearly saturated under the layer's contrast
+        limits (see :func:`exposure_warning`).
     """
     if contrast not in CONTRAST_MODES:
         raise ValueError(f"contrast must be one of {CONTRAST_MODES}, not {contrast!r}.")
-    source = resolve_image_layer(viewer, image_layer_or_name)
+    if isinstance(image_layer_or_name, (list, tuple)):
+        sources = [None if s is None else resolve_image_layer(viewer, s)
+                   for s in image_layer_or_name]
+        if not any(s is not None for s in sources):
+            raise LayerInputError("Choose one image layer, or two or three as R, G and B; "
+                                  "the list has none.")
+        source: Any = sources if len(sources) > 1 else sources[0]
+    else:
+        source = resolve_image_layer(viewer, image_layer_or_name)
     gen = compute_for_image_layer(network, source, layer, weights=weights,
-                                  input_scale=input_scale, device=device, backend=backend,
-                                  precision=precision)
+                                  input_scale=input_scale, device=device, level=level,
+                                  stack_contrast=stack_contrast, include_border=include_border,
+                                  backend=backend, precision=precision)
     while True:
         try:
             next(gen)
         except StopIteration as stop:
             result = stop.value
             break
-    return add_activation_layer(viewer, source, result, contrast=contrast, replace=replace)
+    if result.input_warning:
+        warnings.warn(result.input_warning, UserWarning, stacklevel=2)
+    first = _as_sources(source)[0]
+    return add_activation_layer(viewer, first, result, contrast=contrast, replace=replace)

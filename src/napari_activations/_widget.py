@@ -37,6 +37,7 @@ from ._napari_layers import (
     ActivationResult,
     LayerInputError,
     add_activation_layer,
+    choose_level,
     compute_for_image_layer,
     unproxy,
 )
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 __all__ = ["ActivationsWidget"]
 
 LAYER_ROLE = Qt.ItemDataRole.UserRole + 1
+NO_LAYER = "(none)"
 
 NO_IMAGE = ("No image layer to compute on: open an image (or File > Open Sample > "
             "napari-activations > Face).")
@@ -141,6 +143,28 @@ class ActivationsWidget(QWidget):
         self.contrast_combo = QComboBox()
         self.contrast_combo.addItem("each channel (mat2gray per channel)", "channel")
         self.contrast_combo.addItem("whole layer (one range)", "global")
+        self.green_combo = QComboBox()
+        self.blue_combo = QComboBox()
+        for combo, colour in ((self.green_combo, "green"), (self.blue_combo, "blue")):
+            combo.setToolTip(f"Optional: a single-channel layer as the network's {colour}, with "
+                             "'Image' as red (e.g. channels opened with channel_axis). Each "
+                             "is scaled by its own contrast limits. None: 'Image' alone.")
+        self.level_combo = QComboBox()
+        self.level_combo.setToolTip("For a multiscale (pyramid) image: the level to compute "
+                                    "on. The result lies over the full-resolution image.")
+        self.stack_contrast_combo = QComboBox()
+        self.stack_contrast_combo.addItem("whole stack (sampled planes)", "stack")
+        self.stack_contrast_combo.addItem("each plane (follows the slider)", "plane")
+        self.stack_contrast_combo.setToolTip(
+            "For stacks. Whole stack: one range per channel for every plane, estimated from "
+            "a few planes spread over the stack (widened by any plane shown later that goes "
+            "beyond it), so brightness compares between planes. Each plane: every plane uses "
+            "its own full range.")
+        self.border_check = QCheckBox("Count the image border")
+        self.border_check.setToolTip(
+            "Off: the starting channel and the contrast leave out the border within half a "
+            "receptive field of the image edge, where the network's zero padding shows (some "
+            "channels answer it on any image, even a blank one).")
         self.replace_check = QCheckBox("Replace the image's earlier activation layers")
         self.replace_check.setToolTip(
             "Checked: one activation layer per image, the latest. Unchecked: earlier results "
@@ -189,9 +213,14 @@ class ActivationsWidget(QWidget):
 
         form = QFormLayout()
         form.addRow("Image", self.image_combo)
+        form.addRow("Green layer", self.green_combo)
+        form.addRow("Blue layer", self.blue_combo)
+        form.addRow("Pyramid level", self.level_combo)
         form.addRow("Network layer", self.layer_combo)
         form.addRow("Input scale", self.scale_spin)
         form.addRow("Contrast", self.contrast_combo)
+        form.addRow("Stack contrast", self.stack_contrast_combo)
+        form.addRow("", self.border_check)
         form.addRow("", self.replace_check)
         form.addRow("Device", self.device_combo)
         form.addRow("Backend (advanced)", self.backend_combo)
@@ -212,7 +241,8 @@ class ActivationsWidget(QWidget):
         layout.addWidget(self.export_row)
         layout.addStretch(1)
 
-        self.image_combo.currentIndexChanged.connect(self.refresh_layer_sizes)
+        self.image_combo.currentIndexChanged.connect(self.refresh_levels)
+        self.level_combo.currentIndexChanged.connect(self.refresh_layer_sizes)
         self.scale_spin.valueChanged.connect(self.refresh_layer_sizes)
         self.device_combo.currentIndexChanged.connect(self._on_device_changed)
         self.weights_file_button.clicked.connect(self.choose_weights_file)
@@ -282,17 +312,57 @@ class ActivationsWidget(QWidget):
         self.refresh_images()
 
     def refresh_images(self, event: Any = None) -> None:
-        """Offer the viewer's Image layers, keeping the current choice where it still exists."""
-        current = self.image_combo.currentText()
-        self.image_combo.blockSignals(True)
-        self.image_combo.clear()
-        for layer in self._image_layers():
-            self.image_combo.addItem(layer.name)
-        index = self.image_combo.findText(current)
-        self.image_combo.setCurrentIndex(max(index, 0))
-        self.image_combo.blockSignals(False)
-        self.refresh_layer_sizes()
+        """Offer the viewer's Image layers, keeping the current choices where they still exist."""
+        names = [layer.name for layer in self._image_layers()]
+        for combo, first in ((self.image_combo, None), (self.green_combo, NO_LAYER),
+                             (self.blue_combo, NO_LAYER)):
+            current = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            if first is not None:
+                combo.addItem(first)
+            combo.addItems(names)
+            combo.setCurrentIndex(max(combo.findText(current), 0))
+            combo.blockSignals(False)
+        self.refresh_levels()
         self.refresh_status()
+
+    def refresh_levels(self, *args: Any) -> None:
+        """Offer the chosen image's pyramid levels, the default one chosen (multiscale only)."""
+        source = self.selected_image()
+        self.level_combo.blockSignals(True)
+        self.level_combo.clear()
+        if source is not None and source.multiscale:
+            shapes = [tuple(int(n) for n in shape) for shape in source.level_shapes]
+            for level, shape in enumerate(shapes):
+                _, (h, w), _ = image_planes_shape(shape, bool(source.rgb))
+                self.level_combo.addItem(f"{level}: {h}×{w}", level)
+            self.level_combo.setCurrentIndex(choose_level(shapes, bool(source.rgb)))
+        else:
+            self.level_combo.addItem("single resolution", None)
+        self.level_combo.setEnabled(self.level_combo.count() > 1)
+        self.level_combo.blockSignals(False)
+        self.refresh_layer_sizes()
+
+    def set_channel_layers(self, green: str | None, blue: str | None = None) -> None:
+        """Use these image layers as the network's green and blue ('Image' is red); None: none."""
+        for combo, name in ((self.green_combo, green), (self.blue_combo, blue)):
+            index = combo.findText(name if name is not None else NO_LAYER)
+            if index < 0:
+                raise ValueError(f"There is no image layer named {name!r}.")
+            combo.setCurrentIndex(index)
+
+    def selected_sources(self) -> list[Image | None]:
+        """The chosen image layer (red), then the green and blue layers (None where none is
+        chosen; trailing Nones dropped): one layer for a plain run."""
+        layers = [self.selected_image()]
+        for combo in (self.green_combo, self.blue_combo):
+            name = combo.currentText()
+            chosen = combo.currentIndex() > 0 and name in self.viewer.layers
+            layers.append(self.viewer.layers[name] if chosen else None)
+        while len(layers) > 1 and layers[-1] is None:
+            layers.pop()
+        return layers
 
     def _follow_active(self, event: Any = None) -> None:
         from napari.layers import Image
@@ -342,10 +412,14 @@ class ActivationsWidget(QWidget):
 
     def _network_input_size(self) -> tuple[int, int] | None:
         source = self.selected_image()
-        if source is None or source.multiscale:
+        if source is None:
             return None
+        shape = source.data.shape
+        if source.multiscale:
+            level = self.level_combo.currentData()
+            shape = source.level_shapes[level if level is not None else 0]
         try:
-            _, hw, _ = image_planes_shape(source.data.shape, bool(source.rgb))
+            _, hw, _ = image_planes_shape(tuple(shape), bool(source.rgb))
         except ImageError:
             return None
         return _network_size(hw, self.scale_spin.value())
@@ -436,9 +510,14 @@ class ActivationsWidget(QWidget):
                        "> napari-activations > Face) and choose it under 'Image'.")
             return
         info = self.selected_layer()
-        gen = compute_for_image_layer(self._network, source, info, weights=self._weights,
+        sources = self.selected_sources()
+        gen = compute_for_image_layer(self._network, sources if len(sources) > 1 else source,
+                                      info, weights=self._weights,
                                       input_scale=self.scale_spin.value(),
                                       device=self.device_combo.currentData(),
+                                      level=self.level_combo.currentData(),
+                                      stack_contrast=self.stack_contrast_combo.currentData(),
+                                      include_border=self.border_check.isChecked(),
                                       backend=self.backend_combo.currentData(),
                                       precision=self.precision_combo.currentData())
         worker = create_worker(_guarded, gen, _start_thread=False)
@@ -451,7 +530,8 @@ class ActivationsWidget(QWidget):
         worker.finished.connect(self._on_finished)
         # Plain callables, not widget methods: they still run if the widget is gone.
         worker.finished.connect(lambda: run.after_step(run.release))
-        self._set_busy(True, f"Computing {info.name} for {source.name!r}…")
+        names = " + ".join(repr(layer.name) for layer in sources if layer is not None)
+        self._set_busy(True, f"Computing {info.name} for {names}…")
         # The progress bar is made here, before the worker starts: napari's activity dialog
         # processes Qt events while it builds a bar, and a bar built in a progress callback
         # would run the worker's later signals inside that callback.
@@ -492,8 +572,13 @@ class ActivationsWidget(QWidget):
         layer = add_activation_layer(self.viewer, source, result, contrast=self._run.contrast,
                                      replace=self._run.replace)
         self._run.outcome = f"Showing {layer.name!r} ({layer.data.shape[0]} channels)."
+        if result.level is not None:
+            self._run.outcome += f" Computed on pyramid level {result.level}."
         self._run.shown = layer.name
         self.weights_label.setText(result.network.description)
+        if result.input_warning:
+            self._run.outcome += f" {result.input_warning}"
+            show_warning(result.input_warning)
         if not result.network.trained:
             show_warning(f"{layer.name!r} was computed with random, untrained weights: its "
                          "activations mean nothing. Choose trained weights under 'Weights'.")

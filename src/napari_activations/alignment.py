@@ -9,13 +9,14 @@ edge values beyond the first and last activation pixels. A plain stretch of ``h`
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from .layers import LayerInfo
 
-__all__ = ["AxisMap", "axis_map", "AlignedActivations", "align"]
+__all__ = ["AxisMap", "axis_map", "AlignedActivations", "align", "interior"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,32 @@ def axis_map(n_out: int, n_act: int, info: LayerInfo, scale: float = 1.0,
     lo = np.floor(t).astype(np.intp)
     hi = np.minimum(lo + 1, n_act - 1)
     return AxisMap(lo, hi, (t - lo).astype(np.float32))
+
+
+def interior(info: LayerInfo, n_act: int, n_input: int | None = None) -> slice:
+    """The activation pixels along one axis whose receptive field lies inside the image.
+
+    The network pads its input (and its 3x3 expands) with zeros, so an activation pixel
+    within half a receptive field of the image edge sees zeros that are not in the image: a
+    stripe along the edge that some channels answer strongly, even on a blank image. Pixel
+    ``i`` is inside when ``O + S*i`` is at least ``(RF - 1) / 2`` network pixels from both
+    ends of the ``n_input`` network-input pixels. ``n_input=None`` (geometry unknown) assumes
+    the input ends as far past the last activation pixel as it starts before the first.
+    Layers without padding (``conv1``) and global layers keep every pixel; so does an axis too
+    short to have an inside at all.
+    """
+    if info.is_global or n_act < 1:
+        return slice(0, n_act)
+    half = (info.receptive_field - 1) / 2
+    first = max(0, math.ceil((half - info.offset) / info.stride - 1e-9))
+    if n_input is None:
+        last = n_act - 1 - first
+    else:
+        last = min(n_act - 1, math.floor((n_input - 1 - half - info.offset) / info.stride
+                                         + 1e-9))
+    if last < first:
+        return slice(0, n_act)
+    return slice(first, last + 1)
 
 
 def _interp(a: np.ndarray, m: AxisMap, axis: int) -> np.ndarray:
@@ -92,8 +119,6 @@ def _align_whole(native: np.ndarray, info: LayerInfo, HW: tuple[int, int]) -> np
     interpolation as the gather in :func:`align`, many times faster for whole stacks. The
     result is a strided view of that one allocation (no copy).
     """
-    import math
-
     import torch
     import torch.nn.functional as F
 
@@ -168,6 +193,44 @@ class AlignedActivations:
     def __repr__(self) -> str:
         return (f"<AlignedActivations {self.layer.name} shape={self.shape} "
                 f"(native {tuple(self.native.shape)}), lazy>")
+
+    @property
+    def network_input_shape(self) -> tuple[int, int]:
+        """``(h, w)`` of the image as the network saw it (after ``input_scale``)."""
+        return (max(1, round(self.image_shape[0] * self.scale[0])),
+                max(1, round(self.image_shape[1] * self.scale[1])))
+
+    def native_interior(self) -> tuple[slice, slice]:
+        """Rows and columns of ``native`` whose receptive field lies inside the image.
+
+        See :func:`interior`: outside them, the network's zero padding shows.
+        """
+        h, w = self.native.shape[-2:]
+        n_h, n_w = self.network_input_shape
+        return interior(self.layer, h, n_h), interior(self.layer, w, n_w)
+
+    def image_interior(self) -> tuple[slice, slice]:
+        """Rows and columns of the image grid that :meth:`native_interior` covers.
+
+        Image pixel ``y`` sits at network pixel ``(y + 0.5) * scale - 0.5``; it is inside when
+        that lies between the first and last inside activation pixels' centres.
+        """
+        out = []
+        for n_img, n_act, s, inside in zip(self.image_shape, self.native.shape[-2:],
+                                           self.scale, self.native_interior()):
+            if self.layer.is_global:
+                out.append(slice(0, n_img))
+                continue
+            # An end that keeps its last activation pixel keeps the edge-held pixels beyond.
+            lo = (-np.inf if inside.start == 0
+                  else self.layer.offset + self.layer.stride * inside.start)
+            hi = (np.inf if inside.stop == n_act
+                  else self.layer.offset + self.layer.stride * (inside.stop - 1))
+            y = (np.arange(n_img) + 0.5) * s - 0.5
+            keep = np.flatnonzero((y >= lo - 1e-9) & (y <= hi + 1e-9))
+            out.append(slice(int(keep[0]), int(keep[-1]) + 1) if keep.size
+                       else slice(0, n_img))
+        return out[0], out[1]
 
     def __array__(self, dtype=None, copy=None):
         out = align(self.native, self.layer, self.image_shape, self.scale)

@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .alignment import AlignedActivations
-from .layers import LAYERS, output_size
+from .alignment import AlignedActivations, interior
+from .layers import LAYERS, LayerInfo, find_layer, output_size
 
 __all__ = [
     "Montage",
@@ -30,6 +30,7 @@ __all__ = [
     "montage",
     "network_table",
     "probe",
+    "inside_border",
     "rank_channels",
     "strongest_channels",
     "top_channels",
@@ -246,6 +247,55 @@ def _region_mask(acts: Any, region: Any) -> np.ndarray:
     return mask
 
 
+class _Window:
+    """Lazy view of the rows and columns ``rows, cols`` of ``(..., C, h, w)`` activations.
+
+    Read in row blocks by :func:`_row_blocks`, like the activations themselves.
+    """
+
+    def __init__(self, acts: Any, rows: slice, cols: slice):
+        self.acts, self.rows, self.cols = acts, rows, cols
+        lead = tuple(acts.shape[:-2])
+        self.shape = lead + (len(range(acts.shape[-2])[rows]), len(range(acts.shape[-1])[cols]))
+
+    def __getitem__(self, key: tuple) -> np.ndarray:
+        *lead, r, c = key  # (Ellipsis, row slice, column slice), as _row_blocks asks
+        base_rows = range(self.acts.shape[-2])[self.rows][r]
+        base_cols = range(self.acts.shape[-1])[self.cols][c]
+        return self.acts[(*lead, slice(base_rows.start, base_rows.stop),
+                          slice(base_cols.start, base_cols.stop))]
+
+
+def inside_border(acts: Any, layer: str | LayerInfo | None = None) -> tuple[slice, slice]:
+    """Rows and columns of ``acts`` whose receptive field lies inside the image.
+
+    Outside them, within half a receptive field of the image edge, the network's zero padding
+    shows: a stripe along the edge that some channels answer strongly, even on a blank
+    image (see :func:`~napari_activations.alignment.interior`). The geometry comes from an
+    :class:`~napari_activations.AlignedActivations` itself (exact, on the image's grid), or
+    from ``layer`` for native ``(..., C, h, w)`` activations. Without either, every pixel.
+    """
+    h, w = acts.shape[-2:]
+    if isinstance(acts, AlignedActivations):
+        return acts.image_interior()
+    if layer is None:
+        return slice(0, h), slice(0, w)
+    info = find_layer(layer)
+    return interior(info, h), interior(info, w)
+
+
+def _without_border(acts: Any, include_border: bool, layer: str | LayerInfo | None
+                    ) -> tuple[Any, tuple[slice, slice]]:
+    """``acts`` cropped to :func:`inside_border` (unless ``include_border``), and the crop."""
+    h, w = acts.shape[-2:]
+    if include_border:
+        return acts, (slice(0, h), slice(0, w))
+    rows, cols = inside_border(acts, layer)
+    if (rows.start, rows.stop, cols.start, cols.stop) == (0, h, 0, w):
+        return acts, (rows, cols)
+    return _Window(acts, rows, cols), (rows, cols)
+
+
 def top_channels(scores: Any, k: int | None = 5) -> list[tuple[int, float]]:
     """The ``k`` highest of per-channel ``scores`` as ``[(channel, score), ...]``, best first.
 
@@ -259,7 +309,8 @@ def top_channels(scores: Any, k: int | None = 5) -> list[tuple[int, float]]:
 
 
 def strongest_channels(acts: Any, k: int | None = 5, *,
-                       by: Literal["max", "mean"] = "max") -> list[tuple[int, float]]:
+                       by: Literal["max", "mean"] = "max", include_border: bool = False,
+                       layer: str | LayerInfo | None = None) -> list[tuple[int, float]]:
     """The channels with the strongest activation, as ``[(channel, value), ...]``, best first.
 
     Parameters
@@ -270,8 +321,17 @@ def strongest_channels(acts: Any, k: int | None = 5, *,
     by : {"max", "mean"}
         "max": the largest value anywhere (the reference example's choice: one strong spot is
         enough). "mean": the average over all pixels (channels active everywhere).
+    include_border : bool
+        False (default): leave out the pixels within half a receptive field of the image edge,
+        where the network's zero padding shows (:func:`inside_border`); otherwise a channel
+        that answers the padding wins on any image. True: every pixel.
+    layer : str or LayerInfo, optional
+        The network layer of native ``(..., C, h, w)`` activations, for the border's width;
+        :class:`~napari_activations.AlignedActivations` know theirs. Plain arrays without
+        ``layer`` have no known border: every pixel counts.
     """
     acts = _check_acts(acts)
+    acts, _ = _without_border(acts, include_border, layer)
     total, peak, count, _ = _channel_stats(acts)
     if by == "max":
         scores = peak
@@ -300,7 +360,9 @@ def _sorted(table: np.ndarray, key: np.ndarray, k: int | None) -> np.ndarray:
 
 def rank_channels(acts: Any, *, region: Any = None, other: Any = None, k: int | None = None,
                   sort: Literal["ratio", "difference"] = "ratio",
-                  change: Literal["difference", "absolute"] = "difference") -> np.ndarray:
+                  change: Literal["difference", "absolute"] = "difference",
+                  include_border: bool = False, layer: str | LayerInfo | None = None
+                  ) -> np.ndarray:
     """Rank channels by a region of the image, or by how they change between two images.
 
     Parameters
@@ -323,6 +385,11 @@ def rank_channels(acts: Any, *, region: Any = None, other: Any = None, k: int | 
     change : {"difference", "absolute"}
         Comparison only: the mean of ``acts - other`` (positive: the channel lost its response
         in the second image) or of ``|acts - other|`` (any change).
+    include_border, layer : bool, str or LayerInfo
+        Region ranking only, as in :func:`strongest_channels`: by default the pixels within
+        half a receptive field of the image edge (the network's zero padding) count neither
+        inside nor outside the region. Comparisons keep every pixel: the padding is the same
+        in both images.
 
     Returns
     -------
@@ -341,9 +408,16 @@ def rank_channels(acts: Any, *, region: Any = None, other: Any = None, k: int | 
     mask = None if region is None else _region_mask(acts, region)
     n = acts.shape[-3]
     if other is None:
+        acts, (rows, cols) = _without_border(acts, include_border, layer)
+        whole_in = int(mask.sum())
+        mask = mask[..., rows, cols]
         total, _, count, inside_sum = _channel_stats(acts, mask)
         n_in = int(mask.sum())
         n_out = count - n_in
+        if n_in == 0 and whole_in > 0:
+            raise ValueError("The region lies within half a receptive field of the image edge, "
+                             "where the network's zero padding shows, and such pixels are left "
+                             "out: mark a region further in, or pass include_border=True.")
         if n_in == 0 or n_out == 0:
             raise ValueError(f"The region covers {n_in} of {count} pixels; it must cover some "
                              "pixels and leave some outside.")

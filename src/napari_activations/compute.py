@@ -416,6 +416,16 @@ class LazyNative:
             self._cache.pop(next(iter(self._cache)))
         return value
 
+    def iter_plane(self, idx: tuple[int, ...]) -> Generator[None, None, np.ndarray]:
+        """Plane ``idx`` computed step by step (one yield per network block), not cached.
+
+        For reading a plane once (e.g. its range) without pushing shown planes out of the
+        cache; a cached plane is returned at once.
+        """
+        if idx in self._cache:
+            return self._cache[idx]
+        return (yield from self._req.forward_plane(idx))
+
     def __array__(self, dtype=None, copy=None):
         out = np.empty(self.shape, dtype=np.float32)
         for idx in np.ndindex(*self.shape[:-3]):
