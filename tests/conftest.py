@@ -25,6 +25,10 @@ def _no_weight_downloads(tmp_path_factory):
     old = os.environ.get("TORCH_HOME")
     os.environ["TORCH_HOME"] = str(tmp_path_factory.mktemp("torch_home"))
     os.environ.pop("NAPARI_ACTIVATIONS_WEIGHTS", None)
+    # Exported networks never go to the user's cache: scripts/test.sh names a cache of the
+    # test runs' own (kept between runs, to spare re-exports); else a fresh folder.
+    if not os.environ.get("NAPARI_ACTIVATIONS_CACHE"):
+        os.environ["NAPARI_ACTIVATIONS_CACHE"] = str(tmp_path_factory.mktemp("export_cache"))
     yield
     if old is None:
         os.environ.pop("TORCH_HOME", None)

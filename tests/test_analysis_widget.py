@@ -155,11 +155,17 @@ def test_compare_shows_both_images_side_by_side_with_a_difference(setup, qtbot, 
     assert _channel(viewer, second) == int(want["channel"][1])
 
 
-def test_compare_needs_two_images(setup):
-    _, widget, _ = setup
+def test_compare_needs_two_images(setup, monkeypatch):
+    from _robustness import assert_error_notified, record_notifications
+
+    viewer, widget, _ = setup
+    notifications = record_notifications(monkeypatch)
+    n_layers = len(viewer.layers)
     widget.set_ticked_images(["Image"])
     widget.compare()        # shows an error, starts nothing
+    assert_error_notified(notifications, "Tick two or more image layers to compare")
     assert widget.worker is None
+    assert len(viewer.layers) == n_layers
 
 
 
@@ -182,6 +188,33 @@ def test_probe_plots_every_channel_at_the_clicked_pixel(setup):
     assert _channel(viewer, act) == 7
     widget.on_viewer_click((0, 500, 500))   # off the image: nothing changes
     np.testing.assert_allclose(widget.probed, want)
+
+
+def test_probe_follows_the_mouse_while_hovering(setup, qtbot):
+    """Mouse moves on napari's canvas probe the pixel under the cursor, once ticked."""
+    viewer, widget, act = setup
+    viewer.reset_view()
+    scene = viewer.window._qt_viewer.canvas._scene_canvas
+    w, h = scene.size
+
+    def hover(x: float, y: float) -> tuple[int, int]:
+        """Moves the mouse to canvas pixel (x, y); returns the image pixel under it."""
+        scene.events.mouse_move(pos=(x, y), modifiers=(), button=None)
+        qtbot.wait(30)  # napari throttles mouse moves (5 ms)
+        _, row, col = np.round(act.world_to_data(viewer.cursor.position)).astype(int)
+        assert 0 <= row < 64 and 0 <= col < 72, (row, col)  # over the image
+        return row, col
+
+    hover(w / 2, h / 2)
+    assert widget.probed is None  # a click probes; hovering only once ticked
+    widget.hover_check.setChecked(True)
+    pixels = [hover(w / 2, h / 2), hover(w / 2 + 0.2 * w, h / 2 - 0.2 * h)]
+    assert pixels[0] != pixels[1] and widget.probed is not None
+    np.testing.assert_allclose(widget.probed, na.probe(act.data, *pixels[1]))
+    assert f"({pixels[1][0]}, {pixels[1][1]})" in widget.probe_label.text()
+    widget.hover_check.setChecked(False)
+    hover(w / 2, h / 2)
+    np.testing.assert_allclose(widget.probed, na.probe(act.data, *pixels[1]))
 
 
 def test_network_table_lists_every_layer_and_a_row_chooses_it_for_run(setup, qtbot,

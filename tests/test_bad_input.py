@@ -11,7 +11,6 @@ Random weights throughout: these tests are about handling, not about what the ne
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -219,7 +218,6 @@ def test_api(case_env, random_net):
 
     if source is not None or kind is None:
         target = source if source is not None else "Face"
-        start = time.perf_counter()
         if case.error is None:
             result = na.show_activations(viewer, target, case.layer, network=random_net)
             check_result(random_net, source, result, case.layer)
@@ -230,7 +228,6 @@ def test_api(case_env, random_net):
                 na.show_activations(viewer, target, case.layer, network=random_net)
             assert_clear_error(err.value, words)
             assert len(viewer.layers) == n_layers
-        assert time.perf_counter() - start < 20
         if source is not None:
             assert layer_fingerprint(source) == before
         assert_viewer_responds(viewer)

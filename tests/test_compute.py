@@ -251,6 +251,7 @@ def test_real_weights_equal_a_full_torchvision_forward_pass(real_net, face):
 
 
 def test_forward_stops_at_the_requested_layer(random_net, rgb):
+    """The torch walk runs no module past the layer (hooks see torch's modules only)."""
     fire3 = random_net.model.features[4]
     watched = {"fire3": fire3, "fire3.squeeze": fire3.squeeze,
                "fire3.expand1x1": fire3.expand1x1, "fire3.expand3x3": fire3.expand3x3,
@@ -259,12 +260,12 @@ def test_forward_stops_at_the_requested_layer(random_net, rgb):
     handles = [m.register_forward_pre_hook(lambda m, i, name=name: called.append(name))
                for name, m in watched.items()]
     try:
-        na.activations(random_net, rgb, "fire2-concat")
+        na.activations(random_net, rgb, "fire2-concat", backend="torch")
         assert called == []
-        na.activations(random_net, rgb, "fire3-squeeze1x1")
+        na.activations(random_net, rgb, "fire3-squeeze1x1", backend="torch")
         assert called == ["fire3.squeeze"]  # and neither expand runs
         called.clear()
-        na.activations(random_net, rgb, "fire3-concat")
+        na.activations(random_net, rgb, "fire3-concat", backend="torch")
         assert "classifier" not in called and "fire3.expand3x3" in called
     finally:
         for h in handles:
@@ -389,6 +390,28 @@ def test_stack_slices_equal_slices_of_the_full_array(random_net, key):
     assert A.shape == (3, 16, 40, 50) and len(A) == 3
     full = np.asarray(A)
     np.testing.assert_allclose(A[key], full[key], rtol=1e-5, atol=1e-6 * np.abs(full).max())
+
+
+def test_lazy_stack_keeps_the_last_four_planes_looked_at(random_net):
+    """Planes are computed when read; the four most recently read are kept (docs/scale.md),
+    so going back and forth between neighbours costs nothing, and memory stays bounded."""
+    stack = np.random.default_rng(5).integers(0, 256, (6, 24, 28), dtype=np.uint8)
+    A = na.activations(random_net, stack, "conv1", resize=True)
+    native = A.native
+    assert native.forward_passes == 1  # the first plane, for the layer's first view
+
+    def read(plane: int) -> int:
+        """Reads a plane; returns how many forward passes that took."""
+        before = native.forward_passes
+        value = np.asarray(A[plane])
+        np.testing.assert_allclose(value, want[plane], rtol=1e-5, atol=1e-6)
+        return native.forward_passes - before
+
+    want = [np.asarray(na.activations(random_net, p, "conv1", resize=True)) for p in stack]
+    assert [read(z) for z in range(6)] == [0, 1, 1, 1, 1, 1]  # now kept: 2, 3, 4, 5
+    assert [read(5), read(2)] == [0, 0]  # 2 is now the most recent
+    assert read(0) == 1  # evicts the least recently read: 3
+    assert [read(2), read(4), read(3)] == [0, 0, 1]
 
 
 def test_out_of_range_index_is_an_index_error(random_net, rgb):

@@ -209,21 +209,26 @@ def test_download_failing_midway_in_the_widget(gui, qtbot, fresh_cache, monkeypa
 
 @pytest.fixture
 def forward_steps(monkeypatch):
-    """Timestamps of every network block run (in any thread), by wrapping the forward walk."""
+    """Timestamps of every network step run (in any thread), on either backend: each block of
+    torch's walk, each ONNX Runtime session run."""
+    from napari_activations.backends import onnx_backend, torch_backend
+
     steps: list[float] = []
-    original = compute._forward
 
-    def counted(model, x, info):
-        walk = original(model, x, info)
-        while True:
-            try:
-                next(walk)
-            except StopIteration as stop:
-                return stop.value
-            steps.append(time.perf_counter())
-            yield
+    def counting(original):
+        def counted(*args):
+            walk = original(*args)
+            while True:
+                try:
+                    next(walk)
+                except StopIteration as stop:
+                    return stop.value
+                steps.append(time.perf_counter())
+                yield
+        return counted
 
-    monkeypatch.setattr(compute, "_forward", counted)
+    monkeypatch.setattr(torch_backend, "forward", counting(torch_backend.forward))
+    monkeypatch.setattr(onnx_backend.OnnxRunner, "run", counting(onnx_backend.OnnxRunner.run))
     return steps
 
 
@@ -233,13 +238,16 @@ def test_closing_the_generator_stops_the_compute(random_net, forward_steps):
     next(gen)  # started
     next(gen)  # one block done
     gen.close()
-    ran = len(forward_steps)
-    assert ran <= 2
-    assert len(forward_steps) == ran  # nothing runs after the close
+    assert len(forward_steps) == 1  # the block before the close, and none after it
+    with pytest.raises(StopIteration):
+        next(gen)
+    assert len(forward_steps) == 1
     assert model_hooks(random_net) == []
-    # ... and the next run is complete and right.
+    # ... and the next run is complete and right; every one of its blocks is counted, so the
+    # count above saw the compute.
     full = na.activations(random_net, image, "fire9-concat")
     assert full.shape == (512, 5, 5) and np.isfinite(full).all()
+    assert len(forward_steps) == 1 + compute.forward_steps(na.find_layer("fire9-concat"))
 
 
 def test_stepping_the_generator_leaves_the_callers_autograd_alone(random_net):
@@ -274,11 +282,11 @@ def test_cancel_stops_promptly_adds_nothing_and_leaves_the_widget_ready(
         resizing = threading.Event()
         original = compute._plane_tensor
 
-        def slow_resize(plane, colour, bounds, net, size):
+        def slow_resize(plane, colour, bounds, net, size, **kw):
             if tuple(size) != tuple(np.shape(plane)[:2]):
                 resizing.set()
                 time.sleep(0.5)
-            return original(plane, colour, bounds, net, size)
+            return original(plane, colour, bounds, net, size, **kw)
 
         monkeypatch.setattr(compute, "_plane_tensor", slow_resize)
         widget.run()
@@ -298,12 +306,12 @@ def test_cancel_stops_promptly_adds_nothing_and_leaves_the_widget_ready(
         worker.yielded.connect(cancel_at_first_step)
     with qtbot.waitSignal(worker.finished, timeout=30_000):
         pass
-    finished = time.perf_counter()
     qtbot.wait(10)
     assert cancelled_at
     after_cancel = [t for t in forward_steps if t > cancelled_at[0]]
-    assert len(after_cancel) <= 2, len(after_cancel)  # of 13 blocks: it stopped at once
-    assert finished - cancelled_at[0] < 5.0
+    # Of 13 blocks, at most the one running and the next: it stopped at once (how soon in
+    # seconds: benchmarks/bench_responsiveness.py).
+    assert len(after_cancel) <= 2, len(after_cancel)
     assert list(viewer.layers) == [image]
     assert layer_fingerprint(image) == before
     assert any("cancelled" in m for _, _, m in notifications)
@@ -428,10 +436,8 @@ def _rss() -> int:
 def test_conv1_of_a_40000_square_image_is_refused_before_allocating(random_net, forward_steps):
     image = np.broadcast_to(np.zeros(1, np.uint8), (40000, 40000))  # 1.6 GB, but takes 1 byte
     rss = _rss()
-    start = time.perf_counter()
     with pytest.raises(na.ImageError) as err:
         na.activations(random_net, image, "conv1", resize=True)
-    assert time.perf_counter() - start < 5
     assert forward_steps == []  # refused before the network ran
     assert _rss() - rss < 200 * 2**20
     message = str(err.value)

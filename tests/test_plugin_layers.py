@@ -44,7 +44,8 @@ def run_python(code: str) -> subprocess.CompletedProcess:
 def test_importing_the_package_loads_neither_torch_nor_qt():
     proc = run_python(
         "import sys, napari_activations\n"
-        "bad = [m for m in ('torch', 'torchvision', 'qtpy', 'PyQt6', 'PyQt5', 'PySide6')"
+        "bad = [m for m in ('torch', 'torchvision', 'onnxruntime', 'onnx', 'qtpy', 'PyQt6',"
+        " 'PyQt5', 'PySide6')"
         " if m in sys.modules]\n"
         "assert not bad, bad\n")
     assert proc.returncode == 0, proc.stderr
@@ -59,7 +60,8 @@ def test_napari_plugin_scan_loads_neither_torch_nor_qt():
         "mf = pm.get_manifest('napari-activations')\n"
         "assert mf.contributions.widgets, 'no widget'\n"
         "npe2.PluginManifest.from_distribution('napari-activations')\n"
-        "bad = [m for m in ('torch', 'torchvision', 'qtpy', 'PyQt6', 'napari_activations._widget')"
+        "bad = [m for m in ('torch', 'torchvision', 'onnxruntime', 'onnx', 'qtpy', 'PyQt6',"
+        " 'napari_activations._widget')"
         " if m in sys.modules]\n"
         "assert not bad, bad\n")
     assert proc.returncode == 0, proc.stderr
@@ -222,9 +224,10 @@ def fake_source(ndim=2, **kw):
 def fake_result(native, layer="conv1", hw=(40, 30), trained=True):
     info = find_layer(layer)
     net = SimpleNamespace(description="test net", weights="/w.pth", sha256="abc",
-                          trained=trained, mean=(0.4, 0.4, 0.4), std=(0.2, 0.2, 0.2))
+                          trained=trained, mean=(0.4, 0.4, 0.4), std=(0.2, 0.2, 0.2),
+                          device="cpu")
     return ActivationResult(AlignedActivations(native, info, hw), info, net, 1.0,
-                            (0.0, 255.0), "Cells")
+                            (0.0, 255.0), "Cells", backend="onnxruntime")
 
 
 def test_layer_name():
@@ -283,6 +286,7 @@ def test_layer_kwargs_colormaps_labels_and_metadata():
     assert (meta["geometry"]["stride"], meta["geometry"]["offset"]) == (2, 1.0)
     assert meta["weights"]["sha256"] == "abc" and meta["weights"]["trained"]
     assert meta["normalisation"]["intensity_range"] == [0.0, 255.0]
+    assert meta["backend"] == {"name": "onnxruntime", "precision": "float32", "device": "cpu"}
     json.dumps(meta)  # plain values: saved with the layer, readable later
 
     post = activation_layer_kwargs(source, fake_result(np.abs(native), "relu_conv1"))

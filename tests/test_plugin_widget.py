@@ -144,16 +144,33 @@ def test_world_extent_matches_a_scaled_translated_image(viewer, qtbot, widget, s
     np.testing.assert_allclose(layer.scale[1:], scale)
 
 
+def strongest_channel(native) -> int:
+    return int(np.asarray(native).reshape(native.shape[0], -1).max(axis=1).argmax())
+
+
 def test_rerun_updates_and_another_layer_adds(viewer, qtbot, face_layer, widget):
     widget.set_network_layer("conv1")
     run_and_wait(qtbot, widget)
     first = viewer.layers["Face: conv1"]
-    first.colormap = "viridis"  # the user's choice survives an update
+    # The user's choices survive an update: colormap, blending, opacity and channel.
+    first.colormap = "viridis"
+    first.blending = "additive"
+    first.opacity = 0.35
+    chosen = (strongest_channel(first.data.native) + 1) % 64
+    viewer.dims.set_current_step(0, chosen)
     widget.scale_spin.setValue(0.5)
     run_and_wait(qtbot, widget)
     assert viewer.layers["Face: conv1"] is first
     assert first.metadata["napari_activations"]["input_scale"] == 0.5
+    assert strongest_channel(first.data.native) != chosen  # a new layer would start there
     assert first.colormap.name == "viridis"
+    assert first.blending == "additive"
+    assert first.opacity == pytest.approx(0.35)
+    assert viewer.dims.current_step[0] == chosen
+    # ... and the contrast is the kept channel's own range in the new run's data.
+    channel = np.asarray(first.data.native[chosen])
+    m = float(np.abs(channel).max())
+    np.testing.assert_allclose(first.contrast_limits, (-m, m), rtol=1e-5)
     assert len(viewer.layers) == 2
     widget.set_network_layer("fire2-relu_squeeze1x1")
     run_and_wait(qtbot, widget)
@@ -323,6 +340,25 @@ def test_cancel_adds_nothing(viewer, qtbot, face_layer, widget, notifications):
     assert widget.run_button.isEnabled()
 
 
+def test_cancel_after_the_last_step_but_before_the_result_still_adds_nothing(
+        viewer, qtbot, face_layer, widget, notifications):
+    """Cancel pressed while the finished worker's result waits in the event queue."""
+    import time
+
+    widget.set_network_layer("conv1")
+    widget.run()
+    worker = widget._run.worker
+    deadline = time.monotonic() + 120
+    while worker.is_running and time.monotonic() < deadline:  # no Qt events: result queued
+        time.sleep(0.01)
+    assert not worker.is_running
+    widget.cancel()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=30_000)
+    assert list(viewer.layers) == [face_layer]
+    assert any("cancelled" in m for _, m in notifications)
+    assert widget.status_label.text() == "Cancelled."
+
+
 def test_viewer_closed_mid_run_breaks_nothing(make_napari_viewer, qtbot, random_net):
     from napari_activations._widget import ActivationsWidget
 
@@ -365,11 +401,33 @@ def test_stack_keeps_its_axes_under_the_image_sliders(viewer, qtbot, widget):
     np.testing.assert_allclose(world_extent(layer)[:, 1:], world_extent(stack))
     plane = np.asarray(layer.data[5, 2])
     np.testing.assert_allclose(plane, layer.data.stack[2, 5], rtol=1e-6)
-    # Planes are computed as they are looked at, not all at once on napari's thread.
-    native = layer.data.native
-    if hasattr(native, "forward_passes"):
-        # The first plane, the one on screen and the one just read; not all six.
-        assert native.forward_passes <= 3
+    # Planes are computed as they are looked at, not all at once on napari's thread: the
+    # first plane, the one on screen and the one just read; not all six.
+    assert 1 <= layer.data.native.forward_passes <= 3
+
+
+def test_stack_contrast_follows_the_channel_slider_not_the_plane_slider(viewer, random_net):
+    import napari_activations as na
+
+    stack = np.random.default_rng(4).random((3, 40, 50)).astype(np.float32)
+    viewer.add_image(stack, name="stack")
+    layer = na.show_activations(viewer, "stack", "fire2-relu_squeeze1x1", network=random_net)
+    assert layer.data.shape == (16, 3, 40, 50)  # (C, Z, H, W)
+    first = np.asarray(layer.data.native[0])  # the ranges are the first plane's (C, h, w)
+    low, high = first.min(axis=(1, 2)), first.max(axis=(1, 2))
+    # Two channels with ranges of their own, neither the one shown first nor channel 0.
+    picks = [int(c) for c in np.argsort(-high) if high[c] > low[c]
+             and c not in (0, strongest_channel(first))][:2]
+    assert len(picks) == 2 and len({high[0], high[picks[0]], high[picks[1]]}) == 3
+    for channel in picks:
+        viewer.dims.set_current_step(0, channel)
+        np.testing.assert_allclose(layer.contrast_limits, (low[channel], high[channel]),
+                                   rtol=1e-6)
+    # The plane slider moves the plane, not the contrast.
+    for plane in (2, 1):
+        viewer.dims.set_current_step(1, plane)
+        np.testing.assert_allclose(layer.contrast_limits, (low[picks[-1]], high[picks[-1]]),
+                                   rtol=1e-6)
 
 
 def test_overlay_is_drawn(make_napari_viewer, qtbot, random_net):
@@ -409,22 +467,57 @@ def test_torch_loads_only_when_the_widget_first_computes():
         "_, w = viewer.window.add_plugin_dock_widget('napari-activations', "
         "'SqueezeNet activations')\n"
         "w.set_network_layer('fire6-squeeze1x1')\n"
-        "print('torch' in sys.modules, 'torchvision' in sys.modules)\n"
+        "print('torch' in sys.modules, 'torchvision' in sys.modules,"
+        " 'onnxruntime' in sys.modules)\n"
         "viewer.close()\n")
     proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
                           text=True, timeout=120, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip().splitlines()[-1] == "False False"
+    assert proc.stdout.strip().splitlines()[-1] == "False False False"
 
 
-def test_device_choice_reaches_the_network(viewer, qtbot, face_layer, widget, notifications):
+def test_backend_choice_reaches_the_compute_and_the_metadata(viewer, qtbot, face_layer, widget,
+                                                            notifications):
+    widget.set_network_layer("conv1")
+    widget.set_device("cpu")
+    results = {}
+    for backend in ("torch", "onnxruntime"):
+        widget.set_backend(backend)
+        run_and_wait(qtbot, widget)
+        layer = viewer.layers["Face: conv1"]
+        assert layer.metadata["napari_activations"]["backend"]["name"] == backend
+        results[backend] = np.asarray(layer.data.native)
+    scale = np.abs(results["torch"]).max()
+    assert np.abs(results["onnxruntime"] - results["torch"]).max() <= 1e-5 * scale
+    widget.set_backend("auto", "float16")  # half precision on the CPU: a plain refusal
+    run_and_wait(qtbot, widget)
+    assert_error_shown(notifications, "GPU only")
+    assert widget.run_button.isEnabled()
+    with pytest.raises(ValueError, match="backend must be one of"):
+        widget.set_backend("tensorrt")
+
+
+def test_device_choice_reaches_the_network(viewer, qtbot, face_layer, widget, notifications,
+                                           monkeypatch):
     import torch
 
+    from napari_activations import network
+
+    # On a machine without a GPU "auto" gives the CPU as well: what counts is that the
+    # widget asks for the device chosen.
+    asked: list = []
+    load = network.load_squeezenet
+
+    def recording_load(*args, **kwargs):
+        asked.append(kwargs.get("device"))
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(network, "load_squeezenet", recording_load)
     widget.set_network_layer("conv1")
     widget.set_device("cpu")
     run_and_wait(qtbot, widget)
-    meta = viewer.layers["Face: conv1"].metadata["napari_activations"]
-    assert "cpu" in str(meta["weights"]).lower() or "cpu" in widget.weights_label.text()
+    assert asked == ["cpu"]
+    assert "Face: conv1" in viewer.layers
     if torch.cuda.is_available():
         pytest.skip("a CUDA GPU is present: the missing-device message cannot be shown")
     widget.set_device("cuda")

@@ -66,6 +66,13 @@ _API = {
     "iter_export_activations": "export",
     "ExportError": "export",
     "export_activation_layer": "_napari_export",
+    "grad_cam": "attribution",
+    "iter_grad_cam": "attribution",
+    "occlusion_sensitivity": "attribution",
+    "iter_occlusion_sensitivity": "attribution",
+    "AttributionError": "attribution",
+    "resolve_target": "attribution",
+    "show_attribution": "_attribution_layers",
 }
 
 __all__ = sorted(_API) + ["__version__"]
@@ -76,7 +83,10 @@ if TYPE_CHECKING:
     from .compute import (ImageError, Progress, activations, classify, is_rgb,
                               iter_activations)
     from ._napari_export import export_activation_layer
+    from ._attribution_layers import show_attribution
     from ._napari_layers import show_activations
+    from .attribution import (AttributionError, grad_cam, iter_grad_cam,
+                              iter_occlusion_sensitivity, occlusion_sensitivity, resolve_target)
     from .alignment import AlignedActivations, align
     from .analysis import (Montage, difference, grid_shape, montage, network_table, probe,
                            rank_channels, strongest_channels, top_channels)

@@ -90,6 +90,10 @@ class ActivationResult:
     started : int or None
         When the computation started, as a sequence number: of two results for one layer, the
         one started later stays (see :func:`add_activation_layer`). None: unordered.
+    backend : str or None
+        The inference backend that ran the network (``"torch"``, ``"onnxruntime"``).
+    precision : str
+        Arithmetic of the forward pass (``"float32"`` unless a GPU ran it in half precision).
     """
 
     activations: AlignedActivations
@@ -99,6 +103,8 @@ class ActivationResult:
     intensity_range: tuple[float, float] | None
     source_name: str
     started: int | None = None
+    backend: str | None = None
+    precision: str = "float32"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,6 +260,8 @@ def activation_metadata(result: ActivationResult, contrast: str) -> dict[str, An
         "weights": {"description": net.description, "name": net.weights,
                     "sha256": net.sha256, "trained": bool(net.trained)},
         "input_scale": float(result.input_scale),
+        "backend": {"name": result.backend, "precision": result.precision,
+                    "device": str(net.device)},
         "normalisation": {
             "intensity_range": (None if result.intensity_range is None
                                 else [float(v) for v in result.intensity_range]),
@@ -406,7 +414,8 @@ def resolve_image_layer(viewer: napari.Viewer, image_layer_or_name: Any) -> Imag
 
 def compute_for_image_layer(network: Network | None, source: Image, layer: str | LayerInfo, *,
                             weights: Any = "DEFAULT", input_scale: float = 1.0,
-                            device: Any = "auto"
+                            device: Any = "auto", backend: str = "auto",
+                            precision: str = "float32"
                             ) -> Generator[Progress, None, ActivationResult]:
     """Compute ``layer``'s activations for an image layer, yielding progress.
 
@@ -433,9 +442,10 @@ def compute_for_image_layer(network: Network | None, source: Image, layer: str |
         network = load_squeezenet(weights, device=device, progress=False)
     aligned = yield from iter_activations(network, data, info, resize=True,
                                           input_scale=input_scale,
-                                          intensity_range=intensity_range, rgb=rgb)
+                                          intensity_range=intensity_range, rgb=rgb,
+                                          backend=backend, precision=precision)
     return ActivationResult(aligned, info, network, float(input_scale), intensity_range, name,
-                            started)
+                            started, aligned.backend, precision)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -576,7 +586,8 @@ def add_activation_layer(viewer: napari.Viewer, source: Image, result: Activatio
 def show_activations(viewer: napari.Viewer, image_layer_or_name: Any, layer: str | LayerInfo,
                      *, network: Network | None = None, weights: Any = "DEFAULT",
                      input_scale: float = 1.0, contrast: str = "channel",
-                     device: Any = "auto", replace: bool = False) -> Image:
+                     device: Any = "auto", replace: bool = False, backend: str = "auto",
+                     precision: str = "float32") -> Image:
     """Compute a network layer's activations for an image layer and show them in the viewer.
 
     The same code path as the widget, run synchronously (for napari's console and scripts)::
@@ -605,6 +616,11 @@ def show_activations(viewer: napari.Viewer, image_layer_or_name: Any, layer: str
     replace : bool
         Remove the image's other activation layers, keeping one per image. By default they
         stay (napari never removes a layer the user did not remove), beneath the new one.
+    backend : "auto", "torch" or "onnxruntime"
+        What runs the network (see :func:`~napari_activations.activations`); the one that ran
+        is recorded in the layer's metadata.
+    precision : "float32", "float16" or "bfloat16"
+        Half precision on GPUs only.
 
     Returns
     -------
@@ -616,7 +632,8 @@ def show_activations(viewer: napari.Viewer, image_layer_or_name: Any, layer: str
         raise ValueError(f"contrast must be one of {CONTRAST_MODES}, not {contrast!r}.")
     source = resolve_image_layer(viewer, image_layer_or_name)
     gen = compute_for_image_layer(network, source, layer, weights=weights,
-                                  input_scale=input_scale, device=device)
+                                  input_scale=input_scale, device=device, backend=backend,
+                                  precision=precision)
     while True:
         try:
             next(gen)

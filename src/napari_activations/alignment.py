@@ -132,13 +132,16 @@ class AlignedActivations:
         ``(H, W)`` of the image grid.
     scale : tuple of float
         Network pixels per image pixel along rows and columns (``input_scale``, as realised).
+    backend : str or None
+        The inference backend that computed the activations (``"torch"``, ``"onnxruntime"``).
     """
 
     dtype = np.dtype(np.float32)
 
     def __init__(self, native: np.ndarray, layer: LayerInfo, image_shape: tuple[int, int],
-                 scale: tuple[float, float] = (1.0, 1.0)):
+                 scale: tuple[float, float] = (1.0, 1.0), backend: str | None = None):
         self.native = native
+        self.backend = backend
         self.layer = layer
         self.image_shape = (int(image_shape[0]), int(image_shape[1]))
         self.scale = (float(scale[0]), float(scale[1]))

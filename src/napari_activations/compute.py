@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import backends
 from .alignment import AlignedActivations
+from .backends import torch_backend
 from .layers import LayerInfo, find_layer, minimum_input_size, output_size
 from .tiling import (
     _CONTEXT_LAYER,
@@ -170,10 +172,10 @@ def _input_buffer(shape: tuple[int, ...]) -> torch.Tensor:
 
     Fresh memory costs a page fault per 4 KiB on first touch, for a 2048x2048 image a third
     of conv1's own time; re-running the same image (another layer, another channel) is the
-    common case. The network reads its input only in conv1, which :func:`_forward` runs
-    before it first yields (or it is copied to the device or resized into a new tensor at
-    once), so the buffer is free again by the time this thread asks for the next one. Inputs
-    over 64 MiB are not kept.
+    common case. The network reads its input only in its first step (conv1 for torch, the
+    whole pass for ONNX Runtime), which a runner runs before it first yields (or it is copied
+    to the device or resized into a new tensor at once), so the buffer is free again by the
+    time this thread asks for the next one. Inputs over 64 MiB are not kept.
     """
     import torch
 
@@ -190,8 +192,11 @@ def _input_buffer(shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def _plane_tensor(plane: Any, colour: bool, bounds: tuple[float, float] | None,
-                  net: Network, size: tuple[int, int]) -> torch.Tensor:
+                  net: Network, size: tuple[int, int], normalise: bool = True) -> torch.Tensor:
     """One (H, W[, C]) plane -> normalised (1, 3, h, w) float32 tensor on the net's device.
+
+    ``normalise=False`` stops at the intensities in [0, 1], for a runner whose network does
+    ImageNet's normalisation itself (folded into its first convolution: one pass less here).
 
     The result is a contiguous NCHW tensor (the convolutions' fast memory layout), never a
     view of the input, which is not written to. Without resizing on the CPU it is this
@@ -214,7 +219,9 @@ def _plane_tensor(plane: Any, colour: bool, bounds: tuple[float, float] | None,
     out = x.numpy()[0]
     mean = np.array(net.mean, dtype=np.float64).reshape(3, 1, 1)
     std = np.array(net.std, dtype=np.float64).reshape(3, 1, 1)
-    if bounds is None:  # uint8 by 255: x = v / (255 std) - mean / std
+    if bounds is None and not normalise:  # uint8 by 255
+        np.multiply(src, np.float32(1.0 / 255.0), out=out)
+    elif bounds is None:  # uint8 by 255: x = v / (255 std) - mean / std
         np.multiply(src, (1.0 / (255.0 * std)).astype(np.float32), out=out)
         out += (-mean / std).astype(np.float32)
     else:
@@ -226,71 +233,14 @@ def _plane_tensor(plane: Any, colour: bool, bounds: tuple[float, float] | None,
         out *= inv
         np.nan_to_num(out, copy=False, nan=0.0)  # NaN counts as low
         np.clip(out, 0.0, 1.0, out=out)
-        out -= mean.astype(np.float32)
-        out /= std.astype(np.float32)
+        if normalise:
+            out -= mean.astype(np.float32)
+            out /= std.astype(np.float32)
     x = x.to(net.device)
     if tuple(x.shape[-2:]) != tuple(size):
         shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
     return x
-
-
-def _module_path(info: LayerInfo) -> tuple[int, int | None, str | None]:
-    """(last features index to run, classifier index or None, sub-module inside a fire)."""
-    parts = info.module.split(".")
-    if parts[0] == "features":
-        return int(parts[1]), None, (parts[2] if len(parts) > 2 else None)
-    if parts[0] == "classifier":
-        return 12, int(parts[1]), None
-    return 12, 3, "softmax"
-
-
-def forward_steps(info: LayerInfo) -> int:
-    """How many progress steps one forward pass to ``info`` yields."""
-    feat, cls, _ = _module_path(info)
-    return feat + 1 + (0 if cls is None else cls + 1)
-
-
-def _forward(model: Any, x: torch.Tensor, info: LayerInfo
-             ) -> Generator[None, None, torch.Tensor]:
-    """Run ``model`` on ``x`` up to and including ``info``; yield after each block.
-
-    The walk calls the model's own modules, so the values equal a full forward pass; it stops
-    at the requested layer and never reads a tensor that an in-place ReLU has since changed,
-    so pre-ReLU layers keep their negative values.
-    """
-    import torch
-
-    feat, cls, sub = _module_path(info)
-    for i in range(feat + 1):
-        module = model.features[i]
-        if i == feat and cls is None and sub is not None:
-            x = _fire_part(module, x, sub)
-        else:
-            x = module(x)
-        yield
-    if cls is None:
-        return x
-    for j in range(cls + 1):
-        x = model.classifier[j](x)
-        yield
-    if sub == "softmax":
-        x = torch.softmax(torch.flatten(x, 1), dim=1)[:, :, None, None]
-    return x
-
-
-def _fire_part(fire: Any, x: torch.Tensor, sub: str) -> torch.Tensor:
-    s = fire.squeeze(x)
-    if sub == "squeeze":
-        return s
-    s = fire.squeeze_activation(s)
-    if sub == "squeeze_activation":
-        return s
-    branch = "expand1x1" if sub.startswith("expand1x1") else "expand3x3"
-    e = getattr(fire, branch)(s)
-    if sub == branch:
-        return e
-    return getattr(fire, f"{branch}_activation")(e)
 
 
 def _channels_hint(shape: tuple[int, ...], colour: bool) -> str:
@@ -318,7 +268,25 @@ class _Request:
     size: tuple[int, int]
     bounds: tuple[float, float] | None
     tile: int | None
+    backend: str = "torch"
+    precision: str = "float32"
     forward_passes: int = 0
+
+    @property
+    def run_info(self) -> LayerInfo:
+        """The network layer the forward pass stops at (tiled global layers: their context)."""
+        if self.tile is not None and self.info.is_global:
+            return find_layer(_CONTEXT_LAYER)
+        return self.info
+
+    def runner(self, info: LayerInfo | None = None) -> backends.Runner:
+        """The prepared network up to ``info`` (default :attr:`run_info`) on this backend."""
+        return backends.prepare(self.net, info or self.run_info, self.backend, self.precision)
+
+    @property
+    def backend_used(self) -> str:
+        """The backend that really runs (torch where the asked-for one fell back)."""
+        return self.runner().backend
 
     @property
     def native_shape(self) -> tuple[int, ...]:
@@ -329,39 +297,30 @@ class _Request:
         return (self.size[0] / self.hw[0], self.size[1] / self.hw[1])
 
     def plane_steps(self) -> int:
-        """Progress steps of one plane: network blocks times tiles."""
-        geo = self.info
-        if self.tile is not None and self.info.is_global:
-            geo = find_layer(_CONTEXT_LAYER)
-        return forward_steps(geo) * tile_count(self.info, self.size, self.tile)
-
-    def region(self, plane: Any, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
-        if self.size == self.hw:
-            return _plane_tensor(plane[y0:y1, x0:x1], self.colour, self.bounds, self.net,
-                                 (y1 - y0, x1 - x0))
-        full = _plane_tensor(plane, self.colour, self.bounds, self.net, self.size)
-        return full[..., y0:y1, x0:x1]
+        """Progress steps of one plane: the runner's steps (network blocks) times tiles."""
+        return self.runner().steps * tile_count(self.info, self.size, self.tile)
 
     def forward_plane(self, idx: tuple[int, ...]) -> Generator[None, None, np.ndarray]:
         """``(C, h, w)`` activations of plane ``idx``; yields after each block of each tile."""
 
         self.forward_passes += 1
         plane = self.image[idx] if idx else self.image
+        normalise = self.runner().normalised_input
         if self.size != self.hw:  # resize once, then cut tiles out of the resized plane
             resized: list = []
 
             def region(y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
                 if not resized:
                     resized.append(_plane_tensor(plane, self.colour, self.bounds, self.net,
-                                                 self.size))
+                                                 self.size, normalise=normalise))
                 return resized[0][..., y0:y1, x0:x1]
         else:
             def region(y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
                 return _plane_tensor(plane[y0:y1, x0:x1], self.colour, self.bounds, self.net,
-                                     (y1 - y0, x1 - x0))
+                                     (y1 - y0, x1 - x0), normalise=normalise)
 
-        def run(x: torch.Tensor, info: LayerInfo) -> Generator[None, None, torch.Tensor]:
-            return _forward(self.net.model, x, info)
+        def run(x: torch.Tensor, info: LayerInfo) -> Generator[None, None, np.ndarray]:
+            return self.runner(info).run(x)
 
         return (yield from _inference_steps(tiled_forward(run, region, self.size, self.info,
                                                           self.tile)))
@@ -389,8 +348,11 @@ def _inference_steps(gen: Generator[None, None, Any]) -> Generator[None, None, A
 
 def _make_request(net: Network, image: Any, layer: str | LayerInfo, input_scale: float,
                   intensity_range: tuple[float, float] | None, rgb: bool | None,
-                  tile: int | None, memory_budget: int | str | None) -> _Request:
+                  tile: int | None, memory_budget: int | str | None,
+                  backend: str | None = "auto", precision: str | None = "float32") -> _Request:
     info = find_layer(layer)
+    backend = backends.resolve_backend(backend, net.device)
+    precision = backends.check_precision(precision, net.device, backend)
     if not (isinstance(input_scale, (int, float)) and math.isfinite(input_scale)
             and input_scale > 0):
         raise ImageError(f"input_scale must be a positive number; got {input_scale!r}.")
@@ -419,7 +381,7 @@ def _make_request(net: Network, image: Any, layer: str | LayerInfo, input_scale:
             raise ImageError(f"tile must be a positive number of pixels; got {tile!r}.")
         tile = int(tile)
     bounds = _intensity_bounds(image, intensity_range, colour)
-    return _Request(net, image, info, lead, hw, colour, size, bounds, tile)
+    return _Request(net, image, info, lead, hw, colour, size, bounds, tile, backend, precision)
 
 
 class LazyNative:
@@ -488,24 +450,31 @@ def _product(ranges: list[np.ndarray]) -> list[tuple[int, ...]]:
 
 def _tile_task(net: Network, region: np.ndarray, colour: bool,
                bounds: tuple[float, float] | None, layer: str,
-               crop: tuple[int, int, int, int]) -> np.ndarray:
-    """One dask chunk: activations of one input region, cropped to the exact part."""
+               crop: tuple[int, int, int, int], backend: str = "torch",
+               precision: str = "float32") -> np.ndarray:
+    """One dask chunk: activations of one input region, cropped to the exact part.
+
+    The runner is prepared by the process that runs the chunk (each distributed worker has
+    its own network, and so its own session; exports come from the shared disk cache).
+    """
     import torch
 
-    info = find_layer(layer)
+    runner = backends.prepare(net, find_layer(layer), backend, precision)
     with torch.inference_mode():
-        x = _plane_tensor(region, colour, bounds, net, tuple(region.shape[:2]))
-        out = _drain(_forward(net.model, x, info))[0]
+        x = _plane_tensor(region, colour, bounds, net, tuple(region.shape[:2]),
+                          normalise=runner.normalised_input)
+        out = _drain(runner.run(x))[0]
         r0, r1, c0, c1 = crop
-        return out[:, r0:r1, c0:c1].to("cpu", torch.float32).numpy()
+        return np.ascontiguousarray(out[:, r0:r1, c0:c1])
 
 
 def _plane_task(net: Network, plane: np.ndarray, colour: bool,
                 bounds: tuple[float, float] | None, layer: str, size: tuple[int, int],
-                tile: int | None) -> np.ndarray:
+                tile: int | None, backend: str = "torch", precision: str = "float32"
+                ) -> np.ndarray:
     """One dask chunk: a whole plane (used with ``input_scale`` other than 1)."""
     req = _Request(net, plane, find_layer(layer), (), tuple(plane.shape[:2]), colour,
-                   tuple(size), bounds, tile)
+                   tuple(size), bounds, tile, backend, precision)
     return req.compute_plane(())
 
 
@@ -522,7 +491,8 @@ def _dask_activations(req: _Request) -> Any:
         plane = req.image[idx] if idx else req.image
         if req.size != req.hw:
             d = dask.delayed(_plane_task, pure=True)(req.net, plane, req.colour, req.bounds,
-                                                     info.name, req.size, req.tile)
+                                                     info.name, req.size, req.tile,
+                                                     req.backend, req.precision)
             planes.append(da.from_delayed(d, shape=req.native_shape[-3:], dtype=np.float32))
             continue
         tile = req.tile if req.tile is not None else max(req.size)
@@ -535,7 +505,8 @@ def _dask_activations(req: _Request) -> Any:
                 crop = (r.local_start, r.local_start + r.out_stop - r.out_start,
                         c.local_start, c.local_start + c.out_stop - c.out_start)
                 d = dask.delayed(_tile_task, pure=True)(req.net, region, req.colour,
-                                                        req.bounds, geo.name, crop)
+                                                        req.bounds, geo.name, crop,
+                                                        req.backend, req.precision)
                 line.append(da.from_delayed(
                     d, shape=(C, r.out_stop - r.out_start, c.out_stop - c.out_start),
                     dtype=np.float32))
@@ -556,19 +527,24 @@ def iter_activations(net: Network, image: Any, layer: str | LayerInfo, *,
                      resize: bool = False, input_scale: float = 1.0,
                      intensity_range: tuple[float, float] | None = None,
                      rgb: bool | None = None, tile: int | None = None,
-                     memory_budget: int | str | None = None,
+                     memory_budget: int | str | None = None, backend: str = "auto",
+                     precision: str = "float32",
                      ) -> Generator[Progress, None, np.ndarray | AlignedActivations]:
     """The compute of :func:`activations` as a generator of :class:`Progress`.
 
     Closing the generator (``gen.close()``) between steps cancels the computation; nothing is
     kept. The return value (``StopIteration.value``) is what :func:`activations` returns.
+    The first run of a layer on a fast backend starts with a step of its own, ``"preparing
+    the fast path"`` (``total`` 0: its length is unknown), while the network is exported or
+    loaded from the disk cache.
     """
     req = _make_request(net, image, layer, input_scale, intensity_range, rgb, tile,
-                        memory_budget)
+                        memory_budget, backend, precision)
     info, lead = req.info, req.lead
     if _is_dask(req.image) and not resize:
         yield Progress(1, 1, f"{info.name}: dask graph built")
         return _dask_activations(req)
+    yield from _prepare(req)
     if resize and (lead or _is_dask(req.image)):
         lazy = LazyNative(req)
         _check_memory(req, min(lazy._cache_planes, int(np.prod(lead))), memory_budget)
@@ -586,7 +562,7 @@ def iter_activations(net: Network, image: Any, layer: str | LayerInfo, *,
                     break
                 done += 1
                 yield Progress(done, steps, f"{info.name} first plane: step {done}/{steps}")
-        return AlignedActivations(lazy, info, req.hw, req.scale)
+        return AlignedActivations(lazy, info, req.hw, req.scale, req.backend_used)
     n_planes = int(np.prod(lead)) if lead else 1
     _check_memory(req, n_planes, memory_budget)
     steps = req.plane_steps()
@@ -611,8 +587,17 @@ def iter_activations(net: Network, image: Any, layer: str | LayerInfo, *,
             yield Progress(done, total, f"{info.name}{plane}: step {done % steps or steps}"
                                         f"/{steps}")
     if resize:
-        return AlignedActivations(out, info, req.hw, req.scale)
+        return AlignedActivations(out, info, req.hw, req.scale, req.backend_used)
     return out
+
+
+def _prepare(req: _Request) -> Generator[Progress, None, None]:
+    """Prepare the request's runner, as a progress step of its own when that is real work."""
+    if backends.needs_preparing(req.net, req.run_info, req.backend, req.precision):
+        title = backends.BACKEND_TITLES[req.backend]
+        yield Progress(0, 0, f"{req.info.name}: preparing the fast path ({title}; the first "
+                             "time, an export of a few seconds)")
+        req.runner()
 
 
 def _available_memory() -> int | None:
@@ -664,7 +649,8 @@ def _drain(gen: Generator) -> Any:
 def activations(net: Network, image: Any, layer: str | LayerInfo, *, resize: bool = False,
                 input_scale: float = 1.0, intensity_range: tuple[float, float] | None = None,
                 rgb: bool | None = None, tile: int | None = None,
-                memory_budget: int | str | None = None) -> np.ndarray | AlignedActivations:
+                memory_budget: int | str | None = None, backend: str = "auto",
+                precision: str = "float32") -> np.ndarray | AlignedActivations:
     """Activations of one network layer for an image or a stack of images.
 
     Parameters
@@ -700,6 +686,16 @@ def activations(net: Network, image: Any, layer: str | LayerInfo, *, resize: boo
     memory_budget : int or str, optional
         Working-memory budget of one forward pass, in bytes or as ``"2G"``; default
         ``$NAPARI_ACTIVATIONS_MEMORY_BUDGET``, else 1 GiB (see :mod:`napari_activations.tiling`).
+    backend : "auto", "torch" or "onnxruntime"
+        What runs the network. ``"auto"``: ``$NAPARI_ACTIVATIONS_BACKEND`` where set, else ONNX
+        Runtime on the CPU where it is installed (the fastest), else torch. Every backend
+        gives the same activations within 1e-5 of the layer's maximum; a layer that ONNX
+        Runtime cannot run falls back to torch, with a warning (see
+        :mod:`napari_activations.backends`). Resized results record the backend that ran in
+        ``.backend``.
+    precision : "float32", "float16" or "bfloat16"
+        Arithmetic of the forward pass. Half precision runs on GPUs only (torch backend, on a
+        channels_last copy of the network); the result is float32 either way.
 
     Returns
     -------
@@ -715,7 +711,8 @@ def activations(net: Network, image: Any, layer: str | LayerInfo, *, resize: boo
     """
     return _drain(iter_activations(net, image, layer, resize=resize, input_scale=input_scale,
                                    intensity_range=intensity_range, rgb=rgb, tile=tile,
-                                   memory_budget=memory_budget))
+                                   memory_budget=memory_budget, backend=backend,
+                                   precision=precision))
 
 
 def classify(net: Network, image: Any, top: int = 5, *,
@@ -740,7 +737,52 @@ def classify(net: Network, image: Any, top: int = 5, *,
     size = (NETWORK_INPUT_SIZE, NETWORK_INPUT_SIZE)
     with torch.inference_mode():
         x = _plane_tensor(image, colour, bounds, net, size)
-        prob = _drain(_forward(net.model, x, find_layer("prob")))[0, :, 0, 0].cpu()
+        prob = _drain(torch_backend.forward(net.model, x, find_layer("prob")))[0, :, 0, 0].cpu()
         k = max(1, min(int(top), prob.numel()))
         values, indices = torch.topk(prob, k)
     return [(net.categories[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
+
+
+def network_input(net: Network, image: Any, layer: str | LayerInfo, *,
+                  input_scale: float = 1.0, intensity_range: tuple[float, float] | None = None,
+                  rgb: bool | None = None, memory_budget: int | str | None = None,
+                  ) -> tuple[torch.Tensor, tuple[int, int], tuple[float, float],
+                             tuple[float, float] | None]:
+    """The normalised network input of one image, as :func:`activations` makes it.
+
+    For computations that need the whole input at once (attribution maps): the image is
+    checked as for ``layer``, scaled and normalised exactly as :func:`activations` does, and
+    resized by ``input_scale``.
+
+    Returns
+    -------
+    x : torch.Tensor
+        ``(1, 3, h, w)`` float32 on the network's device, a tensor of its own.
+    image_hw : (int, int)
+        ``(H, W)`` of the image.
+    scale : (float, float)
+        Network pixels per image pixel, as realised.
+    bounds : (float, float) or None
+        The intensities mapped to 0 and 1 (None: uint8 by 255).
+
+    Raises
+    ------
+    ImageError
+        Unusable image, a stack, or an image whose forward pass exceeds the memory budget.
+    """
+    req = _make_request(net, image, layer, input_scale, intensity_range, rgb, None,
+                        memory_budget)
+    if req.lead:
+        raise ImageError(f"Attribution maps take one image, (H, W) or (H, W, 3); this is a "
+                         f"stack of shape {tuple(req.image.shape)}. Pass one plane, e.g. "
+                         "image[0].")
+    if req.tile is not None:
+        most = math.sqrt(budget_bytes(memory_budget) / estimate_forward_bytes(1, 1))
+        advice = min(1.0, math.floor(100 * most / max(req.hw)) / 100)
+        raise ImageError(
+            f"The network would see {req.size[0]}x{req.size[1]} pixels, more than one forward "
+            f"pass may hold in the memory budget ({budget_bytes(memory_budget) / 2**30:.1f} "
+            f"GiB). Use input_scale={advice:g} or less, a region of the image, or a larger "
+            "memory_budget.")
+    x = _plane_tensor(req.image, req.colour, req.bounds, req.net, req.size)
+    return x.clone(), req.hw, req.scale, req.bounds

@@ -1,0 +1,302 @@
+"""The ONNX Runtime backend: the truncated network exported once, cached on disk, run on the CPU.
+
+For each network layer, the network up to that layer is exported to ONNX with the layer as
+the graph's only output and dynamic height and width, so one export serves every image and
+tile size. The export takes intensities in [0, 1]: ImageNet's normalisation is folded into
+conv1's weights and bias (the same arithmetic up to rounding, since conv1 has no padding),
+which spares the input two passes over memory. A requested output is a graph output, so ONNX
+Runtime's Conv+ReLU fusion can never hide a pre-ReLU layer; the ReLU layers themselves are
+computed here as ``max(pre, 0)`` from their pre-ReLU layer's export, which makes
+``relu(pre) == post`` exact.
+
+Each export is checked against torch on two odd-sized inputs (agreement within 1e-5 of the
+layer's maximum) before it is used or cached. The cache is a directory of ``.onnx`` files,
+each with a ``.sha256`` of its bytes beside it, in :func:`cache_dir`; the file name is the
+hash of the network, the weights' hash, the layer and the versions of torch, onnx and ONNX
+Runtime, so any change makes a new entry. An entry whose bytes do not match its hash, or that
+ONNX Runtime cannot load, is exported again, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import threading
+import warnings
+from collections.abc import Generator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..layers import LAYERS, LayerInfo, minimum_input_size
+
+if TYPE_CHECKING:
+    from ..network import Network
+
+__all__ = ["CACHE_ENV", "ExportError", "OnnxRunner", "cache_dir", "cache_path"]
+
+CACHE_ENV = "NAPARI_ACTIVATIONS_CACHE"
+"""Environment variable: the directory for exported networks (default: the user cache dir)."""
+
+OPSET = 17
+TOLERANCE = 1e-5
+"""Largest accepted difference from torch, as a fraction of the layer's largest magnitude."""
+
+_FORMAT = 2  # bump when the exported graph changes for the same inputs
+_RELU_MODULE_SUFFIXES = ("_activation", "features.1", "classifier.2")
+
+
+class ExportError(RuntimeError):
+    """The network could not be exported, loaded or matched to torch at this layer."""
+
+
+def cache_dir() -> Path:
+    """Where exported networks are kept: ``$NAPARI_ACTIVATIONS_CACHE``, else the user's cache
+    directory (``~/.cache/napari-activations/onnx`` on Linux)."""
+    env = os.environ.get(CACHE_ENV, "").strip()
+    if env:
+        return Path(env).expanduser() / "onnx"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("napari-activations", appauthor=False)) / "onnx"
+
+
+def is_relu(info: LayerInfo) -> bool:
+    """Whether ``info`` is a ReLU module, computed from the layer before it."""
+    return info.module.endswith(_RELU_MODULE_SUFFIXES)
+
+
+def weights_digest(net: Network) -> str:
+    """sha256 of the network's parameters and buffers (names, shapes and bytes), once per net."""
+    digest = net.__dict__.get("_weights_digest")
+    if digest is None:
+        h = hashlib.sha256()
+        for name, tensor in net.model.state_dict().items():
+            t = tensor.detach().to("cpu").contiguous()
+            h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+            h.update(t.numpy().tobytes())
+        digest = h.hexdigest()
+        net.__dict__["_weights_digest"] = digest
+    return digest
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import torch
+
+    return {"torch": torch.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__}
+
+
+def cache_path(net: Network, info: LayerInfo) -> Path:
+    """The cache file of ``net`` exported up to ``info``."""
+    key = json.dumps({"network": "squeezenet1_1", "weights": weights_digest(net),
+                      "layer": info.name, "opset": OPSET, "format": _FORMAT, **_versions()},
+                     sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    return cache_dir() / f"squeezenet1_1-{info.name}-{digest}.onnx"
+
+
+class _Truncated:
+    """A torch module running the network up to one layer (what gets exported)."""
+
+    @staticmethod
+    def make(net: Network, info: LayerInfo) -> Any:
+        import copy
+
+        import torch
+
+        from .torch_backend import forward
+
+        model = copy.deepcopy(net.model).to("cpu")
+        conv1 = model.features[0]
+        assert conv1.padding == (0, 0), "folding the normalisation needs an unpadded conv1"
+        with torch.no_grad():
+            mean = torch.tensor(net.mean, dtype=torch.float64).view(1, 3, 1, 1)
+            std = torch.tensor(net.std, dtype=torch.float64).view(1, 3, 1, 1)
+            w = conv1.weight.double()
+            # conv(w, (x - mean) / std) + b == conv(w / std, x) + b - sum(w * mean / std)
+            conv1.bias.copy_((conv1.bias.double() - (w * mean / std).sum((1, 2, 3))).float())
+            conv1.weight.copy_((w / std).float())
+
+        class Truncated(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                walk = forward(self.model, x, info)
+                while True:
+                    try:
+                        next(walk)
+                    except StopIteration as stop:
+                        return stop.value
+
+        return Truncated().eval()
+
+
+def _export(net: Network, info: LayerInfo) -> bytes:
+    """The ONNX bytes of ``net`` up to ``info``, with dynamic height and width."""
+    import torch
+
+    side = max(minimum_input_size(info), 64)
+    x = torch.zeros((1, 3, side, side + 8), dtype=torch.float32)
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")  # tracer and deprecation chatter
+            torch.onnx.export(_Truncated.make(net, info), (x,), buffer, dynamo=False,
+                              opset_version=OPSET, input_names=["input"],
+                              output_names=["activations"],
+                              dynamic_axes={"input": {2: "height", 3: "width"},
+                                            "activations": {2: "out_height", 3: "out_width"}})
+    except Exception as exc:  # any exporter failure means: this network stays on torch
+        raise ExportError(f"export of layer {info.name!r} to ONNX failed: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    return buffer.getvalue()
+
+
+def _session(model: bytes) -> Any:
+    import onnxruntime as ort
+    import torch
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, torch.get_num_threads())
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only
+    try:
+        return ort.InferenceSession(model, sess_options=options,
+                                    providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+        raise ExportError(f"ONNX Runtime cannot load the exported network: "
+                          f"{type(exc).__name__}: {exc}") from exc
+
+
+def _check_against_torch(session: Any, net: Network, info: LayerInfo) -> None:
+    """Raise :class:`ExportError` unless the session matches torch on two odd-sized inputs."""
+    import torch
+
+    from .torch_backend import forward
+
+    rng = np.random.default_rng(0)
+    base = max(minimum_input_size(info), 40)
+    mean = np.reshape(net.mean, (1, 3, 1, 1))
+    std = np.reshape(net.std, (1, 3, 1, 1))
+    for h, w in ((base + 7, base + 18), (base + 32, base + 3)):
+        x = rng.random((1, 3, h, w), dtype=np.float32)  # intensities in [0, 1]
+        normalised = ((x - mean) / std).astype(np.float32)
+        with torch.inference_mode():
+            walk = forward(net.model, torch.from_numpy(normalised).to(net.device), info)
+            while True:
+                try:
+                    next(walk)
+                except StopIteration as stop:
+                    want = stop.value.to("cpu", torch.float32).numpy()
+                    break
+        try:
+            got = session.run(None, {"input": x})[0]
+        except Exception as exc:
+            raise ExportError(f"ONNX Runtime failed on a {h}x{w} input: "
+                              f"{type(exc).__name__}: {exc}") from exc
+        if got.shape != want.shape:
+            raise ExportError(f"the exported network gives shape {got.shape} for a {h}x{w} "
+                              f"input, torch {want.shape}")
+        scale = float(np.abs(want).max()) or 1.0
+        diff = float(np.abs(got - want).max()) / scale
+        if not diff <= TOLERANCE:
+            raise ExportError(f"the exported network differs from torch by {diff:.1e} of the "
+                              f"layer's maximum (more than {TOLERANCE:g})")
+
+
+def _read_cached(path: Path) -> bytes | None:
+    """The cached export's bytes if they match their recorded hash; None otherwise."""
+    try:
+        data = path.read_bytes()
+        recorded = path.with_suffix(".sha256").read_text().strip()
+    except OSError:
+        return None
+    if hashlib.sha256(data).hexdigest() != recorded:
+        return None
+    return data
+
+
+def _write_cached(path: Path, data: bytes) -> None:
+    """Write ``data`` and its hash atomically (a reader never sees half a file)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for target, content in ((path, data),
+                                (path.with_suffix(".sha256"),
+                                 hashlib.sha256(data).hexdigest().encode())):
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(content)
+                os.replace(tmp, target)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+    except OSError as exc:  # a read-only or full cache costs an export next time, no more
+        warnings.warn(f"Could not cache the exported network in {path.parent} ({exc}); it "
+                      f"will be exported again next time. Set {CACHE_ENV} to a writable "
+                      "directory.", RuntimeWarning, stacklevel=4)
+
+
+_EXPORT_LOCK = threading.Lock()
+
+
+def load_or_export(net: Network, info: LayerInfo) -> tuple[Any, str]:
+    """An ONNX Runtime session for ``net`` up to ``info``, and where it came from.
+
+    From the disk cache when an entry is there, intact and loadable; else exported, checked
+    against torch and cached. Raises :class:`ExportError` where that fails.
+    """
+    path = cache_path(net, info)
+    data = _read_cached(path)
+    if data is not None:
+        try:
+            return _session(data), "cache"
+        except ExportError:
+            pass  # damaged in a way the hash could not see: export again
+    with _EXPORT_LOCK:  # torch's exporter is not thread-safe
+        data = _export(net, info)
+    session = _session(data)
+    _check_against_torch(session, net, info)
+    _write_cached(path, data)
+    return session, "export"
+
+
+class OnnxRunner:
+    """Runs ``net`` up to ``info`` in an ONNX Runtime session (one step per forward pass)."""
+
+    backend = "onnxruntime"
+    steps = 1
+    normalised_input = False  # the export normalises in conv1
+
+    def __init__(self, session: Any, info: LayerInfo, relu: bool, source: str):
+        self.session = session
+        self.info = info
+        self.relu = relu
+        self.source = source  # "cache" or "export"
+
+    @classmethod
+    def create(cls, net: Network, info: LayerInfo) -> OnnxRunner:
+        if getattr(net.device, "type", "cpu") != "cpu":
+            raise ExportError(f"ONNX Runtime runs on the CPU; this network is on {net.device}")
+        relu = is_relu(info)
+        exported = LAYERS[info.index - 1] if relu else info
+        session, source = load_or_export(net, exported)
+        return cls(session, info, relu, source)
+
+    def run(self, x: Any) -> Generator[None, None, np.ndarray]:
+        array = np.ascontiguousarray(x.numpy() if hasattr(x, "numpy") else x,
+                                     dtype=np.float32)
+        out = self.session.run(None, {"input": array})[0]
+        if self.relu:
+            np.maximum(out, 0, out=out)
+        yield
+        return out
