@@ -566,12 +566,11 @@ def test_result_is_never_added_inside_the_progress_bar_update(viewer, qtbot, mon
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="napari 0.9.2 + vispy 0.17 on Mesa's software OpenGL (Xvfb) can crash "
-                   "in glDrawArrays at the first canvas repaint after a big image layer is "
-                   "deleted, with no plugin in the process: see docs/scale.md", strict=False)
 def test_deleting_the_source_mid_run_then_running_again():
     """Issue 9, section 4, step by step, in a process of its own, so that a crash fails this
-    test instead of killing pytest."""
+    test instead of killing pytest. On Mesa's software OpenGL the script keeps removed layers'
+    GL programs, whose deletion crashes Mesa with napari alone (see the script and
+    docs/scale.md)."""
     import subprocess
     import sys
     from pathlib import Path
