@@ -160,7 +160,7 @@ def test_the_numbers_in_analysis_md_are_what_the_code_gives():
     ns = namespace
 
     # The prose: channel 13 about 5x brighter inside the eye than outside, and first.
-    eye_rows = na.rank_channels(ns["a"], region=_eye_box(ns["face"]))
+    eye_rows = na.rank_channels(ns["a"], region=_eye_box(ns["face"]), include_border=True)
     assert eye_rows["channel"][0] == 13 and round(float(eye_rows["ratio"][0])) == 5
     assert list(eye_rows["channel"][:5]).index(46) == 4  # 46 is fifth
     # Covered eye, whole image: 13 and 46 first, changes 26.7 and 17.1, then 12.8 for 10;

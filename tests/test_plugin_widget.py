@@ -414,10 +414,13 @@ def test_stack_contrast_follows_the_channel_slider_not_the_plane_slider(viewer, 
 
     stack = np.random.default_rng(4).random((3, 40, 50)).astype(np.float32)
     viewer.add_image(stack, name="stack")
-    layer = na.show_activations(viewer, "stack", "fire2-relu_squeeze1x1", network=random_net)
+    layer = na.show_activations(viewer, "stack", "fire2-relu_squeeze1x1", network=random_net,
+                                include_border=True)
     assert layer.data.shape == (16, 3, 40, 50)  # (C, Z, H, W)
-    first = np.asarray(layer.data.native[0])  # the ranges are the first plane's (C, h, w)
-    low, high = first.min(axis=(1, 2)), first.max(axis=(1, 2))
+    # Whole-stack contrast (the default) from sampled planes: here all three, border counted.
+    native = np.asarray(layer.data.native)  # (Z, C, h, w)
+    low, high = native.min(axis=(0, 2, 3)), native.max(axis=(0, 2, 3))
+    first = native[0]
     # Two channels with ranges of their own, neither the one shown first nor channel 0.
     picks = [int(c) for c in np.argsort(-high) if high[c] > low[c]
              and c not in (0, strongest_channel(first))][:2]
