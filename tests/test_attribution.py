@@ -1,7 +1,7 @@
 """Grad-CAM and occlusion sensitivity: equal to the peers, placed exactly, plain refusals.
 
 Peers: pytorch-grad-cam (``grad-cam``) and captum, on the same network input. The real-weights
-findings are in the second half (skipped, with the reason, without ../shared/weights/).
+findings, with the built-in Caffe weights, are in the second half.
 """
 
 from __future__ import annotations

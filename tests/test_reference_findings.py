@@ -1,7 +1,5 @@
-"""The reference workflow's findings, with the original Caffe weights (MATLAB's SqueezeNet).
-
-Skipped, with the reason, where ../shared/weights/ is absent (see the ``real_net`` fixture).
-"""
+"""The reference workflow's findings, with the built-in original Caffe weights (MATLAB's
+SqueezeNet); they never skip."""
 
 from __future__ import annotations
 
