@@ -74,16 +74,24 @@ def main() -> None:
 
     def captum_occlusion():
         with torch.no_grad():
-            return Occlusion(peer).attribute(
-                x, sliding_window_shapes=(3, window, window), strides=(3, stride, stride),
-                baselines=baseline, target=cls, perturbations_per_eval=args.batch)[0, 0].numpy()
+            return (
+                Occlusion(peer)
+                .attribute(
+                    x,
+                    sliding_window_shapes=(3, window, window),
+                    strides=(3, stride, stride),
+                    baselines=baseline,
+                    target=cls,
+                    perturbations_per_eval=args.batch,
+                )[0, 0]
+                .numpy()
+            )
 
     def ours_occlusion():
         return na.occlusion_sensitivity(net, image, cls, batch=args.batch)
 
     forward_backward(), ours_grad_cam()  # warm-up
-    rows: dict[str, list[tuple[float, float]]] = {k: [] for k in
-                                                  ("fb", "gc", "captum", "occ")}
+    rows: dict[str, list[tuple[float, float]]] = {k: [] for k in ("fb", "gc", "captum", "occ")}
     worst = 0.0
     for _ in range(args.repeats):
         rows["fb"].append(timed(forward_backward)[1:])
@@ -100,20 +108,27 @@ def main() -> None:
         return statistics.median(r[i] for r in rows[key])
 
     n_pos = (-(-(args.size - window) // stride) + 1) ** 2
-    print(f"torch {torch.__version__}, {args.threads} thread(s), image {args.size}x{args.size} "
-          f"RGB uint8, random-weight SqueezeNet v1.1, {args.repeats} interleaved repeats")
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), image {args.size}x{args.size} "
+        f"RGB uint8, random-weight SqueezeNet v1.1, {args.repeats} interleaved repeats"
+    )
     print("| what | reference (s) | ours (s) | wall ratio | CPU ratio |")
     print("|---|---:|---:|---:|---:|")
-    print(f"| Grad-CAM (relu_conv10) vs one forward+backward | {med('fb', 0):.3f} | "
-          f"{med('gc', 0):.3f} | {med('gc', 0) / med('fb', 0):.2f}x | "
-          f"{med('gc', 1) / med('fb', 1):.2f}x |")
+    print(
+        f"| Grad-CAM (relu_conv10) vs one forward+backward | {med('fb', 0):.3f} | "
+        f"{med('gc', 0):.3f} | {med('gc', 0) / med('fb', 0):.2f}x | "
+        f"{med('gc', 1) / med('fb', 1):.2f}x |"
+    )
     if not args.skip_occlusion:
-        print(f"| occlusion ({window}px window, stride {stride}, {n_pos} positions, batch "
-              f"{args.batch}) vs captum Occlusion | {med('captum', 0):.2f} | "
-              f"{med('occ', 0):.2f} | {med('captum', 0) / med('occ', 0):.2f}x faster | "
-              f"{med('captum', 1) / med('occ', 1):.2f}x faster |")
-        print(f"largest difference of the occlusion maps, relative to the map's maximum: "
-              f"{worst:.2e}")
+        print(
+            f"| occlusion ({window}px window, stride {stride}, {n_pos} positions, batch "
+            f"{args.batch}) vs captum Occlusion | {med('captum', 0):.2f} | "
+            f"{med('occ', 0):.2f} | {med('captum', 0) / med('occ', 0):.2f}x faster | "
+            f"{med('captum', 1) / med('occ', 1):.2f}x faster |"
+        )
+        print(
+            f"largest difference of the occlusion maps, relative to the map's maximum: {worst:.2e}"
+        )
 
 
 if __name__ == "__main__":

@@ -52,27 +52,39 @@ def _median_times(funcs: dict, repeats: int) -> tuple[dict, dict]:
             f()
             wall[k].append(time.perf_counter() - t)
             cpu[k].append(time.process_time() - c)
-    return ({k: statistics.median(v) for k, v in wall.items()},
-            {k: statistics.median(v) for k, v in cpu.items()})
+    return (
+        {k: statistics.median(v) for k, v in wall.items()},
+        {k: statistics.median(v) for k, v in cpu.items()},
+    )
 
 
 def import_cost() -> str:
     """Import time of onnxruntime in a fresh process (median of 5), and its size on disk."""
     code = "import time; t=time.perf_counter(); import onnxruntime; print(time.perf_counter()-t)"
-    times = [float(subprocess.run([sys.executable, "-c", code], capture_output=True,
-                                  text=True, check=True).stdout) for _ in range(5)]
+    times = [
+        float(
+            subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        for _ in range(5)
+    ]
     import onnxruntime
 
     def size(mod) -> float:
         root = os.path.dirname(mod.__file__)
-        return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root)
-                   for f in fs) / 2**20
+        return (
+            sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs)
+            / 2**20
+        )
 
     import onnx
 
-    return (f"onnxruntime {onnxruntime.__version__}: import {statistics.median(times):.2f} s "
-            f"(median of 5 fresh processes), {size(onnxruntime):.0f} MiB installed; onnx "
-            f"{onnx.__version__} (for the export): {size(onnx):.0f} MiB")
+    return (
+        f"onnxruntime {onnxruntime.__version__}: import {statistics.median(times):.2f} s "
+        f"(median of 5 fresh processes), {size(onnxruntime):.0f} MiB installed; onnx "
+        f"{onnx.__version__} (for the export): {size(onnx):.0f} MiB"
+    )
 
 
 def main() -> None:
@@ -104,31 +116,36 @@ def main() -> None:
     for layer in args.layers:
         info = na.find_layer(layer)
         t = time.perf_counter()
-        na.activations(net, rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), layer,
-                       backend="onnxruntime")
+        na.activations(
+            net, rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), layer, backend="onnxruntime"
+        )
         prepare_rows.append((layer, time.perf_counter() - t))
     for n in args.sizes:
         image = rng.integers(0, 256, (n, n, 3), dtype=np.uint8)
         # The export takes intensities in [0, 1] (normalisation folded into conv1); torch's
         # modules take the normalised image.
         x01 = np.ascontiguousarray(image.transpose(2, 0, 1)[None] / 255.0, dtype=np.float32)
-        x = ((x01 - np.reshape(net.mean, (1, 3, 1, 1)))
-             / np.reshape(net.std, (1, 3, 1, 1))).astype(np.float32)
+        x = ((x01 - np.reshape(net.mean, (1, 3, 1, 1))) / np.reshape(net.std, (1, 3, 1, 1))).astype(
+            np.float32
+        )
         for layer in args.layers:
             info = na.find_layer(layer)
             path = onnx_backend.cache_path(net, info)
             options = ort.SessionOptions()
             options.intra_op_num_threads = args.threads
             options.inter_op_num_threads = 1
-            session = ort.InferenceSession(str(path), options,
-                                           providers=["CPUExecutionProvider"])
-            funcs = {"ours": lambda: na.activations(net, image, layer, backend="onnxruntime"),
-                     "ort": lambda: session.run(None, {"input": x01})[0]}
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            funcs = {
+                "ours": lambda: na.activations(net, image, layer, backend="onnxruntime"),
+                "ort": lambda: session.run(None, {"input": x01})[0],
+            }
             if ov is not None:
                 core = ov.Core()
-                compiled = core.compile_model(ov.convert_model(str(path)), "CPU",
-                                              {"INFERENCE_NUM_THREADS": args.threads,
-                                               "INFERENCE_PRECISION_HINT": "f32"})
+                compiled = core.compile_model(
+                    ov.convert_model(str(path)),
+                    "CPU",
+                    {"INFERENCE_NUM_THREADS": args.threads, "INFERENCE_PRECISION_HINT": "f32"},
+                )
                 funcs["openvino"] = lambda: compiled(x01)[0]
             k = int(info.module.split(".")[1]) + 1
             model = net.model.features[:k]
@@ -150,28 +167,40 @@ def main() -> None:
             best = min(v for k, v in med.items() if k in ("ort", "openvino"))
             best_cpu = min(v for k, v in cpu.items() if k in ("ort", "openvino"))
             rows.append((n, layer, repeats, med, med["ours"] / best, cpu["ours"] / best_cpu))
-            print(f"  {n}² {layer}: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in
-                                                  med.items())
-                  + f"; ours / best runtime {med['ours'] / best:.2f} (CPU time "
-                    f"{cpu['ours'] / best_cpu:.2f})", flush=True)
+            print(
+                f"  {n}² {layer}: "
+                + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in med.items())
+                + f"; ours / best runtime {med['ours'] / best:.2f} (CPU time "
+                f"{cpu['ours'] / best_cpu:.2f})",
+                flush=True,
+            )
 
     print()
-    print(f"torch {torch.__version__}, onnxruntime {ort.__version__}"
-          + (f", openvino {ov.__version__}" if ov else "") + f"; {args.threads} threads; "
-          f"load average at the end {os.getloadavg()[0]:.1f}")
+    print(
+        f"torch {torch.__version__}, onnxruntime {ort.__version__}"
+        + (f", openvino {ov.__version__}" if ov else "")
+        + f"; {args.threads} threads; "
+        f"load average at the end {os.getloadavg()[0]:.1f}"
+    )
     print()
-    print("| image | layer | repeats | ours (ms) | ONNX Runtime (ms) | OpenVINO (ms) | "
-          "torch NCHW (ms) | ours / fastest runtime | same, CPU time |")
+    print(
+        "| image | layer | repeats | ours (ms) | ONNX Runtime (ms) | OpenVINO (ms) | "
+        "torch NCHW (ms) | ours / fastest runtime | same, CPU time |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for n, layer, repeats, med, ratio, cpu_ratio in rows:
         flag = "" if ratio <= TARGET else " (over)"
         ovt = f"{med['openvino'] * 1e3:.1f}" if "openvino" in med else "-"
-        print(f"| {n}² RGB uint8 | {layer} | {repeats} | {med['ours'] * 1e3:.1f} | "
-              f"{med['ort'] * 1e3:.1f} | {ovt} | {med['torch'] * 1e3:.1f} | "
-              f"{ratio:.2f}{flag} | {cpu_ratio:.2f} |")
+        print(
+            f"| {n}² RGB uint8 | {layer} | {repeats} | {med['ours'] * 1e3:.1f} | "
+            f"{med['ort'] * 1e3:.1f} | {ovt} | {med['torch'] * 1e3:.1f} | "
+            f"{ratio:.2f}{flag} | {cpu_ratio:.2f} |"
+        )
     print()
-    print("First use of a layer (export, check against torch, cache): "
-          + ", ".join(f"{layer} {t:.1f} s" for layer, t in prepare_rows))
+    print(
+        "First use of a layer (export, check against torch, cache): "
+        + ", ".join(f"{layer} {t:.1f} s" for layer, t in prepare_rows)
+    )
 
 
 if __name__ == "__main__":

@@ -79,10 +79,15 @@ def timed(fn: Callable[[], object], sync: Callable[[], None]) -> tuple[float, fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7,
-                        help="repeats at 2048x2048; smaller images get proportionally more")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: torch's own choice)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=7,
+        help="repeats at 2048x2048; smaller images get proportionally more",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's own choice)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sizes", type=int, nargs="*", default=SIZES)
     parser.add_argument("--layers", nargs="*", default=LAYERS)
@@ -92,7 +97,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     net = na.load_squeezenet(None, device=args.device)  # timing does not depend on weights
-    sync = (torch.cuda.synchronize if net.device.type == "cuda" else (lambda: None))
+    sync = torch.cuda.synchronize if net.device.type == "cuda" else (lambda: None)
     rng = np.random.default_rng(0)
     rows = []
     for n in args.sizes:
@@ -115,28 +120,36 @@ def main() -> None:
             for _ in range(repeats):
                 times["floor"].append(timed(floor, sync))
                 times["ours"].append(timed(ours, sync))
-            (f, fc), (o, oc) = ([statistics.median(t) for t in zip(*times[k])]
-                                for k in ("floor", "ours"))
+            (f, fc), (o, oc) = (
+                [statistics.median(t) for t in zip(*times[k], strict=False)]
+                for k in ("floor", "ours")
+            )
             rows.append((n, layer, repeats, f, o, oc / fc))
-            print(f"  {n}x{n} {layer}: floor {f * 1e3:.1f} ms, activations {o * 1e3:.1f} ms, "
-                  f"ratio {o / f:.2f} (CPU time {oc / fc:.2f})", flush=True)
+            print(
+                f"  {n}x{n} {layer}: floor {f * 1e3:.1f} ms, activations {o * 1e3:.1f} ms, "
+                f"ratio {o / f:.2f} (CPU time {oc / fc:.2f})",
+                flush=True,
+            )
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    device = (torch.cuda.get_device_name(net.device) if net.device.type == "cuda"
-              else cpu_model())
+    device = torch.cuda.get_device_name(net.device) if net.device.type == "cuda" else cpu_model()
     lines = [
         f"Device: {device} ({os.cpu_count()} logical CPUs); torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; numpy {np.__version__}"
         + (f"; load average at the end {load[0]:.1f}" if load else ""),
         "",
-        ("| image | layer | repeats | floor: truncated torchvision, median (ms) | "
-         "activations, median (ms) | ratio | ratio of CPU time |"),
+        (
+            "| image | layer | repeats | floor: truncated torchvision, median (ms) | "
+            "activations, median (ms) | ratio | ratio of CPU time |"
+        ),
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for n, layer, repeats, f, o, cpu in rows:
         flag = "" if o / f <= TARGET else " (over)"
-        lines.append(f"| {n}x{n} RGB uint8 | {layer} | {repeats} | {f * 1e3:.1f} | "
-                     f"{o * 1e3:.1f} | {o / f:.2f}{flag} | {cpu:.2f} |")
+        lines.append(
+            f"| {n}x{n} RGB uint8 | {layer} | {repeats} | {f * 1e3:.1f} | "
+            f"{o * 1e3:.1f} | {o / f:.2f}{flag} | {cpu:.2f} |"
+        )
     text = "\n".join(lines)
     print()
     print(text)

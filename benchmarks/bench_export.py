@@ -64,26 +64,37 @@ def main() -> None:
 
     layer = sys.argv[1] if len(sys.argv) > 1 else "conv1"
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_EXPORT_DIR")) as folder:
-        out = subprocess.run([sys.executable, "-c", _CHILD, layer, folder],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", _CHILD, layer, folder],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     r = json.loads(out.stdout.strip().splitlines()[-1])
-    gib = 2 ** 30
+    gib = 2**30
     from napari_activations.export import BLOCK_FRACTION
     from napari_activations.tiling import memory_budget
 
     block = memory_budget() // BLOCK_FRACTION
-    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__} with {torch.get_num_threads()} threads, CPU only.\n")
-    print(f"### export of {layer}, 4096x4096 RGB, resize=True, aligned stack "
-          f"{tuple(r['shape'])}\n")
+    print(
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__} with {torch.get_num_threads()} threads, CPU only.\n"
+    )
+    print(f"### export of {layer}, 4096x4096 RGB, resize=True, aligned stack {tuple(r['shape'])}\n")
     print("| measure | value |\n|---|---|")
-    print(f"| floor: RSS with torch, network, image, native maps and one shown channel | "
-          f"{r['floor'] / gib:.2f} GiB |")
-    print(f"| peak RSS during the export | {r['peak'] / gib:.2f} GiB "
-          f"(**{r['peak'] / r['floor']:.2f}x** the floor, +{(r['peak'] - r['floor']) / 2**20:.0f}"
-          f" MiB; a block is at most {block / 2**20:.0f} MiB) |")
-    print(f"| the aligned stack written (float32) | {r['stack_bytes'] / gib:.1f} GiB, "
-          f"{r['on_disk'] / gib:.1f} GiB on disk (zstd) |")
+    print(
+        f"| floor: RSS with torch, network, image, native maps and one shown channel | "
+        f"{r['floor'] / gib:.2f} GiB |"
+    )
+    print(
+        f"| peak RSS during the export | {r['peak'] / gib:.2f} GiB "
+        f"(**{r['peak'] / r['floor']:.2f}x** the floor, +{(r['peak'] - r['floor']) / 2**20:.0f}"
+        f" MiB; a block is at most {block / 2**20:.0f} MiB) |"
+    )
+    print(
+        f"| the aligned stack written (float32) | {r['stack_bytes'] / gib:.1f} GiB, "
+        f"{r['on_disk'] / gib:.1f} GiB on disk (zstd) |"
+    )
     print(f"| native maps held in memory | {r['native_bytes'] / gib:.2f} GiB |")
     print(f"| time: forward pass / export | {r['forward_s']:.1f} s / {r['export_s']:.1f} s |")
     print(f"| channel 7 read back equals the stack | {r['channel_7_equal']} |")

@@ -81,20 +81,31 @@ def bench_runs(app, viewer, widget, net, runs: int) -> dict:
         ours.append(widget_run(app, widget))
         # The same request as the widget's: the layer's contrast limits as intensity range.
         start = time.perf_counter()
-        na.activations(net, source.data, layer, resize=True,
-                       intensity_range=tuple(source.contrast_limits), rgb=source.rgb)
+        na.activations(
+            net,
+            source.data,
+            layer,
+            resize=True,
+            intensity_range=tuple(source.contrast_limits),
+            rgb=source.rgb,
+        )
         direct.append(time.perf_counter() - start)
         app.processEvents()
     timer.stop()
     gaps = np.diff(beats)
-    return {"widget": statistics.median(ours), "direct": statistics.median(direct),
-            "widget_max": max(ours), "gap_max": float(gaps.max()),
-            "gap_p99": float(np.percentile(gaps, 99))}
+    return {
+        "widget": statistics.median(ours),
+        "direct": statistics.median(direct),
+        "widget_max": max(ours),
+        "gap_max": float(gaps.max()),
+        "gap_p99": float(np.percentile(gaps, 99)),
+    }
 
 
 def bench_cancel(app, viewer, widget, repeats: int) -> dict:
-    image = viewer.add_image(np.random.default_rng(3).random((160, 150)).astype(np.float32),
-                             name="big cells")
+    image = viewer.add_image(
+        np.random.default_rng(3).random((160, 150)).astype(np.float32), name="big cells"
+    )
     viewer.layers.selection.active = image
     widget.set_network_layer("fire9-concat")
     latencies, whole = [], []
@@ -113,12 +124,14 @@ def bench_cancel(app, viewer, widget, repeats: int) -> dict:
         wait_until(app, lambda: not widget.busy)
         latencies.append(time.perf_counter() - cancelled[0])
         assert "big cells: fire9-concat" not in viewer.layers
-    return {"latency": statistics.median(latencies), "latency_max": max(latencies),
-            "whole": statistics.median(whole)}
+    return {
+        "latency": statistics.median(latencies),
+        "latency_max": max(latencies),
+        "whole": statistics.median(whole),
+    }
 
 
-def timed(fn: Callable[[], object], repeats: int, refused: type[Exception] | None = None
-          ) -> float:
+def timed(fn: Callable[[], object], repeats: int, refused: type[Exception] | None = None) -> float:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -144,12 +157,13 @@ def bench_refusals(net, repeats: int) -> dict:
     tiny = np.zeros((12, 12), np.float32)
     return {
         "peer": timed(lambda: na.activations(net, small, "conv1"), repeats),
-        "huge": timed(lambda: na.activations(net, huge, "conv1", resize=True), repeats,
-                      na.ImageError),
-        "huge_layer": timed(lambda: na.show_activations(model, "huge", "conv1", network=net),
-                            repeats, na.ImageError),
-        "tiny": timed(lambda: na.activations(net, tiny, "fire9-concat"), repeats,
-                      na.ImageError),
+        "huge": timed(
+            lambda: na.activations(net, huge, "conv1", resize=True), repeats, na.ImageError
+        ),
+        "huge_layer": timed(
+            lambda: na.show_activations(model, "huge", "conv1", network=net), repeats, na.ImageError
+        ),
+        "tiny": timed(lambda: na.activations(net, tiny, "fire9-concat"), repeats, na.ImageError),
     }
 
 
@@ -157,8 +171,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=60, help="widget runs (after 6 warm-up)")
     parser.add_argument("--repeats", type=int, default=5, help="cancels and refusals")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: torch's own choice)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's own choice)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

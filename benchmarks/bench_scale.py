@@ -53,10 +53,12 @@ def peers(repeats: int = 3) -> str:
     model = net.model
     img = np.random.default_rng(0).integers(0, 256, (1024, 1024, 3), dtype=np.uint8)
     H, W = img.shape[:2]
-    rows = ["| layer | ours: lazy stack + first channel (s) | ours: whole stack materialised (s) "
-            "| (a) hooks on all layers + skimage resize (s) | (b) captum + interpolate (s) "
-            "| (c) feature_extractor + interpolate (s) | (a)/ours whole | ours whole / min(b, c) |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| layer | ours: lazy stack + first channel (s) | ours: whole stack materialised (s) "
+        "| (a) hooks on all layers + skimage resize (s) | (b) captum + interpolate (s) "
+        "| (c) feature_extractor + interpolate (s) | (a)/ours whole | ours whole / min(b, c) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for layer in ["conv1", "fire9-concat"]:
         info = na.find_layer(layer)
         module = model.get_submodule(info.module)
@@ -74,9 +76,13 @@ def peers(repeats: int = 3) -> str:
 
         def naive():
             store = {}
-            hooks = [m.register_forward_hook(
-                lambda mod, i, o, name=name: store.__setitem__(name, o.detach().clone()))
-                for name, m in model.named_modules() if name]
+            hooks = [
+                m.register_forward_hook(
+                    lambda mod, i, o, name=name: store.__setitem__(name, o.detach().clone())
+                )
+                for name, m in model.named_modules()
+                if name
+            ]
             try:
                 with torch.inference_mode():
                     model(prep())
@@ -100,12 +106,22 @@ def peers(repeats: int = 3) -> str:
                 F.interpolate(act, size=(H, W), mode="bilinear", align_corners=False)[0].numpy()
 
         ours_whole()  # warm-up
-        t = _median_times({"lazy": ours_lazy, "whole": ours_whole, "a": naive, "b": captum,
-                           "c": feature_extractor}, repeats)
+        t = _median_times(
+            {
+                "lazy": ours_lazy,
+                "whole": ours_whole,
+                "a": naive,
+                "b": captum,
+                "c": feature_extractor,
+            },
+            repeats,
+        )
         best = min(t["b"], t["c"])
-        rows.append(f"| {layer} | {t['lazy']:.3f} | {t['whole']:.3f} | {t['a']:.3f} | "
-                    f"{t['b']:.3f} | {t['c']:.3f} | {t['a'] / t['whole']:.1f}x | "
-                    f"{t['whole'] / best:.2f}x |")
+        rows.append(
+            f"| {layer} | {t['lazy']:.3f} | {t['whole']:.3f} | {t['a']:.3f} | "
+            f"{t['b']:.3f} | {t['c']:.3f} | {t['a'] / t['whole']:.1f}x | "
+            f"{t['whole'] / best:.2f}x |"
+        )
     return "\n".join(rows)
 
 
@@ -141,18 +157,21 @@ print(json.dumps({"peak_rss_gib": peak / 2**30, "rss_before_gib": base / 2**30,
 
 def memory() -> str:
     """4096x4096 RGB, fire9-concat resize=True, 20 channel slider moves: peak RSS."""
-    out = subprocess.run([sys.executable, "-c", _MEMORY_CHILD], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _MEMORY_CHILD], capture_output=True, text=True, check=True
+    )
     r = json.loads(out.stdout.strip().splitlines()[-1])
-    return ("| measure | value | peer / target |\n|---|---|---|\n"
-            f"| peak RSS of the whole process | {r['peak_rss_gib']:.2f} GiB | target <= 3 GiB; "
-            f"the eager stack alone would be {r['eager_gib']:.1f} GiB |\n"
-            f"| RSS after loading torch, network and the 48 MiB image | "
-            f"{r['rss_before_gib']:.2f} GiB | |\n"
-            f"| forward pass (tiled under the 1 GiB default budget) | {r['forward_s']:.1f} s | |\n"
-            f"| one channel slider move (median of 20) | {r['move_s'] * 1e3:.0f} ms | "
-            f"{r['move_s'] / r['upsample_s']:.2f}x one single-channel upsample "
-            f"({r['upsample_s'] * 1e3:.0f} ms); target <= 1.2x |")
+    return (
+        "| measure | value | peer / target |\n|---|---|---|\n"
+        f"| peak RSS of the whole process | {r['peak_rss_gib']:.2f} GiB | target <= 3 GiB; "
+        f"the eager stack alone would be {r['eager_gib']:.1f} GiB |\n"
+        f"| RSS after loading torch, network and the 48 MiB image | "
+        f"{r['rss_before_gib']:.2f} GiB | |\n"
+        f"| forward pass (tiled under the 1 GiB default budget) | {r['forward_s']:.1f} s | |\n"
+        f"| one channel slider move (median of 20) | {r['move_s'] * 1e3:.0f} ms | "
+        f"{r['move_s'] / r['upsample_s']:.2f}x one single-channel upsample "
+        f"({r['upsample_s'] * 1e3:.0f} ms); target <= 1.2x |"
+    )
 
 
 _STARTUP_CHILD = r"""
@@ -176,15 +195,21 @@ def startup(repeats: int = 5) -> str:
     torch_loaded = False
     for _ in range(repeats):
         for mode in res:
-            out = subprocess.run([sys.executable, "-c", _STARTUP_CHILD, mode],
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, "-c", _STARTUP_CHILD, mode],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             t, loaded = out.stdout.split()
             res[mode].append(float(t))
             torch_loaded |= mode == "with" and loaded == "True"
     w, wo = statistics.median(res["with"]), statistics.median(res["without"])
-    return ("| napari start-up, plugin enabled | disabled | ratio | torch imported? |\n"
-            "|---|---|---|---|\n"
-            f"| {w:.2f} s | {wo:.2f} s | {w / wo:.3f}x (target <= 1.05x) | {torch_loaded} |")
+    return (
+        "| napari start-up, plugin enabled | disabled | ratio | torch imported? |\n"
+        "|---|---|---|---|\n"
+        f"| {w:.2f} s | {wo:.2f} s | {w / wo:.3f}x (target <= 1.05x) | {torch_loaded} |"
+    )
 
 
 def stack(repeats: int = 7) -> str:
@@ -204,10 +229,12 @@ def stack(repeats: int = 7) -> str:
     plane_alone()
     first_of_stack()
     t = _median_times({"stack": first_of_stack, "one": plane_alone}, repeats)
-    return ("| first plane of a (100, 1024, 1024) stack | one plane alone | ratio |\n"
-            "|---|---|---|\n"
-            f"| {t['stack']:.3f} s | {t['one']:.3f} s | {t['stack'] / t['one']:.2f}x "
-            "(target <= 1.2x) |")
+    return (
+        "| first plane of a (100, 1024, 1024) stack | one plane alone | ratio |\n"
+        "|---|---|---|\n"
+        f"| {t['stack']:.3f} s | {t['one']:.3f} s | {t['stack'] / t['one']:.2f}x "
+        "(target <= 1.2x) |"
+    )
 
 
 def main() -> None:
@@ -215,8 +242,10 @@ def main() -> None:
 
     parts = {"peers": peers, "memory": memory, "startup": startup, "stack": stack}
     chosen = sys.argv[1:] or list(parts)
-    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__} with {torch.get_num_threads()} threads, CPU only.\n")
+    print(
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__} with {torch.get_num_threads()} threads, CPU only.\n"
+    )
     for name in chosen:
         print(f"### {name}\n\n{parts[name]()}\n", flush=True)
 

@@ -49,9 +49,11 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("GPU CHECK SKIPPED: torch sees no CUDA GPU here")
         return 2
-    print(f"{torch.cuda.get_device_name(0)}; torch {torch.__version__}; "
-          f"cudnn {torch.backends.cudnn.version()}; TF32 for convolutions: "
-          f"{torch.backends.cudnn.allow_tf32}")
+    print(
+        f"{torch.cuda.get_device_name(0)}; torch {torch.__version__}; "
+        f"cudnn {torch.backends.cudnn.version()}; TF32 for convolutions: "
+        f"{torch.backends.cudnn.allow_tf32}"
+    )
     torch.backends.cudnn.benchmark = True
     failures = []
     nets = {"random": na.load_squeezenet(None, device="cuda")}
@@ -71,16 +73,20 @@ def main() -> int:
             scale = float(np.abs(ref).max()) or 1.0
             err = float(np.abs(cpu - ref).max()) / scale
             ok = err <= 1e-3
-            print(f"  {'ok ' if ok else 'FAIL'} {kind} {layer}: float32 GPU vs CPU {err:.1e} "
-                  "(<= 1e-3)")
+            print(
+                f"  {'ok ' if ok else 'FAIL'} {kind} {layer}: float32 GPU vs CPU {err:.1e} "
+                "(<= 1e-3)"
+            )
             if not ok:
                 failures.append(f"{kind} {layer} float32")
             for precision, tol in TOLERANCE.items():
                 got = na.activations(net, image, layer, precision=precision)
                 err = float(np.abs(got - ref).max()) / scale
                 ok = got.dtype == np.float32 and np.isfinite(got).all() and err <= tol
-                print(f"  {'ok ' if ok else 'FAIL'} {kind} {layer}: {precision} vs float32 "
-                      f"{err:.1e} (<= {tol:g})")
+                print(
+                    f"  {'ok ' if ok else 'FAIL'} {kind} {layer}: {precision} vs float32 "
+                    f"{err:.1e} (<= {tol:g})"
+                )
                 if not ok:
                     failures.append(f"{kind} {layer} {precision}")
 
@@ -89,8 +95,10 @@ def main() -> int:
     mean = torch.tensor(net.mean, device="cuda").view(1, 3, 1, 1)
     std = torch.tensor(net.std, device="cuda").view(1, 3, 1, 1)
     print()
-    print("| image | layer | floor NCHW fp32 (ms) | channels_last fp32 | channels_last fp16 "
-          "| ours fp32 | ours fp16 | ours bf16 |")
+    print(
+        "| image | layer | floor NCHW fp32 (ms) | channels_last fp32 | channels_last fp16 "
+        "| ours fp32 | ours fp16 | ours bf16 |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for n in SIZES:
         img = rng.integers(0, 256, (n, n, 3), dtype=np.uint8)
@@ -109,13 +117,17 @@ def main() -> int:
                 def f():
                     with torch.inference_mode():
                         model(inp)
+
                 return f
 
-            funcs = {"floor": run(nchw, x), "cl32": run(cl32, x_cl), "cl16": run(cl16, x16),
-                     "ours32": lambda: na.activations(net, img, layer),
-                     "ours16": lambda: na.activations(net, img, layer, precision="float16"),
-                     "oursbf16": lambda: na.activations(net, img, layer,
-                                                        precision="bfloat16")}
+            funcs = {
+                "floor": run(nchw, x),
+                "cl32": run(cl32, x_cl),
+                "cl16": run(cl16, x16),
+                "ours32": lambda: na.activations(net, img, layer),
+                "ours16": lambda: na.activations(net, img, layer, precision="float16"),
+                "oursbf16": lambda: na.activations(net, img, layer, precision="bfloat16"),
+            }
             times = {key: [] for key in funcs}
             for f in funcs.values():  # warm-up: cuDNN picks its algorithms
                 f()
@@ -128,8 +140,10 @@ def main() -> int:
                     times[key].append(time.perf_counter() - t)
             med = {key: statistics.median(v) * 1e3 for key, v in times.items()}
             fl = med["floor"]
-            cells = " | ".join(f"{med[key]:.2f} ({med[key] / fl:.2f}x)"
-                               for key in ("cl32", "cl16", "ours32", "ours16", "oursbf16"))
+            cells = " | ".join(
+                f"{med[key]:.2f} ({med[key] / fl:.2f}x)"
+                for key in ("cl32", "cl16", "ours32", "ours16", "oursbf16")
+            )
             print(f"| {n}² | {layer} | {fl:.2f} | {cells} |", flush=True)
 
     print()

@@ -5,7 +5,6 @@ Uses the built-in original Caffe weights. Needs a display; run it under Xvfb:
     xvfb-run -a -s "-screen 0 1600x1200x24" .venv/bin/python scripts/make_analysis_screenshots.py
 """
 
-import os
 from pathlib import Path
 
 import napari
@@ -29,8 +28,9 @@ def main() -> None:
     viewer = napari.Viewer()
     viewer.window.resize(1400, 900)
     face = viewer.add_image(load_sample("face"), name="Face", rgb=True)
-    covered = viewer.add_image(load_sample("face_one_eye_covered"),
-                               name="Face, one eye covered", rgb=True, visible=False)
+    covered = viewer.add_image(
+        load_sample("face_one_eye_covered"), name="Face, one eye covered", rgb=True, visible=False
+    )
     widget = AnalysisWidget(viewer, network=net)
     viewer.window.add_dock_widget(widget, name="Activation analysis")
 
@@ -61,8 +61,14 @@ def main() -> None:
 
     # 2. fire6-relu_squeeze1x1: which channels see the eye? Region ranking.
     act = na.show_activations(viewer, face, "fire6-relu_squeeze1x1", network=net)
-    viewer.add_shapes([EYE], shape_type="ellipse", name="Eye", edge_color="cyan",
-                      face_color="transparent", edge_width=1)
+    viewer.add_shapes(
+        [EYE],
+        shape_type="ellipse",
+        name="Eye",
+        edge_color="cyan",
+        face_color="transparent",
+        edge_width=1,
+    )
     widget.refresh_layers()
     widget.layer_combo.setCurrentText(act.name)
     widget.tabs.setCurrentIndex(1)

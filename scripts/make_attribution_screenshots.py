@@ -112,12 +112,13 @@ def main() -> None:
     viewer.grid.stride = 2
     viewer.grid.shape = (1, 2)
     shot("stretched-vs-placed")
-    rows, cols = np.mgrid[:ours.shape[0], :ours.shape[1]]
+    rows, cols = np.mgrid[: ours.shape[0], : ours.shape[1]]
     for name, m in (("pytorch-grad-cam", theirs), ("ours", ours)):
-        print(f"{layer}: centroid of {name}'s map (row, col): "
-              f"({(m * rows).sum() / m.sum():.1f}, {(m * cols).sum() / m.sum():.1f})")
-    print(f"{layer}: largest difference of the two maps: {np.abs(theirs - ours).max():.3f} "
-          "(of 1)")
+        print(
+            f"{layer}: centroid of {name}'s map (row, col): "
+            f"({(m * rows).sum() / m.sum():.1f}, {(m * cols).sum() / m.sum():.1f})"
+        )
+    print(f"{layer}: largest difference of the two maps: {np.abs(theirs - ours).max():.3f} (of 1)")
     viewer.close()
     del face, cat
 

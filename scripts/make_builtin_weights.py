@@ -15,8 +15,13 @@ from pathlib import Path
 
 import torch
 
-OUT = (Path(__file__).resolve().parents[1] / "src" / "napari_activations" / "data"
-       / "squeezenet1_1_caffe_imagenet.pth")
+OUT = (
+    Path(__file__).resolve().parents[1]
+    / "src"
+    / "napari_activations"
+    / "data"
+    / "squeezenet1_1_caffe_imagenet.pth"
+)
 
 
 def main(source: str) -> int:

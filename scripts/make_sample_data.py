@@ -1,9 +1,10 @@
 """Regenerate the sample images shipped in src/napari_activations/data/.
 
-"Face" is the crop of ``skimage.data.astronaut()`` (rows 30:250, columns 120:300) on which
-the built-in weights' eye channels (MATLAB's 14 and 47 of fire6-relu_squeeze1x1) are checked; "Face, one eye covered" is the same crop with the image-left eye filled in
-from the surrounding skin (biharmonic inpainting), the reference workflow's closed-eye photo.
-They are precomputed so that opening a sample in napari reads two small PNGs and nothing else.
+"Face" is the crop of ``skimage.data.astronaut()`` (rows 30:250, columns 120:300) on which the
+built-in weights' eye channels (MATLAB's 14 and 47 of fire6-relu_squeeze1x1) are checked; "Face,
+one eye covered" is the same crop with the image-left eye filled in from the surrounding skin
+(biharmonic inpainting), the reference workflow's closed-eye photo. They are precomputed so that
+opening a sample in napari reads two small PNGs and nothing else.
 
 Run: ``.venv/bin/python scripts/make_sample_data.py``
 """

@@ -10,7 +10,6 @@ run it under Xvfb:
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import time
@@ -49,8 +48,9 @@ def main() -> int:
     viewer = napari.Viewer(title="napari-activations")
     viewer.window.resize(1400, 900)
     (face,) = viewer.open_sample("napari-activations", "face")
-    dock, widget = viewer.window.add_plugin_dock_widget("napari-activations",
-                                                     "SqueezeNet activations")
+    dock, widget = viewer.window.add_plugin_dock_widget(
+        "napari-activations", "SqueezeNet activations"
+    )
     widget.set_network(net)
     caption = viewer.canvas.overlays.text
     caption.position = "top_left"
@@ -105,8 +105,9 @@ def main() -> int:
     for name in ("Face: conv1", "Face: fire6-squeeze1x1"):
         viewer.layers.remove(name)
     (covered,) = viewer.open_sample("napari-activations", "face_one_eye_covered")
-    post_covered = na.show_activations(viewer, covered, "fire6-relu_squeeze1x1", network=net,
-                                       contrast="global")
+    post_covered = na.show_activations(
+        viewer, covered, "fire6-relu_squeeze1x1", network=net, contrast="global"
+    )
     na.show_activations(viewer, face, "fire6-relu_squeeze1x1", network=net, contrast="global")
     viewer.canvas.grid.enabled = True
     viewer.canvas.grid.stride = 2  # each image with its activation layer
@@ -116,8 +117,10 @@ def main() -> int:
         # One contrast range for both faces, so that brightness compares between them.
         high = max(float(layer.data.native[index].max()) for layer in (post, post_covered))
         post.contrast_limits = post_covered.contrast_limits = (0.0, high)
-        shot(f"7-eyes-channel{index + 1}",
-             f"fire6-relu_squeeze1x1, channel {index} (MATLAB {index + 1})")
+        shot(
+            f"7-eyes-channel{index + 1}",
+            f"fire6-relu_squeeze1x1, channel {index} (MATLAB {index + 1})",
+        )
     viewer.close()
     return 0
 

@@ -10,8 +10,8 @@ scripts/napari_delete_crash.py
 import faulthandler
 import time
 
-import numpy as np
 import napari
+import numpy as np
 from qtpy.QtWidgets import QApplication
 
 faulthandler.enable()

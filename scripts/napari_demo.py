@@ -25,22 +25,27 @@ def find_weights() -> tuple[str | None, str]:
     if env:
         if Path(env).expanduser().is_file():
             return "DEFAULT", f"${WEIGHTS_ENV} = {env}"
-        return None, (f"${WEIGHTS_ENV} names {env}, but there is no file there "
-                      f"(fix it, or unset {WEIGHTS_ENV}).")
+        return None, (
+            f"${WEIGHTS_ENV} names {env}, but there is no file there "
+            f"(fix it, or unset {WEIGHTS_ENV})."
+        )
     return "caffe", "the built-in weights"
 
 
 def how_to_fix() -> str:
     from napari_activations.network import WEIGHTS_ENV
 
-    return (f"Unset {WEIGHTS_ENV} to use the built-in weights, point it at a SqueezeNet 1.1 "
-            "state_dict file, or press 'Weights file…' in the widget.")
+    return (
+        f"Unset {WEIGHTS_ENV} to use the built-in weights, point it at a SqueezeNet 1.1 "
+        "state_dict file, or press 'Weights file…' in the widget."
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--screenshot", type=Path,
-                        help="save a screenshot of the window here and quit")
+    parser.add_argument(
+        "--screenshot", type=Path, help="save a screenshot of the window here and quit"
+    )
     parser.add_argument("--layer", default="conv1", help="network layer to compute")
     args = parser.parse_args()
 
@@ -55,8 +60,11 @@ def main() -> int:
         except na.WeightsError as exc:
             weights, origin = None, f"The weights could not be loaded: {exc}"
     if net is None:
-        print(f"napari-activations: {origin}\n{how_to_fix()}\n"
-              "Opening napari without computing anything.", file=sys.stderr)
+        print(
+            f"napari-activations: {origin}\n{how_to_fix()}\n"
+            "Opening napari without computing anything.",
+            file=sys.stderr,
+        )
     else:
         print(f"napari-activations: using {origin}: {net.description}")
 
@@ -67,15 +75,16 @@ def main() -> int:
     viewer = napari.Viewer(title="napari-activations")
     viewer.window.resize(1400, 900)
     viewer.open_sample("napari-activations", "face")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-activations",
-                                                     "SqueezeNet activations")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-activations", "SqueezeNet activations")
     if net is not None:
         widget.set_network(net)
         widget.set_network_layer(args.layer)
         widget.run()
     else:
-        message = (f"{origin} Nothing was computed. Choose a weights file under 'Weights' "
-                   "in the SqueezeNet activations widget (see the terminal for more).")
+        message = (
+            f"{origin} Nothing was computed. Choose a weights file under 'Weights' "
+            "in the SqueezeNet activations widget (see the terminal for more)."
+        )
         widget.status_label.setText(message)
         show_warning(message)
 

@@ -9,8 +9,8 @@ Run: xvfb-run -a .venv/bin/python scripts/napari_issue_sequence_crash.py
 import faulthandler
 import time
 
-import numpy as np
 import napari
+import numpy as np
 from napari.utils import progress
 from qtpy.QtWidgets import QApplication
 

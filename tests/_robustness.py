@@ -21,8 +21,18 @@ def _feed(h: Any, obj: Any) -> None:
     elif hasattr(obj, "__len__") and type(obj).__name__ == "MultiScaleData":
         _feed(h, [obj[i] for i in range(len(obj))])
     elif isinstance(obj, np.ndarray):
-        h.update(repr((obj.shape, obj.dtype.str, obj.strides, obj.flags.writeable,
-                       obj.flags.c_contiguous, obj.flags.f_contiguous)).encode())
+        h.update(
+            repr(
+                (
+                    obj.shape,
+                    obj.dtype.str,
+                    obj.strides,
+                    obj.flags.writeable,
+                    obj.flags.c_contiguous,
+                    obj.flags.f_contiguous,
+                )
+            ).encode()
+        )
         # Broadcast axes (stride 0) hold one value: hash that, not a 40000 x 40000 expansion.
         core = obj[tuple(slice(0, 1) if st == 0 else slice(None) for st in obj.strides)]
         h.update(np.ascontiguousarray(core).tobytes())
@@ -67,19 +77,22 @@ def model_hooks(net: na.Network) -> list[str]:
 
     found = []
     for name, module in net.model.named_modules():
-        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
-                     "_backward_pre_hooks", "_forward_hooks_with_kwargs"):
+        for attr in (
+            "_forward_hooks",
+            "_forward_pre_hooks",
+            "_backward_hooks",
+            "_backward_pre_hooks",
+            "_forward_hooks_with_kwargs",
+        ):
             if getattr(module, attr, None):
                 found.append(f"{name or 'model'}.{attr}")
-    for attr in ("_global_forward_hooks", "_global_forward_pre_hooks",
-                 "_global_backward_hooks"):
+    for attr in ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks"):
         if getattr(mm, attr, None):
             found.append(attr)
     return found
 
 
-def oracle_input(data: Any, intensity_range: tuple[float, float] | None, rgb: bool
-                 ) -> np.ndarray:
+def oracle_input(data: Any, intensity_range: tuple[float, float] | None, rgb: bool) -> np.ndarray:
     """The image as the documented preprocessing maps it to [0, 1], written independently.
 
     uint8 by 0..255, bool as 0/1, other dtypes by their finite min and max (RGB channels only),
@@ -115,8 +128,9 @@ def record_notifications(monkeypatch: Any) -> list[tuple[str, str, str]]:
     original = notification_manager.dispatch
 
     def record(notification):
-        seen.append((type(notification).__name__, str(notification.severity),
-                     str(notification.message)))
+        seen.append(
+            (type(notification).__name__, str(notification.severity), str(notification.message))
+        )
         return original(notification)
 
     monkeypatch.setattr(notification_manager, "dispatch", record)

@@ -17,8 +17,8 @@ import time
 
 faulthandler.enable()
 
-import numpy as np  # noqa: E402
 import napari  # noqa: E402
+import numpy as np  # noqa: E402
 from qtpy.QtWidgets import QApplication  # noqa: E402
 
 

@@ -63,15 +63,17 @@ def test_edges_are_held(layer):
     last_r, last_c = O + S * (h - 1), O + S * (w - 1)
     # before the first and after the last activation pixel: that pixel's value, unchanged
     np.testing.assert_array_equal(aligned[:, : O + 1, O], np.repeat(native[:, :1, 0], O + 1, 1))
-    np.testing.assert_array_equal(aligned[:, last_r:, last_c],
-                                  np.repeat(native[:, -1:, -1], H - last_r, 1))
+    np.testing.assert_array_equal(
+        aligned[:, last_r:, last_c], np.repeat(native[:, -1:, -1], H - last_r, 1)
+    )
     # and on the grid points themselves, the activation values exactly
     np.testing.assert_array_equal(aligned[:, O::S, O::S][:, :h, :w], native)
     assert aligned.min() >= native.min() and aligned.max() <= native.max()
 
 
-@pytest.mark.parametrize("layer, min_error", [("pool3", 2.0), ("pool5", 4.0),
-                                              ("fire9-concat", 4.0)])
+@pytest.mark.parametrize(
+    "layer, min_error", [("pool3", 2.0), ("pool5", 4.0), ("fire9-concat", 4.0)]
+)
 def test_a_plain_stretch_misplaces_deep_layers(layer, min_error):
     """Why the alignment exists: imresize-style stretching puts pixel i in the wrong place."""
     from skimage.transform import resize
@@ -114,8 +116,13 @@ def symmetric_net(random_net) -> na.Network:
             if isinstance(m, torch.nn.Conv2d):
                 m.weight.fill_(1.0 / m.weight[0].numel())
                 m.bias.zero_()
-    return na.Network(model=model, weights="symmetric test weights", trained=False,
-                      categories=random_net.categories, device=torch.device("cpu"))
+    return na.Network(
+        model=model,
+        weights="symmetric test weights",
+        trained=False,
+        categories=random_net.categories,
+        device=torch.device("cpu"),
+    )
 
 
 def _spot_image(rows: list[int], cols: list[int], size: int = 260) -> np.ndarray:
@@ -126,8 +133,19 @@ def _spot_image(rows: list[int], cols: list[int], size: int = 260) -> np.ndarray
     return image
 
 
-@pytest.mark.parametrize("layer", ["conv1", "pool1", "fire3-concat", "pool3", "fire5-concat",
-                                   "pool5", "fire9-concat", "relu_conv10"])
+@pytest.mark.parametrize(
+    "layer",
+    [
+        "conv1",
+        "pool1",
+        "fire3-concat",
+        "pool3",
+        "fire5-concat",
+        "pool5",
+        "fire9-concat",
+        "relu_conv10",
+    ],
+)
 def test_deep_layers_line_up_with_the_image(symmetric_net, layer):
     info = find_layer(layer)
     S, O = info.stride, int(info.offset)
@@ -150,8 +168,9 @@ def test_deep_layers_line_up_at_half_input_scale(symmetric_net, layer):
     S, O = info.stride, int(info.offset)
     m = O + S * ((65 - O) // S)
     image = _spot_image([2 * m, 2 * m + 1], [2 * m, 2 * m + 1])
-    A = na.activations(symmetric_net, image, layer, resize=True, input_scale=0.5,
-                       intensity_range=(0, 1))
+    A = na.activations(
+        symmetric_net, image, layer, resize=True, input_scale=0.5, intensity_range=(0, 1)
+    )
     a = A[0]
     assert A.shape[-2:] == image.shape[:2]
     assert abs(_centroid_1d(a.sum(axis=1)) - (2 * m + 0.5)) < 0.5

@@ -15,8 +15,18 @@ from napari_activations.analysis import grid_shape
 # --------------------------------------------------------------------------- montage
 
 
-@pytest.mark.parametrize("n, expected", [(64, (8, 8)), (48, (6, 8)), (16, (4, 4)), (1, (1, 1)),
-                                         (3, (1, 3)), (7, (2, 4)), (1000, (31, 33))])
+@pytest.mark.parametrize(
+    "n, expected",
+    [
+        (64, (8, 8)),
+        (48, (6, 8)),
+        (16, (4, 4)),
+        (1, (1, 1)),
+        (3, (1, 3)),
+        (7, (2, 4)),
+        (1000, (31, 33)),
+    ],
+)
 def test_grid_shape_is_near_square_and_holds_every_channel(n, expected):
     rows, cols = grid_shape(n)
     assert (rows, cols) == expected
@@ -30,10 +40,10 @@ def test_montage_tiles_each_channel_in_order_with_gaps():
     assert m.image.shape == (2 * 3 + 2, 3 * 4 + 2 * 2)
     for c in range(5):
         y, x = m.tile_origin(c)
-        np.testing.assert_array_equal(m.image[y:y + 3, x:x + 4], acts[c])
+        np.testing.assert_array_equal(m.image[y : y + 3, x : x + 4], acts[c])
     assert m.tile_origin(4) == (5, 6)
-    assert np.all(m.image[3:5, :] == -1)          # gap between the rows
-    assert np.all(m.image[5:, 12:] == -1)         # the blank sixth tile
+    assert np.all(m.image[3:5, :] == -1)  # gap between the rows
+    assert np.all(m.image[5:, 12:] == -1)  # the blank sixth tile
     np.testing.assert_array_equal(m.label_positions(), [m.tile_origin(c) for c in range(5)])
 
 
@@ -43,9 +53,9 @@ def test_montage_lookup_maps_tile_pixels_to_channels_and_gaps_to_none():
     for c in (0, 7, 8, 47):
         y, x = m.tile_origin(c)
         assert m.channel_at(y, x) == c
-        assert m.channel_at(y + 4.4, x + 6.2) == c    # napari coordinates are floats
+        assert m.channel_at(y + 4.4, x + 6.2) == c  # napari coordinates are floats
     y, x = m.tile_origin(0)
-    assert m.channel_at(y + 5, x) is None              # the gap below tile 0
+    assert m.channel_at(y + 5, x) is None  # the gap below tile 0
     assert m.channel_at(-1, 0) is None
     assert m.channel_at(*m.image.shape) is None
 
@@ -56,10 +66,10 @@ def test_montage_normalises_per_channel_or_globally():
     per = na.montage(acts, normalize="channel", gap=0, grid=(1, 3))
     glob = na.montage(acts, normalize="global", gap=0, grid=(1, 3))
     for c in range(3):
-        tile = per.image[:, 4 * c:4 * c + 4]
+        tile = per.image[:, 4 * c : 4 * c + 4]
         assert tile.min() == 0 and tile.max() == pytest.approx(1)
     assert glob.image.min() == 0 and glob.image.max() == pytest.approx(1)
-    assert glob.image[:, :4].max() < 0.01              # the weak channel stays dark
+    assert glob.image[:, :4].max() < 0.01  # the weak channel stays dark
 
 
 def test_montage_constant_channel_is_blank_not_nan():
@@ -79,8 +89,8 @@ def test_montage_refuses_stacks_and_small_grids():
 
 def test_strongest_channels_by_max_and_by_mean_differ():
     acts = np.zeros((4, 10, 10), np.float32)
-    acts[1, 5, 5] = 100          # one bright spot
-    acts[2] += 3                 # active everywhere
+    acts[1, 5, 5] = 100  # one bright spot
+    acts[2] += 3  # active everywhere
     assert na.strongest_channels(acts, 2, by="max") == [(1, 100.0), (2, 3.0)]
     assert na.strongest_channels(acts, 1, by="mean") == [(2, 3.0)]
     assert [c for c, _ in na.strongest_channels(acts, None)] == [1, 2, 0, 3]
@@ -103,8 +113,9 @@ def test_probe_returns_every_channel_at_a_pixel(random_net):
     acts = na.activations(random_net, image, "conv1", resize=True)
     values = na.probe(acts, 10.4, 20.6)
     # Two float32 interpolations (gather, torch's kernel): equal to rounding of the largest.
-    np.testing.assert_allclose(values, np.asarray(acts)[:, 10, 21], rtol=1e-6,
-                               atol=1e-6 * np.abs(values).max())
+    np.testing.assert_allclose(
+        values, np.asarray(acts)[:, 10, 21], rtol=1e-6, atol=1e-6 * np.abs(values).max()
+    )
     top = na.top_channels(values, 3)
     assert [c for c, _ in top] == list(np.argsort(-values)[:3])
     with pytest.raises(IndexError, match="outside"):
@@ -143,7 +154,7 @@ def test_rank_by_region_with_non_positive_outside_sorts_last_unless_by_differenc
     region = np.zeros((4, 4), bool)
     region[0, 0] = True
     acts[0] = -1
-    acts[0][region] = 10          # big difference, but negative outside: no ratio
+    acts[0][region] = 10  # big difference, but negative outside: no ratio
     acts[1] = 1
     acts[1][region] = 2
     by_ratio = na.rank_channels(acts, region=region)
@@ -157,9 +168,9 @@ def test_rank_by_comparison_ranks_the_channel_that_lost_its_response():
     second = first.copy()
     region = np.zeros((16, 16), bool)
     region[2:6, 2:6] = True
-    second[3][region] -= 2       # channel 3 loses its response in the region
-    second[1][~region] += 4      # channel 1 changes, but elsewhere
-    second[0][region] += 3       # channel 0 gains
+    second[3][region] -= 2  # channel 3 loses its response in the region
+    second[1][~region] += 4  # channel 1 changes, but elsewhere
+    second[0][region] += 3  # channel 0 gains
     rows = na.rank_channels(first, region=region, other=second)
     assert rows["channel"][0] == 3 and rows["change"][0] == pytest.approx(2)
     assert rows["channel"][-1] == 0
@@ -218,8 +229,12 @@ def test_network_table_lists_every_layer_with_its_size_for_the_image(random_net)
     table = na.network_table(227, 227)
     assert list(table["layer"]) == na.layer_names()
     conv1 = table[0]
-    assert (conv1["layer"], conv1["height"], conv1["width"], conv1["channels"]) == \
-        ("conv1", 113, 113, 64)
+    assert (conv1["layer"], conv1["height"], conv1["width"], conv1["channels"]) == (
+        "conv1",
+        113,
+        113,
+        64,
+    )
     assert (conv1["stride"], conv1["receptive_field"]) == (2, 3)
     fire6 = table[list(table["layer"]).index("fire6-relu_squeeze1x1")]
     assert (fire6["height"], fire6["channels"], fire6["stride"]) == (14, 48, 16)
@@ -252,7 +267,7 @@ def test_conv1_channel_22_is_bright_on_red_and_dark_on_green(real_net):
     red[:, :64] = True
     red_mean = float(np.asarray(acts[21])[8:-8, 8:56].mean())
     green_mean = float(np.asarray(acts[21])[8:-8, 72:-8].mean())
-    assert red_mean > 100 and green_mean < -100         # measured: +300 and -475
+    assert red_mean > 100 and green_mean < -100  # measured: +300 and -475
     # and the region ranking finds it: the red half's most selective channel is 21
     rows = na.rank_channels(acts, region=red, sort="difference")
     assert rows["channel"][0] == 21
@@ -267,7 +282,7 @@ def test_strongest_conv1_channel_on_the_face_is_an_edge_detector(real_net, face)
     def response(angle_deg: float | None) -> tuple[float, float]:
         if angle_deg is None:
             grey = np.full((64, 64), 128, np.uint8)
-        else:   # light on one side of a straight edge through the centre, dark on the other
+        else:  # light on one side of a straight edge through the centre, dark on the other
             t = np.deg2rad(angle_deg)
             grey = np.where(np.cos(t) * xx + np.sin(t) * yy < 0, 230, 25).astype(np.uint8)
         a = na.activations(real_net, np.dstack([grey] * 3), "conv1")[channel]
@@ -277,8 +292,8 @@ def test_strongest_conv1_channel_on_the_face_is_an_edge_detector(real_net, face)
     peaks = {ang: response(ang)[0] for ang in angles}
     best = max(peaks, key=peaks.get)
     flat = max(abs(v) for v in response(None))
-    assert peaks[best] > 0.5 * peak                     # as strong as on the face
-    assert peaks[best] > 100 * max(flat, 1.0)           # measured: ~530 vs ~0.05
+    assert peaks[best] > 0.5 * peak  # as strong as on the face
+    assert peaks[best] > 100 * max(flat, 1.0)  # measured: ~530 vs ~0.05
     # the opposite edge (light and dark swapped) drives it as far negative
     assert response(best + 180)[1] < -0.5 * peaks[best]
 
@@ -286,7 +301,7 @@ def test_strongest_conv1_channel_on_the_face_is_an_edge_detector(real_net, face)
 @pytest.mark.real_weights
 def test_eye_channels_lose_their_response_when_the_eye_is_covered(real_net, face):
     covered = _covered_face(face)
-    region = np.any(covered != face, axis=-1)           # where the eye was filled in
+    region = np.any(covered != face, axis=-1)  # where the eye was filled in
     assert 50 < region.sum() < 2000
     layer = "fire6-relu_squeeze1x1"
     a = na.activations(real_net, face, layer, resize=True)
@@ -298,7 +313,7 @@ def test_eye_channels_lose_their_response_when_the_eye_is_covered(real_net, face
     # not an accident of the region's outline: a generous box and the whole image agree
     box = np.zeros_like(region)
     ys, xs = np.nonzero(region)
-    box[ys.min() - 15:ys.max() + 16, xs.min() - 15:xs.max() + 16] = True
+    box[ys.min() - 15 : ys.max() + 16, xs.min() - 15 : xs.max() + 16] = True
     for wider in (box, None):
         assert list(na.rank_channels(a, region=wider, other=b, k=2)["channel"]) == [13, 46]
     # the difference layer shows the same drop

@@ -1,6 +1,6 @@
 """The "Activation analysis" dock widget in a real napari viewer (run under Xvfb):
 
-    xvfb-run -a -s "-screen 0 1600x1200x24" .venv/bin/pytest tests/test_analysis_widget.py
+xvfb-run -a -s "-screen 0 1600x1200x24" .venv/bin/pytest tests/test_analysis_widget.py
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _channel(viewer, layer):
 def test_widget_finds_the_activation_layer(setup):
     _, widget, act = setup
     assert widget.layer_combo.currentText() == act.name == f"Image: {LAYER}"
-    assert widget.image_combo.currentText() == "Image"   # derived layers are not inputs
+    assert widget.image_combo.currentText() == "Image"  # derived layers are not inputs
     assert "channel" in widget.describe()
 
 
@@ -60,7 +60,7 @@ def test_montage_tiles_every_channel_and_a_click_on_a_tile_moves_the_slider(setu
     from napari_activations._analysis_layers import montage_of
 
     viewer, widget, act = setup
-    widget.normalize_combo.setCurrentIndex(1)   # all together
+    widget.normalize_combo.setCurrentIndex(1)  # all together
     widget.show_montage()
     montage = viewer.layers[f"{act.name} montage"]
     labels = viewer.layers[f"{act.name} montage channels"]
@@ -93,8 +93,9 @@ def test_strongest_channels_are_listed_and_a_row_click_jumps(setup):
 
 def test_region_ranking_from_shapes_fills_the_table(setup, qtbot):
     viewer, widget, act = setup
-    viewer.add_shapes([np.array([[20, 24], [20, 47], [39, 47], [39, 24]])],
-                      shape_type="rectangle", name="Region")
+    viewer.add_shapes(
+        [np.array([[20, 24], [20, 47], [39, 47], [39, 24]])], shape_type="rectangle", name="Region"
+    )
     widget.region_combo.setCurrentText("Region")
     widget.rank_region()
     _wait(qtbot, widget)
@@ -113,15 +114,16 @@ def test_region_ranking_from_shapes_fills_the_table(setup, qtbot):
 
 def test_region_from_labels_painted_on_a_channel(setup, qtbot):
     viewer, widget, act = setup
-    labels = np.zeros((16, 64, 72), np.uint8)   # as napari's "new labels" button makes it,
-    labels[3, 10:20, 10:30] = 1                  # with the activation layer's axis labels
+    labels = np.zeros((16, 64, 72), np.uint8)  # as napari's "new labels" button makes it,
+    labels[3, 10:20, 10:30] = 1  # with the activation layer's axis labels
     viewer.add_labels(labels, name="Painted", axis_labels=act.axis_labels)
     widget.region_combo.setCurrentText("Painted")
     widget.rank_region()
     _wait(qtbot, widget)
     assert widget.ranking is not None and len(widget.ranking) == 16
     assert widget.ranking["inside"][0] == pytest.approx(
-        np.asarray(act.data)[widget.ranking["channel"][0], 10:20, 10:30].mean(), rel=1e-4)
+        np.asarray(act.data)[widget.ranking["channel"][0], 10:20, 10:30].mean(), rel=1e-4
+    )
 
 
 def test_compare_shows_both_images_side_by_side_with_a_difference(setup, qtbot, image):
@@ -129,8 +131,9 @@ def test_compare_shows_both_images_side_by_side_with_a_difference(setup, qtbot, 
     covered = image.copy()
     covered[20:40, 24:48] = 128
     viewer.add_image(covered, name="Covered", rgb=True)
-    viewer.add_shapes([np.array([[20, 24], [20, 47], [39, 47], [39, 24]])],
-                      shape_type="rectangle", name="Region")
+    viewer.add_shapes(
+        [np.array([[20, 24], [20, 47], [39, 47], [39, 24]])], shape_type="rectangle", name="Region"
+    )
     widget.set_ticked_images(["Image", "Covered"])
     assert [i.name for i in widget.ticked_images()] == ["Image", "Covered"]
     widget.compare_layer_combo.setCurrentText(LAYER)
@@ -162,11 +165,10 @@ def test_compare_needs_two_images(setup, monkeypatch):
     notifications = record_notifications(monkeypatch)
     n_layers = len(viewer.layers)
     widget.set_ticked_images(["Image"])
-    widget.compare()        # shows an error, starts nothing
+    widget.compare()  # shows an error, starts nothing
     assert_error_notified(notifications, "Tick two or more image layers to compare")
     assert widget.worker is None
     assert len(viewer.layers) == n_layers
-
 
 
 def test_compare_order_is_the_users_and_survives_new_layers(setup, image):
@@ -177,6 +179,7 @@ def test_compare_order_is_the_users_and_survives_new_layers(setup, image):
     assert [i.name for i in widget.ticked_images()] == ["Flipped", "Image"]
     assert widget.images_list.item(widget.images_list.count() - 1).text() == "Another"
 
+
 def test_probe_plots_every_channel_at_the_clicked_pixel(setup):
     viewer, widget, act = setup
     widget.on_viewer_click(act.data_to_world((0, 30, 40)))
@@ -186,7 +189,7 @@ def test_probe_plots_every_channel_at_the_clicked_pixel(setup):
     assert "(30, 40)" in widget.probe_label.text()
     widget.probe_plot.channel_clicked.emit(7)
     assert _channel(viewer, act) == 7
-    widget.on_viewer_click((0, 500, 500))   # off the image: nothing changes
+    widget.on_viewer_click((0, 500, 500))  # off the image: nothing changes
     np.testing.assert_allclose(widget.probed, want)
 
 
@@ -217,8 +220,7 @@ def test_probe_follows_the_mouse_while_hovering(setup, qtbot):
     np.testing.assert_allclose(widget.probed, na.probe(act.data, *pixels[1]))
 
 
-def test_network_table_lists_every_layer_and_a_row_chooses_it_for_run(setup, qtbot,
-                                                                       random_net):
+def test_network_table_lists_every_layer_and_a_row_chooses_it_for_run(setup, qtbot, random_net):
     from napari_activations._widget import ActivationsWidget
 
     viewer, widget, _ = setup
@@ -241,17 +243,17 @@ def test_classification_shows_five_classes(setup, qtbot):
     assert len(widget.classes_label.text().splitlines()) == 5
 
 
-
 def test_the_plane_shown_is_the_plane_analysed(make_napari_viewer):
     from napari_activations._analysis_layers import METADATA_KEY
     from napari_activations._analysis_widget import AnalysisWidget
 
     viewer = make_napari_viewer()
-    acts = np.zeros((3, 2, 20, 24), np.float32)    # (C, Z, H, W), as a stack layer holds it
-    acts[2, 0, 5, 5] = 9                            # plane 0: channel 2 is strongest
-    acts[1, 1, 7, 8] = 4                            # plane 1: channel 1 is strongest
-    act = viewer.add_image(acts, name="Stack: conv1",
-                           metadata={METADATA_KEY: {"layer": {"name": "conv1"}}})
+    acts = np.zeros((3, 2, 20, 24), np.float32)  # (C, Z, H, W), as a stack layer holds it
+    acts[2, 0, 5, 5] = 9  # plane 0: channel 2 is strongest
+    acts[1, 1, 7, 8] = 4  # plane 1: channel 1 is strongest
+    act = viewer.add_image(
+        acts, name="Stack: conv1", metadata={METADATA_KEY: {"layer": {"name": "conv1"}}}
+    )
     widget = AnalysisWidget(viewer)
     assert widget.layer_combo.currentText() == act.name
     plane_axis = viewer.dims.ndim - 3
@@ -259,7 +261,7 @@ def test_the_plane_shown_is_the_plane_analysed(make_napari_viewer):
         viewer.dims.set_current_step(plane_axis, plane)
         widget.find_strongest()
         assert widget.strongest[0] == (channel, float(acts[channel, plane][pixel]))
-        viewer.dims.set_current_step(plane_axis, plane)   # find_strongest moved the channel
+        viewer.dims.set_current_step(plane_axis, plane)  # find_strongest moved the channel
         widget.on_viewer_click(act.data_to_world((0, plane) + pixel))
         np.testing.assert_array_equal(widget.probed, acts[:, plane][(slice(None),) + pixel])
 
@@ -271,7 +273,7 @@ def test_stacks_are_analysed_plane_by_plane(make_napari_viewer, random_net):
     stack = np.random.default_rng(1).integers(0, 255, (2, 48, 40), dtype=np.uint8)
     viewer.add_image(stack, name="Stack")
     act = na.show_activations(viewer, "Stack", LAYER, network=random_net)
-    assert act.data.shape == (16, 2, 48, 40)     # (C, Z, H, W): Z stays under its slider
+    assert act.data.shape == (16, 2, 48, 40)  # (C, Z, H, W): Z stays under its slider
     widget = AnalysisWidget(viewer, network=random_net)
     plane_axis = viewer.dims.ndim - 3
     viewer.dims.set_current_step(plane_axis, 1)
@@ -280,8 +282,9 @@ def test_stacks_are_analysed_plane_by_plane(make_napari_viewer, random_net):
     rows, cols = want.native_interior()  # the border where zero padding shows is left out
     expected = na.strongest_channels(want.native[..., rows, cols], 5)
     assert [c for c, _ in widget.strongest] == [c for c, _ in expected]
-    np.testing.assert_allclose([v for _, v in widget.strongest], [v for _, v in expected],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        [v for _, v in widget.strongest], [v for _, v in expected], rtol=1e-5
+    )
     widget.on_viewer_click(act.data_to_world((0, 1, 30, 20)))
     np.testing.assert_allclose(widget.probed, na.probe(want, 30, 20), rtol=1e-5, atol=1e-4)
     widget.show_montage()

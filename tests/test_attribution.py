@@ -63,8 +63,7 @@ def test_grad_cam_equals_pytorch_grad_cam_and_captum(random_net, peer_model, sma
     assert ours.shape == theirs.shape
     _close(ours, theirs)
 
-    captum_map = LayerGradCam(peer_model, module).attribute(x, target=cls,
-                                                            relu_attributions=True)
+    captum_map = LayerGradCam(peer_model, module).attribute(x, target=cls, relu_attributions=True)
     _close(ours, captum_map[0, 0].detach().numpy())
 
 
@@ -77,9 +76,12 @@ def test_grad_cam_on_the_image_grid_places_pixel_i_over_O_plus_S_i(random_net, s
     rows = O + S * np.arange(native.shape[0])
     cols = O + S * np.arange(native.shape[1])
     inside = rows < placed.shape[0]
-    np.testing.assert_allclose(placed[np.ix_(rows[inside], cols[cols < placed.shape[1]])],
-                               native[inside][:, : (cols < placed.shape[1]).sum()],
-                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        placed[np.ix_(rows[inside], cols[cols < placed.shape[1]])],
+        native[inside][:, : (cols < placed.shape[1]).sum()],
+        rtol=1e-6,
+        atol=1e-7,
+    )
 
 
 def test_grad_cam_with_input_scale_covers_the_image(random_net, small):
@@ -100,16 +102,17 @@ def test_target_by_name_index_and_callable_agree(random_net, small):
 
 
 @pytest.mark.parametrize("window,stride,fill", [(16, 8, "mean"), ((20, 12), (8, 6), 0)])
-def test_occlusion_equals_captum_and_reuse_equals_full_passes(random_net, peer_model, small,
-                                                              window, stride, fill):
+def test_occlusion_equals_captum_and_reuse_equals_full_passes(
+    random_net, peer_model, small, window, stride, fill
+):
     import torch
     from captum.attr import Occlusion
 
     cls = 285
-    ours = na.occlusion_sensitivity(random_net, small, cls, window=window, stride=stride,
-                                    fill=fill)
-    full = na.occlusion_sensitivity(random_net, small, cls, window=window, stride=stride,
-                                    fill=fill, reuse=False, batch=7)
+    ours = na.occlusion_sensitivity(random_net, small, cls, window=window, stride=stride, fill=fill)
+    full = na.occlusion_sensitivity(
+        random_net, small, cls, window=window, stride=stride, fill=fill, reuse=False, batch=7
+    )
     x, *_ = network_input(random_net, small, "conv1")
     wy, wx = (window, window) if isinstance(window, int) else window
     sy, sx = (stride, stride) if isinstance(stride, int) else stride
@@ -120,9 +123,18 @@ def test_occlusion_equals_captum_and_reuse_equals_full_passes(random_net, peer_m
         std = torch.tensor(random_net.std).reshape(1, 3, 1, 1)
         baseline = (0 - mean) / std
     with torch.no_grad():
-        theirs = Occlusion(peer_model).attribute(
-            x, sliding_window_shapes=(3, wy, wx), strides=(3, sy, sx), baselines=baseline,
-            target=cls, perturbations_per_eval=16)[0, 0].numpy()
+        theirs = (
+            Occlusion(peer_model)
+            .attribute(
+                x,
+                sliding_window_shapes=(3, wy, wx),
+                strides=(3, sy, sx),
+                baselines=baseline,
+                target=cls,
+                perturbations_per_eval=16,
+            )[0, 0]
+            .numpy()
+        )
     assert ours.shape == theirs.shape == small.shape[:2]
     _close(ours, theirs)
     _close(full, theirs)
@@ -145,14 +157,17 @@ def test_occlusion_with_input_scale_is_on_the_image_grid(random_net, small):
 # --- bad input: plain messages -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("target,words", [
-    (1000, ["1000", "out of range", "0 to 999"]),
-    (-1, ["-1", "out of range"]),
-    ("egyptain cat", ["egyptain cat", "Egyptian cat"]),
-    ("zzzz", ["zzzz", "categories"]),
-    (2.5, ["float"]),
-    (True, ["True"]),
-])
+@pytest.mark.parametrize(
+    "target,words",
+    [
+        (1000, ["1000", "out of range", "0 to 999"]),
+        (-1, ["-1", "out of range"]),
+        ("egyptain cat", ["egyptain cat", "Egyptian cat"]),
+        ("zzzz", ["zzzz", "categories"]),
+        (2.5, ["float"]),
+        (True, ["True"]),
+    ],
+)
 def test_bad_targets_are_refused_plainly(random_net, small, target, words):
     for run in (na.grad_cam, na.occlusion_sensitivity):
         with pytest.raises(AttributionError) as err:
@@ -177,8 +192,11 @@ def test_non_scalar_target_function_is_refused(random_net, small):
 
 
 def test_windows_larger_than_the_image_and_bad_strides_are_refused(random_net, small):
-    with pytest.raises(AttributionError, match=r"window \(100x100 pixels\) is larger than "
-                                               r"the image.*64x80"):
+    with pytest.raises(
+        AttributionError,
+        match=r"window \(100x100 pixels\) is larger than "
+        r"the image.*64x80",
+    ):
         na.occlusion_sensitivity(random_net, small, 1, window=100)
     with pytest.raises(AttributionError, match="stride .* larger than the window"):
         na.occlusion_sensitivity(random_net, small, 1, window=8, stride=16)
@@ -206,10 +224,13 @@ def test_attribution_module_imports_no_torch_until_used():
     import subprocess
     import sys
 
-    code = ("import sys, napari_activations as na; na.AttributionError; na.grad_cam; "
-            "print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    code = (
+        "import sys, napari_activations as na; na.AttributionError; na.grad_cam; "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "False"
 
 

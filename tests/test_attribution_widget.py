@@ -90,8 +90,9 @@ def test_grad_cam_layer_over_the_image_updated_in_place(viewer, widget, face_lay
 def test_occlusion_from_the_console_is_signed_and_placed(viewer, face_layer, random_net):
     import napari_activations as na
 
-    layer = na.show_attribution(viewer, "Face", "occlusion", 3, network=random_net,
-                                window=44, stride=44)
+    layer = na.show_attribution(
+        viewer, "Face", "occlusion", 3, network=random_net, window=44, stride=44
+    )
     assert layer.name == f"Face: occlusion {random_net.categories[3]}"
     low, high = layer.contrast_limits
     assert low == -high and high > 0
@@ -106,8 +107,9 @@ def test_top5_fills_the_class_choice(widget, qtbot):
     assert isinstance(widget.target(), str) and widget.target() in widget._network.categories
 
 
-def test_bad_target_and_window_are_plain_notifications(viewer, widget, face_layer, qtbot,
-                                                       notifications):
+def test_bad_target_and_window_are_plain_notifications(
+    viewer, widget, face_layer, qtbot, notifications
+):
     original = face_layer.data.copy()
     n_layers = len(viewer.layers)
     widget.set_target("egyptain cat")

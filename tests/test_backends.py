@@ -20,11 +20,13 @@ import napari_activations as na
 from napari_activations import backends
 from napari_activations.backends import onnx_backend
 
-ORT = pytest.mark.skipif(not backends.onnxruntime_installed(),
-                         reason="onnxruntime/onnx not installed")
+ORT = pytest.mark.skipif(
+    not backends.onnxruntime_installed(), reason="onnxruntime/onnx not installed"
+)
 CUDA = pytest.mark.skipif(
     not torch.cuda.is_available(),
-    reason="no CUDA GPU here: half precision and channels_last run on GPUs only")
+    reason="no CUDA GPU here: half precision and channels_last run on GPUs only",
+)
 TOLERANCE = 1e-5  # of the layer's largest magnitude
 
 
@@ -63,10 +65,13 @@ def test_the_environment_variable_chooses_for_auto(monkeypatch):
         backends.resolve_backend("auto", "cpu")
 
 
-@pytest.mark.parametrize("backend, device, match", [
-    ("tensorrt", "cpu", "backend must be one of"),
-    ("onnxruntime", "cuda", "runs on the CPU"),
-])
+@pytest.mark.parametrize(
+    "backend, device, match",
+    [
+        ("tensorrt", "cpu", "backend must be one of"),
+        ("onnxruntime", "cuda", "runs on the CPU"),
+    ],
+)
 def test_unusable_backends_are_refused_with_advice(backend, device, match):
     with pytest.raises(backends.BackendError, match=match):
         backends.resolve_backend(backend, device)
@@ -81,10 +86,13 @@ def test_half_precision_on_the_cpu_is_refused(random_net):
 
 
 def test_importing_the_backends_imports_no_runtime():
-    code = ("import sys, napari_activations.backends as b; b.available_backends('cpu'); "
-            "print(sorted(m for m in ('torch', 'onnxruntime', 'onnx') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    code = (
+        "import sys, napari_activations.backends as b; b.available_backends('cpu'); "
+        "print(sorted(m for m in ('torch', 'onnxruntime', 'onnx') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "[]"
 
 
@@ -122,7 +130,8 @@ def test_relu_of_pre_is_post_exactly_within_each_backend(random_net, backend):
         assert (pre < 0).any(), f"{info.name} on {backend} has no negative values"
         if post.module.endswith(("_activation", "features.1", "classifier.2")):
             np.testing.assert_array_equal(
-                np.maximum(pre, 0), na.activations(random_net, image, post, backend=backend))
+                np.maximum(pre, 0), na.activations(random_net, image, post, backend=backend)
+            )
 
 
 @ORT
@@ -134,12 +143,15 @@ def test_tiles_lazy_stacks_and_dask_run_through_the_backend(random_net):
     tiled = na.activations(random_net, image, "fire5-concat", backend="onnxruntime", tile=48)
     np.testing.assert_allclose(tiled, whole, atol=1e-4 * np.abs(whole).max())
     stack = np.stack([image, image[::-1].copy()])
-    lazy = na.activations(random_net, stack, "fire5-concat", resize=True,
-                          backend="onnxruntime")
+    lazy = na.activations(random_net, stack, "fire5-concat", resize=True, backend="onnxruntime")
     assert lazy.backend == "onnxruntime"
     np.testing.assert_allclose(lazy.native.plane((0,)), whole, rtol=0, atol=1e-6)
-    lazy_dask = na.activations(random_net, da.from_array(stack, chunks=(1, 150, 170, 3)),
-                               "fire5-concat", backend="onnxruntime")
+    lazy_dask = na.activations(
+        random_net,
+        da.from_array(stack, chunks=(1, 150, 170, 3)),
+        "fire5-concat",
+        backend="onnxruntime",
+    )
     np.testing.assert_allclose(lazy_dask[0].compute(), whole, rtol=0, atol=1e-6)
     global_tiled = na.activations(random_net, image, "prob", backend="onnxruntime", tile=64)
     global_whole = na.activations(random_net, image, "prob", backend="torch")
@@ -153,11 +165,15 @@ def test_tiles_lazy_stacks_and_dask_run_through_the_backend(random_net):
 def test_first_use_is_a_visible_step_and_later_uses_skip_it(fresh_cache):
     net = fresh_net()
     image = _image(40, 44)
-    messages = [p.message for p in na.iter_activations(net, image, "fire2-squeeze1x1",
-                                                       backend="onnxruntime")]
+    messages = [
+        p.message
+        for p in na.iter_activations(net, image, "fire2-squeeze1x1", backend="onnxruntime")
+    ]
     assert "preparing the fast path" in messages[0]
-    again = [p.message for p in na.iter_activations(net, image, "fire2-squeeze1x1",
-                                                    backend="onnxruntime")]
+    again = [
+        p.message
+        for p in na.iter_activations(net, image, "fire2-squeeze1x1", backend="onnxruntime")
+    ]
     assert not any("preparing" in m for m in again)
     assert len(list(fresh_cache.glob("*.onnx"))) == 1
 
@@ -182,8 +198,9 @@ def test_exports_are_cached_on_disk_by_layer_and_weights(fresh_cache, monkeypatc
 
 
 @ORT
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "garbage with a matching hash",
-                                    "hash file missing"])
+@pytest.mark.parametrize(
+    "damage", ["garbage", "truncated", "garbage with a matching hash", "hash file missing"]
+)
 def test_a_damaged_cache_entry_is_exported_again(fresh_cache, damage, random_net):
     import hashlib
 
@@ -225,8 +242,10 @@ def test_an_unwritable_cache_costs_only_a_warning(tmp_path, monkeypatch):
 @pytest.mark.parametrize("failure", ["export", "check"])
 def test_where_the_export_fails_torch_runs_and_says_so_once(fresh_cache, monkeypatch, failure):
     if failure == "export":
+
         def broken(net, info):
             raise onnx_backend.ExportError("unsupported operator 'aten::frobnicate'")
+
         monkeypatch.setattr(onnx_backend, "_export", broken)
     else:  # the export disagrees with torch
         monkeypatch.setattr(onnx_backend, "TOLERANCE", -1.0)
@@ -276,4 +295,3 @@ def test_onnxruntime_is_refused_for_a_gpu_network():
     net = na.load_squeezenet(None, device="cuda")
     with pytest.raises(backends.BackendError, match="runs on the CPU"):
         na.activations(net, _image(64, 64), "conv1", backend="onnxruntime")
-

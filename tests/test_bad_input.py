@@ -68,45 +68,91 @@ def huge() -> np.ndarray:
 
 
 CASES = [
-    Case("labels", lambda: ("labels", np.zeros((40, 40), np.uint8), {}),
-         error=(LayerInputError, ("Labels layer", "Image layer")), widget_words=("no image",)),
-    Case("points", lambda: ("points", np.array([[1.0, 1.0], [20.0, 30.0]]), {}),
-         error=(LayerInputError, ("Points layer", "Image layer")), widget_words=("no image",)),
-    Case("shapes", lambda: ("shapes", [np.array([[0.0, 0.0], [10, 10], [0, 10]])],
-                            {"shape_type": "polygon"}),
-         error=(LayerInputError, ("Shapes layer", "Image layer")), widget_words=("no image",)),
-    Case("surface", lambda: ("surface", (np.array([[0.0, 0], [0, 10], [10, 0]]),
-                                         np.array([[0, 1, 2]]), np.ones(3)), {}),
-         error=(LayerInputError, ("Surface layer", "Image layer")), widget_words=("no image",)),
-    Case("vectors", lambda: ("vectors", np.zeros((2, 2, 2)), {}),
-         error=(LayerInputError, ("Vectors layer", "Image layer")), widget_words=("no image",)),
-    Case("empty viewer", lambda: (None, None, {}),
-         error=(LayerInputError, ("no image layer", "open an image")),
-         widget_words=("no image", "open")),
-    Case("zero-size", image(np.zeros((0, 40), np.float32)), napari_refuses=True,
-         error=(na.ImageError, ("empty", "(0, 40)"))),
+    Case(
+        "labels",
+        lambda: ("labels", np.zeros((40, 40), np.uint8), {}),
+        error=(LayerInputError, ("Labels layer", "Image layer")),
+        widget_words=("no image",),
+    ),
+    Case(
+        "points",
+        lambda: ("points", np.array([[1.0, 1.0], [20.0, 30.0]]), {}),
+        error=(LayerInputError, ("Points layer", "Image layer")),
+        widget_words=("no image",),
+    ),
+    Case(
+        "shapes",
+        lambda: ("shapes", [np.array([[0.0, 0.0], [10, 10], [0, 10]])], {"shape_type": "polygon"}),
+        error=(LayerInputError, ("Shapes layer", "Image layer")),
+        widget_words=("no image",),
+    ),
+    Case(
+        "surface",
+        lambda: (
+            "surface",
+            (np.array([[0.0, 0], [0, 10], [10, 0]]), np.array([[0, 1, 2]]), np.ones(3)),
+            {},
+        ),
+        error=(LayerInputError, ("Surface layer", "Image layer")),
+        widget_words=("no image",),
+    ),
+    Case(
+        "vectors",
+        lambda: ("vectors", np.zeros((2, 2, 2)), {}),
+        error=(LayerInputError, ("Vectors layer", "Image layer")),
+        widget_words=("no image",),
+    ),
+    Case(
+        "empty viewer",
+        lambda: (None, None, {}),
+        error=(LayerInputError, ("no image layer", "open an image")),
+        widget_words=("no image", "open"),
+    ),
+    Case(
+        "zero-size",
+        image(np.zeros((0, 40), np.float32)),
+        napari_refuses=True,
+        error=(na.ImageError, ("empty", "(0, 40)")),
+    ),
     Case("1x1", image(np.ones((1, 1), np.float32)), error=(na.ImageError, TOO_SMALL + ("3x3",))),
-    Case("smaller than the receptive field", image(RNG.random((12, 12))), layer="fire9-concat",
-         error=(na.ImageError, TOO_SMALL + ("fire9-concat", "17x17", "earlier layer"))),
+    Case(
+        "smaller than the receptive field",
+        image(RNG.random((12, 12))),
+        layer="fire9-concat",
+        error=(na.ImageError, TOO_SMALL + ("fire9-concat", "17x17", "earlier layer")),
+    ),
     Case("4D stack", image(RNG.random((2, 2, 33, 35)).astype(np.float32))),
     Case("5D stack", image(RNG.random((2, 1, 2, 31, 33)))),
-    Case("2 channels last", image(RNG.random((40, 40, 2))),
-         error=(na.ImageError, TOO_SMALL + ("40x2", "channels"))),
+    Case(
+        "2 channels last",
+        image(RNG.random((40, 40, 2))),
+        error=(na.ImageError, TOO_SMALL + ("40x2", "channels")),
+    ),
     Case("2 channels first", image(RNG.random((2, 40, 40)))),
     Case("4 channels, not RGBA", image(RNG.random((36, 36, 4)), rgb=False)),
     Case("RGBA", image(RNG.integers(0, 256, (40, 44, 4), dtype=np.uint8), rgb=True)),
-    Case("complex", image(GRAY.astype(np.complex64)), napari_refuses=True,
-         error=(na.ImageError, ("complex", "np.abs"))),
+    Case(
+        "complex",
+        image(GRAY.astype(np.complex64)),
+        napari_refuses=True,
+        error=(na.ImageError, ("complex", "np.abs")),
+    ),
     Case("bool", image(GRAY > 0.5)),
-    Case("int64 extremes", image(np.where(GRAY > 0.5, np.iinfo(np.int64).max,
-                                          np.iinfo(np.int64).min))),
-    Case("uint64 high", image((GRAY > 0.5).astype(np.uint64) * np.uint64(2**62)
-                              + np.uint64(2**63))),
+    Case(
+        "int64 extremes",
+        image(np.where(GRAY > 0.5, np.iinfo(np.int64).max, np.iinfo(np.int64).min)),
+    ),
+    Case(
+        "uint64 high", image((GRAY > 0.5).astype(np.uint64) * np.uint64(2**62) + np.uint64(2**63))
+    ),
     Case("uint16 tiny range", image((1000 + (GRAY > 0.5)).astype(np.uint16))),
     Case("float NaN", image(np.where(GRAY > 0.8, np.nan, GRAY))),
     Case("float inf", image(np.where(GRAY > 0.8, np.inf, np.where(GRAY < 0.2, -np.inf, GRAY)))),
-    Case("all NaN", image(np.full((40, 40), np.nan, np.float32)),  # napari: limits (0, 1)
-         array_error=(na.ImageError, ("no finite values", "intensity_range", "nan_to_num"))),
+    Case(
+        "all NaN",
+        image(np.full((40, 40), np.nan, np.float32)),  # napari: limits (0, 1)
+        array_error=(na.ImageError, ("no finite values", "intensity_range", "nan_to_num")),
+    ),
     Case("constant", image(np.full((40, 40), 7.0))),
     Case("float16", image(GRAY.astype(np.float16))),
     Case("big-endian", image(GRAY.astype(">f4"))),
@@ -119,17 +165,25 @@ CASES = [
     Case("dask stack", image(da.from_array(RNG.random((3, 36, 36)), chunks=(1, 36, 18)))),
     # Multiscale layers compute on one level (tests/test_microscopy.py); too small a level
     # for the network layer is said plainly.
-    Case("multiscale too small", lambda: ("image", [RNG.random((40, 2)),
-                                                    RNG.random((20, 1))], {"multiscale": True}),
-         error=(na.ImageError, ("too small", "conv1")),
-         array_error=(na.ImageError, ("list of arrays", "image[0]"))),
+    Case(
+        "multiscale too small",
+        lambda: ("image", [RNG.random((40, 2)), RNG.random((20, 1))], {"multiscale": True}),
+        error=(na.ImageError, ("too small", "conv1")),
+        array_error=(na.ImageError, ("list of arrays", "image[0]")),
+    ),
     Case("scale and translate", image(GRAY, scale=(0.5, 2.0), translate=(10.0, -5.0))),
     Case("rotation and shear", image(GRAY, rotate=30, shear=[0.3], scale=(2.0, 0.5))),
     Case("affine", image(GRAY, affine=np.array([[1.0, 0.2, 3], [0.1, 2.0, -4], [0, 0, 1]]))),
-    Case("far beyond the memory budget", image(RNG.random((120, 130)).astype(np.float32)),
-         env={"NAPARI_ACTIVATIONS_MEMORY_BUDGET": "1M"}),
-    Case("beyond the machine's memory", image(huge, contrast_limits=(0, 255)),
-         error=(na.ImageError, ("GiB", "memory", "input_scale"))),
+    Case(
+        "far beyond the memory budget",
+        image(RNG.random((120, 130)).astype(np.float32)),
+        env={"NAPARI_ACTIVATIONS_MEMORY_BUDGET": "1M"},
+    ),
+    Case(
+        "beyond the machine's memory",
+        image(huge, contrast_limits=(0, 255)),
+        error=(na.ImageError, ("GiB", "memory", "input_scale")),
+    ),
 ]
 
 
@@ -157,16 +211,21 @@ def check_result(net: na.Network, source: Any, result: Any, layer: str) -> None:
     assert result.data.shape == (info.channels,) + spatial_shape(source)
     assert result.data.dtype == np.float32
     # The world extents agree: the channel axis is extra, the rest follows the source.
-    np.testing.assert_allclose(np.asarray(result.extent.world)[:, 1:],
-                               np.asarray(source.extent.world), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(result.extent.world)[:, 1:],
+        np.asarray(source.extent.world),
+        rtol=1e-6,
+        atol=1e-6,
+    )
     np.testing.assert_allclose(result.rotate[1:, 1:], source.rotate)
     native = np.asarray(result.data.native)
     assert np.isfinite(native).all()
     # The values: the documented preprocessing (napari's contrast limits as the intensity
     # range), rewritten here, then the network on a plain float image in [0, 1].
     plain = oracle_input(source.data, tuple(source.contrast_limits), bool(source.rgb))
-    expected = na.activations(net, plain, layer, intensity_range=(0.0, 1.0),
-                              rgb=bool(source.rgb), memory_budget=UNTILED)
+    expected = na.activations(
+        net, plain, layer, intensity_range=(0.0, 1.0), rgb=bool(source.rgb), memory_budget=UNTILED
+    )
     np.testing.assert_allclose(native, expected, rtol=1e-4, atol=1e-4)
 
 
@@ -179,8 +238,14 @@ def check_array_result(net: na.Network, data: Any, out: Any, layer: str) -> None
     assert out.dtype == np.float32
     native = np.asarray(out.native)
     assert np.isfinite(native).all()
-    expected = na.activations(net, oracle_input(data, None, colour), layer,
-                              intensity_range=(0.0, 1.0), rgb=colour, memory_budget=UNTILED)
+    expected = na.activations(
+        net,
+        oracle_input(data, None, colour),
+        layer,
+        intensity_range=(0.0, 1.0),
+        rgb=colour,
+        memory_budget=UNTILED,
+    )
     np.testing.assert_allclose(native, expected, rtol=1e-4, atol=1e-4)
 
 
@@ -268,8 +333,12 @@ def shared_gui(random_net, qapp):
 
 
 @pytest.mark.gui
-@pytest.mark.parametrize("case_env", [c for c in CASES if not c.napari_refuses],
-                         ids=[c.id for c in CASES if not c.napari_refuses], indirect=True)
+@pytest.mark.parametrize(
+    "case_env",
+    [c for c in CASES if not c.napari_refuses],
+    ids=[c.id for c in CASES if not c.napari_refuses],
+    indirect=True,
+)
 def test_widget(case_env, random_net, shared_gui, qtbot, monkeypatch):
     """The same cases through the dock widget: a result, or a notification and a ready widget."""
     case = case_env
@@ -307,16 +376,27 @@ def test_widget(case_env, random_net, shared_gui, qtbot, monkeypatch):
 # -- inputs only the array API can be given -----------------------------------------------------
 
 
-@pytest.mark.parametrize("data, kwargs, words", [
-    ([np.zeros((64, 64)), np.zeros((32, 32))], {}, ("different shapes", "pyramid", "image[0]")),
-    (np.zeros(40), {}, ("at least two axes", "(40,)")),
-    (np.full((40, 40), "a"), {}, ("<U1", "pass numbers")),
-    (np.array([[object()] * 4] * 4), {}, ("object", "pass numbers")),
-    (np.zeros((40, 40, 2)), {"rgb": True}, ("rgb=True", "3 (RGB) or 4 (RGBA)")),
-    (np.zeros((40, 40)), {"input_scale": float("nan")}, ("input_scale", "positive")),
-    (np.zeros((40, 40)), {"intensity_range": (1.0, 1.0)}, ("intensity_range", "high > low")),
-], ids=["pyramid list", "1-D", "strings", "objects", "rgb=True on 2 channels", "NaN scale",
-        "empty intensity range"])
+@pytest.mark.parametrize(
+    "data, kwargs, words",
+    [
+        ([np.zeros((64, 64)), np.zeros((32, 32))], {}, ("different shapes", "pyramid", "image[0]")),
+        (np.zeros(40), {}, ("at least two axes", "(40,)")),
+        (np.full((40, 40), "a"), {}, ("<U1", "pass numbers")),
+        (np.array([[object()] * 4] * 4), {}, ("object", "pass numbers")),
+        (np.zeros((40, 40, 2)), {"rgb": True}, ("rgb=True", "3 (RGB) or 4 (RGBA)")),
+        (np.zeros((40, 40)), {"input_scale": float("nan")}, ("input_scale", "positive")),
+        (np.zeros((40, 40)), {"intensity_range": (1.0, 1.0)}, ("intensity_range", "high > low")),
+    ],
+    ids=[
+        "pyramid list",
+        "1-D",
+        "strings",
+        "objects",
+        "rgb=True on 2 channels",
+        "NaN scale",
+        "empty intensity range",
+    ],
+)
 def test_array_api_refusals(random_net, data, kwargs, words):
     digest = data_digest(data)
     with pytest.raises(na.ImageError) as err:

@@ -24,8 +24,9 @@ def rgb() -> np.ndarray:
     return np.clip(base + rng.normal(0, 30, base.shape), 0, 255).astype(np.uint8)
 
 
-def _torchvision_reference(net: na.Network, rgb_float01: np.ndarray, names: list[str]
-                           ) -> dict[str, np.ndarray]:
+def _torchvision_reference(
+    net: na.Network, rgb_float01: np.ndarray, names: list[str]
+) -> dict[str, np.ndarray]:
     """Every requested layer from one full forward pass, with copying forward hooks."""
     model = copy.deepcopy(net.model)
     out: dict[str, np.ndarray] = {}
@@ -35,8 +36,11 @@ def _torchvision_reference(net: na.Network, rgb_float01: np.ndarray, names: list
         if info.name == "prob":
             continue
         module = model.get_submodule(info.module)
-        handles.append(module.register_forward_hook(
-            lambda m, i, o, name=name: out.__setitem__(name, o[0].clone().numpy())))
+        handles.append(
+            module.register_forward_hook(
+                lambda m, i, o, name=name: out.__setitem__(name, o[0].clone().numpy())
+            )
+        )
     x = (rgb_float01.astype(np.float32) - MEAN) / STD
     with torch.inference_mode():
         logits = model(torch.from_numpy(x.transpose(2, 0, 1).copy())[None])
@@ -55,8 +59,9 @@ def _close(a: np.ndarray, b: np.ndarray) -> None:
 # --- shapes and input kinds ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("layer", ["conv1", "pool1", "fire6-squeeze1x1", "fire9-concat",
-                                   "conv10", "pool10", "prob"])
+@pytest.mark.parametrize(
+    "layer", ["conv1", "pool1", "fire6-squeeze1x1", "fire9-concat", "conv10", "pool10", "prob"]
+)
 def test_shape_is_channels_then_native_grid(random_net, rgb, layer):
     a = na.activations(random_net, rgb, layer)
     info = find_layer(layer)
@@ -70,7 +75,8 @@ def test_gray_is_the_gray_repeated_to_three_channels(random_net, rgb):
     a = na.activations(random_net, gray, "fire2-concat")
     assert a.shape == (128, *output_size("fire2-concat", 72, 96))
     np.testing.assert_array_equal(
-        a, na.activations(random_net, np.repeat(gray[..., None], 3, axis=-1), "fire2-concat"))
+        a, na.activations(random_net, np.repeat(gray[..., None], 3, axis=-1), "fire2-concat")
+    )
 
 
 def test_alpha_is_ignored(random_net, rgb):
@@ -83,8 +89,9 @@ def test_alpha_is_ignored(random_net, rgb):
 @pytest.mark.parametrize("dtype", [np.float32, np.uint16])
 def test_alpha_does_not_change_the_intensity_scaling(random_net, rgb, dtype):
     """An opaque alpha at the top of the dtype must not stretch the colours' own range."""
-    colour = (rgb.astype(np.float32) / 255 * 0.5) if dtype == np.float32 else \
-        rgb.astype(np.uint16) * 100
+    colour = (
+        (rgb.astype(np.float32) / 255 * 0.5) if dtype == np.float32 else rgb.astype(np.uint16) * 100
+    )
     alpha = np.full(rgb.shape[:2] + (1,), 1.0 if dtype == np.float32 else 65535, dtype=dtype)
     rgba = np.concatenate([colour.astype(dtype), alpha], axis=-1)
     expected = na.activations(random_net, colour.astype(dtype), "conv1")
@@ -104,7 +111,8 @@ def test_stacks_equal_per_plane_calls(random_net, rgb):
     assert a.shape == (3, 32, *output_size("fire4-relu_squeeze1x1", 72, 96))
     for t in range(3):
         np.testing.assert_array_equal(
-            a[t], na.activations(random_net, colour[t], "fire4-relu_squeeze1x1"))
+            a[t], na.activations(random_net, colour[t], "fire4-relu_squeeze1x1")
+        )
 
 
 def test_rgb_override(random_net):
@@ -120,8 +128,9 @@ def test_rgb_override(random_net):
         na.activations(random_net, big[..., :2], "conv1", rgb=True)
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int64, np.float32,
-                                   np.float64, bool])
+@pytest.mark.parametrize(
+    "dtype", [np.uint8, np.uint16, np.int16, np.int64, np.float32, np.float64, bool]
+)
 def test_any_real_dtype(random_net, rgb, dtype):
     image = rgb[..., 0] > 128 if dtype is bool else rgb[..., 0].astype(dtype)
     a = na.activations(random_net, image, "fire2-squeeze1x1")
@@ -143,16 +152,17 @@ def test_scaling_is_not_rounded_at_the_image_precision(random_net, rgb, dtype):
     """A float16 (or integer) image gives what the same values as float64 give."""
     scale, offset = (0.7 / 255, 0.1) if dtype == np.float16 else (3, 1000)
     image = (rgb.astype(np.float64) * scale + offset).astype(dtype)
-    _close(na.activations(random_net, image, "conv1"),
-           na.activations(random_net, image.astype(np.float64), "conv1"))
+    _close(
+        na.activations(random_net, image, "conv1"),
+        na.activations(random_net, image.astype(np.float64), "conv1"),
+    )
 
 
 def test_intensity_range_maps_low_and_high_to_black_and_white(random_net, rgb):
     u8 = (rgb // 2).astype(np.uint8)  # 0..127: own range would stretch it, 0..255 does not
     expected = na.activations(random_net, u8, "fire3-concat")
     u16 = u8.astype(np.uint16) * 257
-    _close(na.activations(random_net, u16, "fire3-concat", intensity_range=(0, 65535)),
-           expected)
+    _close(na.activations(random_net, u16, "fire3-concat", intensity_range=(0, 65535)), expected)
     f = u8.astype(np.float32) / 255 * 4 - 1  # -1..1 from 0..255
     _close(na.activations(random_net, f, "fire3-concat", intensity_range=(-1, 3)), expected)
     # without a range, the uint16 image would be stretched to its own min..max instead
@@ -170,8 +180,10 @@ def test_intensity_range_clips_and_nan_counts_as_low(random_net, rgb):
     with_nan[10:20, 10:20] = np.nan
     at_low = clipped.copy()
     at_low[10:20, 10:20] = low_high[0]
-    _close(na.activations(random_net, with_nan, "conv1", intensity_range=low_high),
-           na.activations(random_net, at_low, "conv1", intensity_range=low_high))
+    _close(
+        na.activations(random_net, with_nan, "conv1", intensity_range=low_high),
+        na.activations(random_net, at_low, "conv1", intensity_range=low_high),
+    )
 
 
 @pytest.mark.parametrize("bad", [(1, 1), (2, 1), (0, np.inf), "ab", (1,)])
@@ -186,9 +198,15 @@ def test_constant_image_gives_finite_activations(random_net):
 
 
 def test_input_is_never_modified(random_net, rgb):
-    images = [rgb, rgb[..., 0].astype(np.float32), rgb.astype(np.float32),
-              np.concatenate([rgb, rgb[..., :1]], axis=-1).astype(np.float32),
-              rgb.astype(np.float64), rgb[..., 0] > 100, rgb.astype(np.uint16)]
+    images = [
+        rgb,
+        rgb[..., 0].astype(np.float32),
+        rgb.astype(np.float32),
+        np.concatenate([rgb, rgb[..., :1]], axis=-1).astype(np.float32),
+        rgb.astype(np.float64),
+        rgb[..., 0] > 100,
+        rgb.astype(np.uint16),
+    ]
     for image in images:
         before = image.copy()
         na.activations(random_net, image, "fire2-squeeze1x1")
@@ -232,9 +250,23 @@ def test_after_relu_layers_are_never_negative(random_net, rgb):
             assert na.activations(random_net, small, info).min() >= 0, info.name
 
 
-SAMPLE = ["conv1", "relu_conv1", "pool1", "fire2-squeeze1x1", "fire3-expand3x3",
-          "fire5-expand1x1", "fire6-squeeze1x1", "fire6-concat", "pool5", "fire9-concat",
-          "drop9", "conv10", "relu_conv10", "pool10", "prob"]
+SAMPLE = [
+    "conv1",
+    "relu_conv1",
+    "pool1",
+    "fire2-squeeze1x1",
+    "fire3-expand3x3",
+    "fire5-expand1x1",
+    "fire6-squeeze1x1",
+    "fire6-concat",
+    "pool5",
+    "fire9-concat",
+    "drop9",
+    "conv10",
+    "relu_conv10",
+    "pool10",
+    "prob",
+]
 
 
 def test_equals_a_full_torchvision_forward_pass(random_net, rgb):
@@ -253,12 +285,18 @@ def test_real_weights_equal_a_full_torchvision_forward_pass(real_net, face):
 def test_forward_stops_at_the_requested_layer(random_net, rgb):
     """The torch walk runs no module past the layer (hooks see torch's modules only)."""
     fire3 = random_net.model.features[4]
-    watched = {"fire3": fire3, "fire3.squeeze": fire3.squeeze,
-               "fire3.expand1x1": fire3.expand1x1, "fire3.expand3x3": fire3.expand3x3,
-               "classifier": random_net.model.classifier}
+    watched = {
+        "fire3": fire3,
+        "fire3.squeeze": fire3.squeeze,
+        "fire3.expand1x1": fire3.expand1x1,
+        "fire3.expand3x3": fire3.expand3x3,
+        "classifier": random_net.model.classifier,
+    }
     called: list[str] = []
-    handles = [m.register_forward_pre_hook(lambda m, i, name=name: called.append(name))
-               for name, m in watched.items()]
+    handles = [
+        m.register_forward_pre_hook(lambda m, i, name=name: called.append(name))
+        for name, m in watched.items()
+    ]
     try:
         na.activations(random_net, rgb, "fire2-concat", backend="torch")
         assert called == []
@@ -304,11 +342,14 @@ def test_interleaved_and_concurrent_calls_do_not_mix_their_inputs(random_net):
                     next(gen)
                 except StopIteration as stop:
                     results[k] = stop.value
-    for got, want in zip(results, expected):
+    for got, want in zip(results, expected, strict=False):
         np.testing.assert_array_equal(got, want)
     with ThreadPoolExecutor(4) as pool:
-        for got, want in zip(pool.map(lambda im: na.activations(random_net, im, "fire3-concat"),
-                                      images * 2), expected * 2):
+        for got, want in zip(
+            pool.map(lambda im: na.activations(random_net, im, "fire3-concat"), images * 2),
+            expected * 2,
+            strict=False,
+        ):
             np.testing.assert_array_equal(got, want)
 
 
@@ -334,8 +375,9 @@ def test_complex_image_is_an_image_error(random_net):
         na.activations(random_net, np.zeros((40, 40), dtype=np.complex64), "conv1")
 
 
-@pytest.mark.parametrize("image", [np.zeros((0, 40)), np.zeros(40), np.array(["a"] * 1600)
-                                   .reshape(40, 40)])
+@pytest.mark.parametrize(
+    "image", [np.zeros((0, 40)), np.zeros(40), np.array(["a"] * 1600).reshape(40, 40)]
+)
 def test_unusable_images_are_image_errors(random_net, image):
     with pytest.raises(na.ImageError):
         na.activations(random_net, image, "conv1")
@@ -366,10 +408,23 @@ def test_resize_gives_a_lazy_array_on_the_image_grid(random_net, rgb):
     np.testing.assert_array_equal(full, na.align(native, find_layer("fire4-concat"), (72, 96)))
 
 
-KEYS = [5, -1, (3, 10), (3, 10, 20), (-2, -3, -4), slice(2, 9, 3), (Ellipsis, 7),
-        (Ellipsis, slice(5, 20), slice(None, None, 3)), (1, Ellipsis), (slice(None), 0, 1),
-        (np.int64(4), slice(60, 200)), (slice(0, 4), [0, 5, 71], slice(None)),
-        (2, Ellipsis, 95), (None, 3), ()]
+KEYS = [
+    5,
+    -1,
+    (3, 10),
+    (3, 10, 20),
+    (-2, -3, -4),
+    slice(2, 9, 3),
+    (Ellipsis, 7),
+    (Ellipsis, slice(5, 20), slice(None, None, 3)),
+    (1, Ellipsis),
+    (slice(None), 0, 1),
+    (np.int64(4), slice(60, 200)),
+    (slice(0, 4), [0, 5, 71], slice(None)),
+    (2, Ellipsis, 95),
+    (None, 3),
+    (),
+]
 
 
 @pytest.mark.parametrize("key", KEYS, ids=repr)
@@ -382,8 +437,11 @@ def test_slices_equal_slices_of_the_full_array(random_net, rgb, key):
     np.testing.assert_allclose(got, full[key], rtol=1e-5, atol=1e-6 * np.abs(full).max())
 
 
-@pytest.mark.parametrize("key", [(1, 2), (1, 2, 5, 6), (Ellipsis, slice(3, 30, 4)), (0,),
-                                 (-1, Ellipsis, -1, slice(None))], ids=repr)
+@pytest.mark.parametrize(
+    "key",
+    [(1, 2), (1, 2, 5, 6), (Ellipsis, slice(3, 30, 4)), (0,), (-1, Ellipsis, -1, slice(None))],
+    ids=repr,
+)
 def test_stack_slices_equal_slices_of_the_full_array(random_net, key):
     stack = np.random.default_rng(4).integers(0, 256, (3, 40, 50), dtype=np.uint8)
     A = na.activations(random_net, stack, "fire2-squeeze1x1", resize=True)
@@ -440,8 +498,10 @@ def test_input_scale_shows_the_network_a_resized_image(random_net, rgb):
     x = torch.from_numpy(rgb.transpose(2, 0, 1).astype(np.float32))[None]
     big = F.interpolate(x, size=(144, 192), mode="bilinear", align_corners=False)
     big = big[0].numpy().transpose(1, 2, 0)
-    _close(na.activations(random_net, rgb, "fire2-concat", input_scale=2.0),
-           na.activations(random_net, big, "fire2-concat", intensity_range=(0, 255)))
+    _close(
+        na.activations(random_net, rgb, "fire2-concat", input_scale=2.0),
+        na.activations(random_net, big, "fire2-concat", intensity_range=(0, 255)),
+    )
 
 
 # --- classify -----------------------------------------------------------------------------
@@ -450,7 +510,7 @@ def test_input_scale_shows_the_network_a_resized_image(random_net, rgb):
 def test_classify_returns_sorted_top_k(random_net, rgb):
     top = na.classify(random_net, rgb, top=7)
     assert len(top) == 7
-    names, probs = zip(*top)
+    names, probs = zip(*top, strict=False)
     assert all(n in random_net.categories for n in names) and len(set(names)) == 7
     assert list(probs) == sorted(probs, reverse=True)
     assert all(0 <= p <= 1 for p in probs) and sum(probs) <= 1 + 1e-6
@@ -466,7 +526,7 @@ def test_classify_uses_the_whole_image_at_227(random_net, rgb):
     big = F.interpolate(x, size=(227, 227), mode="bilinear", align_corners=False)
     big = big[0].numpy().transpose(1, 2, 0)
     prob = na.activations(random_net, big, "prob", intensity_range=(0, 255))[:, 0, 0]
-    (name, p), = na.classify(random_net, rgb, top=1)
+    ((name, p),) = na.classify(random_net, rgb, top=1)
     assert name == random_net.categories[int(prob.argmax())]
     assert p == pytest.approx(float(prob.max()), rel=1e-4)
 

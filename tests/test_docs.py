@@ -34,7 +34,7 @@ class Number:
     def __init__(self, text: str):
         self.value = float(text)
         decimals = len(text.split(".")[1]) if "." in text else 0
-        self.tolerance = 0.5 * 10.0 ** -decimals * (1 + 1e-9)
+        self.tolerance = 0.5 * 10.0**-decimals * (1 + 1e-9)
 
     def matches(self, actual: float) -> bool:
         return abs(float(actual) - self.value) <= self.tolerance
@@ -46,12 +46,12 @@ def parse_literal(comment: str):
     if not match:
         return None
     depth = 0
-    for end, char in enumerate(comment):
+    for end, char in enumerate(comment):  # noqa: B007 (end is used after the loop)
         depth += char in "[("
         depth -= char in "])"
         if depth == 0:
             break
-    text = comment[:end + 1]
+    text = comment[: end + 1]
     try:
         tree = ast.parse(text, mode="eval").body
     except SyntaxError:
@@ -86,8 +86,11 @@ def matches(expected, actual) -> bool:
         return isinstance(actual, (int, float, np.number)) and expected.matches(actual)
     if isinstance(expected, tuple) and expected[0] in ("List", "Tuple"):
         items = expected[1]
-        if isinstance(actual, np.ndarray) and actual.dtype.names is None and (
-                expected[0] == "Tuple" and actual.ndim > 1):
+        if (
+            isinstance(actual, np.ndarray)
+            and actual.dtype.names is None
+            and (expected[0] == "Tuple" and actual.ndim > 1)
+        ):
             actual = actual.shape  # a tuple printed for an image: its shape
         elif isinstance(actual, np.ndarray) and expected[0] == "Tuple" and actual.shape == (1,):
             actual = actual[0].tolist()  # the one row a selection found
@@ -98,7 +101,7 @@ def matches(expected, actual) -> bool:
             return False
         if items and items[-1] is ...:
             items = items[:-1]
-            actual = actual[:len(items)]
+            actual = actual[: len(items)]
         return len(items) == len(actual) and all(map(matches, items, actual))
     return expected == actual
 
@@ -108,8 +111,8 @@ def check_table(lines: list[str], actual: np.ndarray) -> None:
     header = lines[0].split()
     rows = [line.split() for line in lines[1:]]
     assert len(actual) >= len(rows)
-    for row, got in zip(rows, actual):
-        for name, text in zip(header, row):
+    for row, got in zip(rows, actual, strict=False):
+        for name, text in zip(header, row, strict=False):
             assert Number(text).matches(got[name]), (name, text, got[name])
 
 
@@ -121,11 +124,11 @@ def statements_with_expectations(block: str):
     for i, node in enumerate(tree.body):
         source = ast.get_source_segment(block, node)
         comments = []
-        tail = lines[node.end_lineno - 1][node.end_col_offset:].strip()
+        tail = lines[node.end_lineno - 1][node.end_col_offset :].strip()
         if tail.startswith("#"):
             comments.append(tail[1:].strip())
         following = tree.body[i + 1].lineno - 1 if i + 1 < len(tree.body) else len(lines)
-        for line in lines[node.end_lineno:following]:
+        for line in lines[node.end_lineno : following]:
             if line.strip().startswith("#"):
                 comments.append(line.strip()[1:].strip())
         yield node, source, comments
@@ -139,8 +142,7 @@ def test_the_numbers_in_analysis_md_are_what_the_code_gives():
         for node, source, comments in statements_with_expectations(block):
             try:
                 if isinstance(node, ast.Expr):
-                    value = eval(compile(ast.Expression(node.value), "<docs>", "eval"),
-                                 namespace)  # noqa: S307
+                    value = eval(compile(ast.Expression(node.value), "<docs>", "eval"), namespace)  # noqa: S307
                 else:
                     exec(compile(ast.Module([node], []), "<docs>", "exec"), namespace)  # noqa: S102
                     continue
@@ -167,7 +169,7 @@ def test_the_numbers_in_analysis_md_are_what_the_code_gives():
     # 554 -> 14 for channel 46 at the eye.
     whole = na.rank_channels(ns["a"], other=ns["b"])
     assert list(whole["channel"][:3]) == [13, 46, 10]
-    for got, text in zip(whole["change"][:3], ("26.7", "17.1", "12.8")):
+    for got, text in zip(whole["change"][:3], ("26.7", "17.1", "12.8"), strict=False):
         assert Number(text).matches(got), (text, got)
     at_eye = na.rank_channels(ns["a"], region=ns["eye"], other=ns["b"])
     row = at_eye[at_eye["channel"] == 46][0]

@@ -24,9 +24,13 @@ def read_ome(path):
     (transforms,) = node.metadata["coordinateTransformations"]
     by_type = {t["type"]: t for t in transforms}
     attrs = zarr.open_group(str(path), mode="r").attrs.asdict()
-    return (np.asarray(node.data[0]), [a["name"] for a in node.metadata["axes"]],
-            by_type["scale"]["scale"], by_type["translation"]["translation"],
-            attrs["napari_activations"])
+    return (
+        np.asarray(node.data[0]),
+        [a["name"] for a in node.metadata["axes"]],
+        by_type["scale"]["scale"],
+        by_type["translation"]["translation"],
+        attrs["napari_activations"],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,16 +44,22 @@ def stack(random_net, image):
 
 
 def test_aligned_stack_reads_back_equal_with_its_placement_and_metadata(
-        tmp_path, random_net, stack):
-    path = na.export_activations(stack, tmp_path / "a.ome.zarr", scale=(0.5, 2.0),
-                                 translate=(10.0, -4.0), network=random_net)
+    tmp_path, random_net, stack
+):
+    path = na.export_activations(
+        stack, tmp_path / "a.ome.zarr", scale=(0.5, 2.0), translate=(10.0, -4.0), network=random_net
+    )
     data, axes, scale, translation, meta = read_ome(path)
     assert axes == ["c", "y", "x"]
     np.testing.assert_array_equal(data, np.asarray(stack))
     assert scale == [1.0, 0.5, 2.0] and translation == [0.0, 10.0, -4.0]
     assert meta["layer"]["name"] == "fire3-concat"
-    assert meta["geometry"] == {"stride": 4, "offset": 3.0, "receptive_field": 23,
-                                "native_shape": list(stack.native.shape)}
+    assert meta["geometry"] == {
+        "stride": 4,
+        "offset": 3.0,
+        "receptive_field": 23,
+        "native_shape": list(stack.native.shape),
+    }
     assert meta["input_scale"] == [1.0, 1.0]
     assert meta["weights"]["trained"] is False
     assert meta["normalisation"]["mean"] == list(random_net.mean)
@@ -58,8 +68,9 @@ def test_aligned_stack_reads_back_equal_with_its_placement_and_metadata(
 
 
 def test_native_maps_sit_over_the_image_pixels_they_came_from(tmp_path, stack):
-    path = na.export_activations(stack, tmp_path / "n.ome.zarr", kind="native",
-                                 scale=(0.5, 2.0), translate=(10.0, -4.0))
+    path = na.export_activations(
+        stack, tmp_path / "n.ome.zarr", kind="native", scale=(0.5, 2.0), translate=(10.0, -4.0)
+    )
     data, axes, scale, translation, meta = read_ome(path)
     np.testing.assert_array_equal(data, stack.native)
     # activation pixel i is over image pixel O + S*i = 3 + 4i, in world units

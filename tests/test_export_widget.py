@@ -78,8 +78,10 @@ def _ome_transform(path):
 
 def test_layer_export_lands_where_the_layer_is(viewer, placed, tmp_path):
     aligned, native = na.export_activation_layer(placed, tmp_path, ("aligned", "native"))
-    assert (aligned.name, native.name) == ("cells_fire2-squeeze1x1.ome.zarr",
-                                           "cells_fire2-squeeze1x1_native.ome.zarr")
+    assert (aligned.name, native.name) == (
+        "cells_fire2-squeeze1x1.ome.zarr",
+        "cells_fire2-squeeze1x1_native.ome.zarr",
+    )
     stack = placed.data  # (C, H, W) for a 2D image
 
     # ome-zarr's reader: the aligned image has the layer's own scale and translation
@@ -104,12 +106,15 @@ def test_layer_export_lands_where_the_layer_is(viewer, placed, tmp_path):
     np.testing.assert_array_equal(np.asarray(opened[5].data), np.asarray(stack[5]))
     np.testing.assert_allclose(opened[5].scale, placed.scale[1:])
     opened = model.open(native, plugin="napari-ome-zarr")
-    np.testing.assert_array_equal(np.asarray(opened[3].data), stack.stack.native[3]
-                                  if hasattr(stack, "stack") else stack.native[3])
+    np.testing.assert_array_equal(
+        np.asarray(opened[3].data),
+        stack.stack.native[3] if hasattr(stack, "stack") else stack.native[3],
+    )
     np.testing.assert_allclose(opened[3].scale, np.multiply(placed.scale[1:], S))
     for i, j in [(0, 0), (4, 7), (13, 13)]:
-        np.testing.assert_allclose(np.asarray(opened[3].data)[i, j],
-                                   np.asarray(stack[3])[O + S * i, O + S * j], rtol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(opened[3].data)[i, j], np.asarray(stack[3])[O + S * i, O + S * j], rtol=1e-6
+        )
 
 
 def test_stack_layer_export_keeps_the_plane_axis(viewer, random_net, tmp_path):
@@ -152,7 +157,8 @@ def _row(viewer):
 
 
 def test_export_button_saves_the_selected_layer_and_remembers_the_folder(
-        viewer, placed, tmp_path, qtbot, monkeypatch, notifications):
+    viewer, placed, tmp_path, qtbot, monkeypatch, notifications
+):
     from qtpy.QtWidgets import QFileDialog
 
     starts = []
@@ -167,8 +173,10 @@ def test_export_button_saves_the_selected_layer_and_remembers_the_folder(
     row.kind_combo.setCurrentText("both")
     row.button.click()
     qtbot.waitUntil(lambda: not row.busy, timeout=60_000)
-    assert sorted(os.listdir(tmp_path)) == ["cells_fire2-squeeze1x1.ome.zarr",
-                                            "cells_fire2-squeeze1x1_native.ome.zarr"]
+    assert sorted(os.listdir(tmp_path)) == [
+        "cells_fire2-squeeze1x1.ome.zarr",
+        "cells_fire2-squeeze1x1_native.ome.zarr",
+    ]
     assert any("Saved" in m for _, m in notifications)
     assert remembered(EXPORT_FOLDER) == str(tmp_path)
     assert row.button.text() == "Export…"
@@ -181,12 +189,12 @@ def test_export_button_saves_the_selected_layer_and_remembers_the_folder(
     assert starts[1] == str(tmp_path)  # the second dialog opened where the first saved
 
 
-def test_export_button_on_an_image_says_what_to_select(viewer, placed, monkeypatch,
-                                                       notifications):
+def test_export_button_on_an_image_says_what_to_select(viewer, placed, monkeypatch, notifications):
     from qtpy.QtWidgets import QFileDialog
 
-    monkeypatch.setattr(QFileDialog, "getExistingDirectory",
-                        lambda *a: pytest.fail("no folder should be asked for"))
+    monkeypatch.setattr(
+        QFileDialog, "getExistingDirectory", lambda *a: pytest.fail("no folder should be asked for")
+    )
     widget, row = _row(viewer)
     viewer.layers.selection.active = viewer.layers["cells"]
     row.button.click()
@@ -220,8 +228,9 @@ def test_weights_file_is_remembered_for_the_next_launch(viewer, tmp_path, monkey
 
     weights = tmp_path / "my_squeezenet.pth"
     weights.write_bytes(b"not read in this test")
-    monkeypatch.setattr(QFileDialog, "getOpenFileName",
-                        lambda *a: (str(weights), "PyTorch weights (*.pth *.pt)"))
+    monkeypatch.setattr(
+        QFileDialog, "getOpenFileName", lambda *a: (str(weights), "PyTorch weights (*.pth *.pt)")
+    )
     widget, _ = _row(viewer)
     widget.choose_weights_file()
     assert remembered(WEIGHTS_FILE) == str(weights)
@@ -229,9 +238,18 @@ def test_weights_file_is_remembered_for_the_next_launch(viewer, tmp_path, monkey
     # the next launch of napari reads it from the settings file
     env = dict(os.environ)
     out = subprocess.run(
-        [sys.executable, "-c", "from napari_activations._plugin_settings import remembered;"
-         f"print(remembered({WEIGHTS_FILE!r}))"],
-        capture_output=True, text=True, env=env, check=True, timeout=120)
+        [
+            sys.executable,
+            "-c",
+            "from napari_activations._plugin_settings import remembered;"
+            f"print(remembered({WEIGHTS_FILE!r}))",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=120,
+    )
     assert out.stdout.strip() == str(weights)
 
     from napari_activations._widget import ActivationsWidget

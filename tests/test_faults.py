@@ -86,17 +86,21 @@ def serve(monkeypatch, stream_factory) -> list[str]:
     return calls
 
 
-@pytest.mark.parametrize("good, size", [(300_000, 5_000_000), (0, 5_000_000)],
-                         ids=["drops midway", "drops at once"])
-def test_download_failing_midway_leaves_nothing_in_the_cache(fresh_cache, monkeypatch, good,
-                                                             size):
+@pytest.mark.parametrize(
+    "good, size", [(300_000, 5_000_000), (0, 5_000_000)], ids=["drops midway", "drops at once"]
+)
+def test_download_failing_midway_leaves_nothing_in_the_cache(fresh_cache, monkeypatch, good, size):
     calls = serve(monkeypatch, lambda: _BrokenStream(size, good))
     with pytest.raises(na.WeightsUnavailableError) as err:
         na.load_squeezenet("torchvision", device="cpu", progress=False)
     message = str(err.value)
     assert calls == [TORCHVISION_URL]
-    for words in (TORCHVISION_URL, str(fresh_cache / "squeezenet1_1-b8a52dc0.pth"),
-                  na.WEIGHTS_ENV, "ConnectionResetError"):
+    for words in (
+        TORCHVISION_URL,
+        str(fresh_cache / "squeezenet1_1-b8a52dc0.pth"),
+        na.WEIGHTS_ENV,
+        "ConnectionResetError",
+    ):
         assert words in message, message
     leftovers = list(fresh_cache.iterdir()) if fresh_cache.exists() else []
     assert leftovers == []  # no .partial file, no truncated checkpoint
@@ -123,8 +127,9 @@ def gui(random_net, make_napari_viewer, monkeypatch):
 
     notifications = record_notifications(monkeypatch)
     viewer = make_napari_viewer()
-    image = viewer.add_image(np.random.default_rng(1).random((64, 72)).astype(np.float32),
-                             name="cells")
+    image = viewer.add_image(
+        np.random.default_rng(1).random((64, 72)).astype(np.float32), name="cells"
+    )
     widget = ActivationsWidget(viewer, network=random_net)
     viewer.window.add_dock_widget(widget)
     return viewer, widget, image, notifications
@@ -160,10 +165,16 @@ def _good_bytes(tmp_path: Path, net: na.Network) -> bytes:
 
 BAD_FILES = {
     "truncated": (lambda p, t, n: p.write_bytes(_good_bytes(t, n)[:20_000]), "damaged"),
-    "corrupted": (lambda p, t, n: p.write_bytes(bytes(np.random.default_rng(0).integers(
-        0, 256, 50_000, dtype=np.uint8))), "damaged"),
-    "other architecture": (lambda p, t, n: _other_architecture(p, n),
-                           "not a SqueezeNet 1.1 state_dict"),
+    "corrupted": (
+        lambda p, t, n: p.write_bytes(
+            bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8))
+        ),
+        "damaged",
+    ),
+    "other architecture": (
+        lambda p, t, n: _other_architecture(p, n),
+        "not a SqueezeNet 1.1 state_dict",
+    ),
     "empty": (lambda p, t, n: p.write_bytes(b""), "empty"),
     "hostile pickle": (lambda p, t, n: _hostile(p, t / "payload_ran", n), "Refused"),
 }
@@ -171,8 +182,7 @@ BAD_FILES = {
 
 @pytest.mark.gui
 @pytest.mark.parametrize("kind", list(BAD_FILES))
-def test_bad_weights_file_in_the_widget_is_a_notification(gui, qtbot, tmp_path, random_net,
-                                                          kind):
+def test_bad_weights_file_in_the_widget_is_a_notification(gui, qtbot, tmp_path, random_net, kind):
     viewer, widget, image, notifications = gui
     make, words = BAD_FILES[kind]
     path = tmp_path / f"{kind.replace(' ', '_')}.pth"
@@ -225,6 +235,7 @@ def forward_steps(monkeypatch):
                     return stop.value
                 steps.append(time.perf_counter())
                 yield
+
         return counted
 
     monkeypatch.setattr(torch_backend, "forward", counting(torch_backend.forward))
@@ -270,11 +281,13 @@ def test_stepping_the_generator_leaves_the_callers_autograd_alone(random_net):
 @pytest.mark.gui
 @pytest.mark.parametrize("phase", ["forward pass", "resizing"])
 def test_cancel_stops_promptly_adds_nothing_and_leaves_the_widget_ready(
-        gui, qtbot, monkeypatch, forward_steps, phase):
+    gui, qtbot, monkeypatch, forward_steps, phase
+):
     viewer, widget, image, notifications = gui
     viewer.layers.remove(image)
-    image = viewer.add_image(np.random.default_rng(3).random((160, 150)).astype(np.float32),
-                             name="big cells")
+    image = viewer.add_image(
+        np.random.default_rng(3).random((160, 150)).astype(np.float32), name="big cells"
+    )
     before = layer_fingerprint(image)
     widget.set_network_layer("fire9-concat")
     cancelled_at: list[float] = []
@@ -368,8 +381,7 @@ def test_a_deleted_image_is_freed_after_widget_runs(gui, qtbot):
     import weakref
 
     viewer, widget, _, _ = gui
-    big = viewer.add_image(np.random.default_rng(6).random((50, 60)).astype(np.float32),
-                           name="big")
+    big = viewer.add_image(np.random.default_rng(6).random((50, 60)).astype(np.float32), name="big")
     data = weakref.ref(big.data)
     layer = weakref.ref(big)
     for network_layer in ("conv1", "pool1"):
@@ -395,8 +407,9 @@ def test_second_run_while_busy_is_ignored_and_one_layer_results(gui, qtbot, rand
     qtbot.wait(10)
     assert [layer.name for layer in viewer.layers] == ["cells", "cells: conv1"]
     layer = viewer.layers["cells: conv1"]
-    expected = na.activations(random_net, image.data, "conv1",
-                              intensity_range=tuple(image.contrast_limits))
+    expected = na.activations(
+        random_net, image.data, "conv1", intensity_range=tuple(image.contrast_limits)
+    )
     np.testing.assert_allclose(layer.data.native, expected, rtol=1e-5, atol=1e-6)
     assert_no_traceback(notifications)
 
@@ -406,8 +419,14 @@ def test_overlapping_runs_on_one_layer_are_never_interleaved(gui, qtbot, random_
     """A widget run in flight and a console run on the same image and layer: the run started
     last is what stays, whole (data, geometry, metadata and contrast of one run)."""
     viewer, widget, image, notifications = gui
-    assert run_interrupted(qtbot, widget, "fire9-concat", lambda: na.show_activations(
-        viewer, image, "fire9-concat", network=random_net, input_scale=2.0))
+    assert run_interrupted(
+        qtbot,
+        widget,
+        "fire9-concat",
+        lambda: na.show_activations(
+            viewer, image, "fire9-concat", network=random_net, input_scale=2.0
+        ),
+    )
     layers = [layer for layer in viewer.layers if layer.name == "cells: fire9-concat"]
     assert len(layers) == 1
     layer = layers[0]
@@ -415,8 +434,9 @@ def test_overlapping_runs_on_one_layer_are_never_interleaved(gui, qtbot, random_
     native = layer.data.native
     # One run's data, metadata and contrast together ...
     assert list(native.shape) == meta["geometry"]["native_shape"]
-    assert native.shape == (512,) + na.output_size("fire9-concat", 64 * meta["input_scale"],
-                                                   72 * meta["input_scale"])
+    assert native.shape == (512,) + na.output_size(
+        "fire9-concat", 64 * meta["input_scale"], 72 * meta["input_scale"]
+    )
     strongest = int(native.reshape(512, -1).max(axis=1).argmax())
     viewer.dims.set_current_step(0, strongest)
     assert layer.contrast_limits[1] == pytest.approx(float(native[strongest].max()), rel=1e-5)

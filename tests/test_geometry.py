@@ -18,8 +18,13 @@ from torch import nn
 from torch.nn import functional as F
 
 import napari_activations as na
-from napari_activations.geometry import (AxisSupport, GeometryError, check_geometry,
-                                         derive_geometry, measure_geometry)
+from napari_activations.geometry import (
+    AxisSupport,
+    GeometryError,
+    check_geometry,
+    derive_geometry,
+    measure_geometry,
+)
 from napari_activations.layers import LAYERS
 
 
@@ -47,7 +52,10 @@ def test_squeezenet_derived_table_equals_the_hand_checked_one():
             continue
         row = rows[info.module if info.module in rows else info.module + ".cat"]
         assert (row.channels, row.after_relu, row.is_global) == (
-            info.channels, info.after_relu, info.is_global), info.name
+            info.channels,
+            info.after_relu,
+            info.is_global,
+        ), info.name
         if info.is_global:
             assert (row.stride, row.offset, row.receptive_field) == (None, None, None)
         else:
@@ -79,8 +87,13 @@ class UNet(nn.Module):
         super().__init__()
 
         def block(i: int, o: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(),
-                                 nn.Conv2d(o, o, 3, padding=1), nn.ReLU())
+            return nn.Sequential(
+                nn.Conv2d(i, o, 3, padding=1),
+                nn.BatchNorm2d(o),
+                nn.ReLU(),
+                nn.Conv2d(o, o, 3, padding=1),
+                nn.ReLU(),
+            )
 
         self.enc1, self.enc2, self.bottom = block(1, c), block(c, 2 * c), block(2 * c, 4 * c)
         self.pool = nn.MaxPool2d(2)
@@ -124,8 +137,11 @@ def _build(name: str) -> nn.Module:
         return UNet()
     if name == "upsampling":
         return Upsampling()
-    kwargs = {"aux_logits": False, "init_weights": False} if name in (
-        "googlenet", "inception_v3") else {}
+    kwargs = (
+        {"aux_logits": False, "init_weights": False}
+        if name in ("googlenet", "inception_v3")
+        else {}
+    )
     return getattr(tvm, name)(weights=None, **kwargs)
 
 
@@ -135,30 +151,43 @@ def _build(name: str) -> nn.Module:
 # thousands of pixels and cost seconds each. NAPARI_ACTIVATIONS_GEOMETRY_ALL_NODES=1 checks
 # every node of every network (many minutes on one core).
 EVERY_NODE = ["squeezenet1_1", "resnet18", "unet", "upsampling"]
-SAMPLED = ["alexnet", "vgg16", "resnet50", "googlenet", "inception_v3", "mobilenet_v2",
-           "mobilenet_v3_large", "efficientnet_b0", "densenet121", "convnext_tiny",
-           "regnet_y_400mf"]
+SAMPLED = [
+    "alexnet",
+    "vgg16",
+    "resnet50",
+    "googlenet",
+    "inception_v3",
+    "mobilenet_v2",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+    "densenet121",
+    "convnext_tiny",
+    "regnet_y_400mf",
+]
 ALL_NODES = os.environ.get("NAPARI_ACTIVATIONS_GEOMETRY_ALL_NODES") == "1"
 MAX_SAMPLED_RF = 160
 
 
 def _sample(rows) -> list[str]:
-    local = [r for r in rows if r.support is not None
-             and max(r.receptive_field) <= MAX_SAMPLED_RF]
+    local = [r for r in rows if r.support is not None and max(r.receptive_field) <= MAX_SAMPLED_RF]
     picks, seen = [], set()
     for r in local:
         if r.op not in seen:
             seen.add(r.op)
             picks.append(r.name)
-    picks += [r.name for r in local[len(local) // 4::max(1, len(local) // 4)]]
+    picks += [r.name for r in local[len(local) // 4 :: max(1, len(local) // 4)]]
     # and the first node that sees differently along rows and columns (Inception's 1x7)
-    picks += [r.name for r in rows if r.support is not None
-              and r.receptive_field[0] != r.receptive_field[1]][:1]
+    picks += [
+        r.name
+        for r in rows
+        if r.support is not None and r.receptive_field[0] != r.receptive_field[1]
+    ][:1]
     return list(dict.fromkeys(picks + [local[-1].name]))
 
 
-@pytest.mark.parametrize("name", EVERY_NODE + [pytest.param(n, marks=pytest.mark.slow)
-                                               for n in SAMPLED])
+@pytest.mark.parametrize(
+    "name", EVERY_NODE + [pytest.param(n, marks=pytest.mark.slow) for n in SAMPLED]
+)
 def test_derived_support_is_the_measured_one(name):
     model = _build(name)
     rows = derive_geometry(model, input_size=(128, 128))
@@ -180,10 +209,10 @@ def test_check_geometry_finds_a_wrong_derivation(monkeypatch):
     from napari_activations import geometry
 
     original = geometry._transposed_taps
-    monkeypatch.setattr(geometry, "_transposed_taps",
-                        lambda k, s, p, d: original(k, s, 0, d))
-    model = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2), nn.ConvTranspose2d(2, 2, 3, stride=2,
-                                                                           padding=1))
+    monkeypatch.setattr(geometry, "_transposed_taps", lambda k, s, p, d: original(k, s, 0, d))
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3, stride=2), nn.ConvTranspose2d(2, 2, 3, stride=2, padding=1)
+    )
     mismatches = check_geometry(model)
     assert mismatches and {m.name for m in mismatches} == {"1"}
 
@@ -219,7 +248,7 @@ def test_branches_that_disagree_are_not_aligned():
     class Shifted(nn.Module):
         def __init__(self):
             super().__init__()
-            self.a = nn.Conv2d(3, 4, 2, stride=2)             # O = 0.5
+            self.a = nn.Conv2d(3, 4, 2, stride=2)  # O = 0.5
             self.b = nn.Conv2d(3, 4, 3, stride=2, padding=1)  # O = 0
             self.c = nn.Conv2d(4, 4, 1)
 
@@ -268,7 +297,11 @@ def test_measure_geometry_finds_the_derived_values_from_gradients_alone():
     derived = _by_name(model)["features.5"]
     assert measured.source == "measured"
     assert (measured.stride, measured.offset, measured.receptive_field, measured.channels) == (
-        derived.stride, derived.offset, derived.receptive_field, derived.channels)
+        derived.stride,
+        derived.offset,
+        derived.receptive_field,
+        derived.channels,
+    )
 
 
 def test_measure_geometry_finds_a_half_stride():
@@ -277,7 +310,10 @@ def test_measure_geometry_finds_a_half_stride():
     measured = measure_geometry(UNet(), "up1")
     derived = _by_name(UNet(), input_size=(64, 64))["up1"]
     assert (measured.stride, measured.offset, measured.receptive_field) == (
-        derived.stride, derived.offset, derived.receptive_field)
+        derived.stride,
+        derived.offset,
+        derived.receptive_field,
+    )
 
 
 class Untraceable(nn.Module):
@@ -348,9 +384,11 @@ def test_axis_support_stride_offset_and_field():
 
 
 def test_lazy_api_exposes_geometry_without_importing_torch():
-    code = ("import sys, napari_activations as na\n"
-            "assert {'derive_geometry', 'measure_geometry', 'check_geometry', 'NodeGeometry',"
-            " 'GeometryError'} <= set(dir(na))\n"
-            "assert 'torch' not in sys.modules\n")
+    code = (
+        "import sys, napari_activations as na\n"
+        "assert {'derive_geometry', 'measure_geometry', 'check_geometry', 'NodeGeometry',"
+        " 'GeometryError'} <= set(dir(na))\n"
+        "assert 'torch' not in sys.modules\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert na.derive_geometry is derive_geometry and na.measure_geometry is measure_geometry

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -12,31 +13,60 @@ import napari_activations as na
 from napari_activations.layers import LAYERS, find_layer, minimum_input_size, output_size
 
 # REFERENCE.md: blocks in network order; fire blocks with their (squeeze, expand) widths.
-FIRES = {2: (16, 64), 3: (16, 64), 4: (32, 128), 5: (32, 128),
-         6: (48, 192), 7: (48, 192), 8: (64, 256), 9: (64, 256)}
-FIRE_PARTS = ["squeeze1x1", "relu_squeeze1x1", "expand1x1", "relu_expand1x1",
-              "expand3x3", "relu_expand3x3", "concat"]
-FIRE_MODULES = ["squeeze", "squeeze_activation", "expand1x1", "expand1x1_activation",
-                "expand3x3", "expand3x3_activation", None]
+FIRES = {
+    2: (16, 64),
+    3: (16, 64),
+    4: (32, 128),
+    5: (32, 128),
+    6: (48, 192),
+    7: (48, 192),
+    8: (64, 256),
+    9: (64, 256),
+}
+FIRE_PARTS = [
+    "squeeze1x1",
+    "relu_squeeze1x1",
+    "expand1x1",
+    "relu_expand1x1",
+    "expand3x3",
+    "relu_expand3x3",
+    "concat",
+]
+FIRE_MODULES = [
+    "squeeze",
+    "squeeze_activation",
+    "expand1x1",
+    "expand1x1_activation",
+    "expand3x3",
+    "expand3x3_activation",
+    None,
+]
 FEATURE_INDEX = {2: 3, 3: 4, 4: 6, 5: 7, 6: 9, 7: 10, 8: 11, 9: 12}
 
 
 def _expected_table() -> list[tuple[str, str, int]]:
     """(name, torchvision module, channels) of every layer, written out from REFERENCE.md."""
-    rows = [("conv1", "features.0", 64), ("relu_conv1", "features.1", 64),
-            ("pool1", "features.2", 64)]
+    rows = [
+        ("conv1", "features.0", 64),
+        ("relu_conv1", "features.1", 64),
+        ("pool1", "features.2", 64),
+    ]
     for n, (sq, ex) in FIRES.items():
         m = f"features.{FEATURE_INDEX[n]}"
         widths = [sq, sq, ex, ex, ex, ex, 2 * ex]
-        for part, sub, ch in zip(FIRE_PARTS, FIRE_MODULES, widths):
+        for part, sub, ch in zip(FIRE_PARTS, FIRE_MODULES, widths, strict=False):
             rows.append((f"fire{n}-{part}", m if sub is None else f"{m}.{sub}", ch))
         if n == 3:
             rows.append(("pool3", "features.5", 128))
         if n == 5:
             rows.append(("pool5", "features.8", 256))
-    rows += [("drop9", "classifier.0", 512), ("conv10", "classifier.1", 1000),
-             ("relu_conv10", "classifier.2", 1000), ("pool10", "classifier.3", 1000),
-             ("prob", "softmax", 1000)]
+    rows += [
+        ("drop9", "classifier.0", 512),
+        ("conv10", "classifier.1", 1000),
+        ("relu_conv10", "classifier.2", 1000),
+        ("pool10", "classifier.3", 1000),
+        ("prob", "softmax", 1000),
+    ]
     return rows
 
 
@@ -73,13 +103,22 @@ def test_stride_and_offset_follow_the_reference(info):
 
 
 def test_after_relu_marks_exactly_the_values_that_cannot_be_negative():
-    pre = {"conv1", "conv10"} | {f"fire{n}-{p}" for n in FIRES
-                                 for p in ("squeeze1x1", "expand1x1", "expand3x3")}
+    pre = {"conv1", "conv10"} | {
+        f"fire{n}-{p}" for n in FIRES for p in ("squeeze1x1", "expand1x1", "expand3x3")
+    }
     assert {i.name for i in LAYERS if not i.after_relu} == pre
 
 
-@pytest.mark.parametrize("name", ["fire6-squeeze1x1", "features.9.squeeze", "FIRE6-Squeeze1x1",
-                                  "fire6_squeeze1x1", " fire6-squeeze1x1 "])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "fire6-squeeze1x1",
+        "features.9.squeeze",
+        "FIRE6-Squeeze1x1",
+        "fire6_squeeze1x1",
+        " fire6-squeeze1x1 ",
+    ],
+)
 def test_layers_are_found_by_either_name(name):
     info = find_layer(name)
     assert (info.name, info.module) == ("fire6-squeeze1x1", "features.9.squeeze")
@@ -92,9 +131,14 @@ def test_every_layer_is_found_by_its_module_path():
         assert find_layer(info.name) is info
 
 
-@pytest.mark.parametrize("wrong, close", [("fire6-squeze1x1", "fire6-squeeze1x1"),
-                                          ("conv_1", "conv1"),
-                                          ("fire9-concatenate", "fire9-concat")])
+@pytest.mark.parametrize(
+    "wrong, close",
+    [
+        ("fire6-squeze1x1", "fire6-squeeze1x1"),
+        ("conv_1", "conv1"),
+        ("fire9-concatenate", "fire9-concat"),
+    ],
+)
 def test_unknown_name_lists_close_names(wrong, close):
     with pytest.raises(na.UnknownLayerError) as err:
         find_layer(wrong)
@@ -133,8 +177,11 @@ def _linear_model(seed: int = 0) -> nn.Module:
             if isinstance(child, nn.ReLU):
                 setattr(parent, name, nn.Identity())
             elif isinstance(child, nn.MaxPool2d):
-                setattr(parent, name, nn.AvgPool2d(child.kernel_size, child.stride,
-                                                   ceil_mode=child.ceil_mode))
+                setattr(
+                    parent,
+                    name,
+                    nn.AvgPool2d(child.kernel_size, child.stride, ceil_mode=child.ceil_mode),
+                )
     return model
 
 
@@ -143,8 +190,9 @@ def _record(model: nn.Module, names) -> tuple[dict, list]:
     handles = []
     for name in names:
         module = model.get_submodule(find_layer(name).module)
-        handles.append(module.register_forward_hook(
-            lambda m, i, o, name=name: out.__setitem__(name, o)))
+        handles.append(
+            module.register_forward_hook(lambda m, i, o, name=name: out.__setitem__(name, o))
+        )
     return out, handles
 
 
@@ -198,11 +246,9 @@ def test_output_size_and_minimum_size_agree_with_torch(random_net, one_thread):
     try:
         for h, w in SIZES:
             out.clear()
-            with torch.inference_mode():
-                try:
-                    model(torch.zeros(1, 3, h, w))
-                except RuntimeError:  # an input too small for some layer
-                    pass
+            # contextlib.suppress: an input too small for some layer
+            with torch.inference_mode(), contextlib.suppress(RuntimeError):
+                model(torch.zeros(1, 3, h, w))
             for name in names:
                 expected = tuple(out[name].shape[-2:]) if name in out else (0, 0)
                 if 0 in expected:
@@ -227,9 +273,11 @@ def test_layer_table_needs_no_torch():
     import subprocess
     import sys
 
-    code = ("import sys, napari_activations as na\n"
-            "assert len(na.LAYERS) == 66 and na.find_layer('features.9.squeeze').channels == 48\n"
-            "assert na.output_size('fire9-concat', 227, 227) == (14, 14)\n"
-            "assert na.minimum_input_size('prob') > 0\n"
-            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    code = (
+        "import sys, napari_activations as na\n"
+        "assert len(na.LAYERS) == 66 and na.find_layer('features.9.squeeze').channels == 48\n"
+        "assert na.output_size('fire9-concat', 227, 227) == (14, 14)\n"
+        "assert na.minimum_input_size('prob') > 0\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

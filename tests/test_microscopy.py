@@ -19,7 +19,6 @@ from napari_activations._napari_layers import (
     ChannelsAsRGB,
     LayerInputError,
     choose_level,
-    compute_for_image_layer,
     exposure_warning,
     show_activations,
     starting_channel,
@@ -58,8 +57,9 @@ def drain(gen):
 # -- the border ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["conv1", "fire2-concat", "fire5-concat", "fire6-squeeze1x1",
-                                  "fire9-concat"])
+@pytest.mark.parametrize(
+    "name", ["conv1", "fire2-concat", "fire5-concat", "fire6-squeeze1x1", "fire9-concat"]
+)
 def test_interior_is_exactly_where_a_blank_image_gives_constant_activations(random_net, name):
     # Away from the padding, a constant image gives each channel one constant value; within
     # half a receptive field of the edge the zero padding shows. interior() must be that line.
@@ -68,14 +68,17 @@ def test_interior_is_exactly_where_a_blank_image_gives_constant_activations(rand
     native = na.activations(random_net, image, info, intensity_range=(0, 1))
     rows, cols = interior(info, native.shape[-2], 300), interior(info, native.shape[-1], 260)
     inside = native[:, rows, cols]
-    np.testing.assert_allclose(inside, inside[:, :1, :1] + np.zeros_like(inside), rtol=1e-4,
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        inside, inside[:, :1, :1] + np.zeros_like(inside), rtol=1e-4, atol=1e-4
+    )
     if rows.start > 0:  # one pixel further out the padding shows in some channel
         edge = native[:, rows.start - 1, cols]
         assert np.abs(edge - inside[:, :1, 0]).max() > 1e-3
     else:
-        assert name == "conv1" and (rows, cols) == (slice(0, native.shape[-2]),
-                                                   slice(0, native.shape[-1]))
+        assert name == "conv1" and (rows, cols) == (
+            slice(0, native.shape[-2]),
+            slice(0, native.shape[-1]),
+        )
 
 
 def test_interior_in_image_pixels_is_half_the_receptive_field():
@@ -95,8 +98,9 @@ def fire5_on_images(real_net):
     out = {}
     for name, img in [("nuclei", nuclei()), ("blank", np.zeros((512, 512), np.uint16))]:
         limits = (float(img.min()), float(img.max())) if img.max() else (0.0, 1.0)
-        out[name] = na.activations(real_net, img, "fire5-concat", resize=True,
-                                   intensity_range=limits)
+        out[name] = na.activations(
+            real_net, img, "fire5-concat", resize=True, intensity_range=limits
+        )
     return out
 
 
@@ -198,8 +202,7 @@ def test_stack_contrast_samples_a_few_planes_and_never_the_whole_stack(random_ne
 def test_stack_contrast_in_the_viewer(make_napari_viewer, random_net, mode):
     viewer = make_napari_viewer()
     image = viewer.add_image(_stack(planes=20), name="Cells", contrast_limits=(0, 1))
-    layer = show_activations(viewer, image, "relu_conv1", network=random_net,
-                             stack_contrast=mode)
+    layer = show_activations(viewer, image, "relu_conv1", network=random_net, stack_contrast=mode)
     lazy = layer.data.stack.native
     assert layer.metadata[METADATA_KEY]["stack_contrast"] == mode
     z_axis = 1
@@ -219,7 +222,7 @@ def test_stack_contrast_in_the_viewer(make_napari_viewer, random_net, mode):
     at_middle = shown(7)  # not sampled
     truth = [np.asarray(lazy[z, channel]) for z in (0, 19, 7)]
     if mode == "plane":  # each plane its own full range
-        for limits, plane in zip((at_first, at_last, at_middle), truth):
+        for limits, plane in zip((at_first, at_last, at_middle), truth, strict=False):
             low, high = float(plane.min()), float(plane.max())
             high = high if high > low else low + 1  # a flat plane still gets a valid range
             assert limits == pytest.approx((low, high), rel=1e-5, abs=1e-6)
@@ -239,10 +242,17 @@ def test_plane_contrast_follows_a_layer_with_a_one_plane_axis(make_napari_viewer
     its contrast still follows the plane slider, plane by plane."""
     viewer = make_napari_viewer()
     image = viewer.add_image(_stack(planes=3), name="Cells", contrast_limits=(0, 1))
-    show_activations(viewer, image, "relu_conv1", network=random_net, stack_contrast="plane",
-                     include_border=True)
-    layer = show_activations(viewer, image, "fire2-relu_squeeze1x1", network=random_net,
-                             stack_contrast="plane", include_border=True)
+    show_activations(
+        viewer, image, "relu_conv1", network=random_net, stack_contrast="plane", include_border=True
+    )
+    layer = show_activations(
+        viewer,
+        image,
+        "fire2-relu_squeeze1x1",
+        network=random_net,
+        stack_contrast="plane",
+        include_border=True,
+    )
     assert layer.data.shape[:3] == (16, 1, 3)  # channel, one-plane axis, the stack's planes
     channel_axis, z_axis = 0, viewer.dims.ndim - 3
     viewer.dims.set_current_step(channel_axis, 5)
@@ -286,12 +296,19 @@ def _three_channels(viewer, **kw):
 def test_channel_layers_are_the_networks_r_g_b(make_napari_viewer, random_net):
     viewer = make_napari_viewer()
     data, layers = _three_channels(viewer, scale=(0.5, 0.5), translate=(3, 4))
-    for layer, limits in zip(layers, [(0, 900), (10, 150), (0, 40)]):
+    for layer, limits in zip(layers, [(0, 900), (10, 150), (0, 40)], strict=False):
         layer.contrast_limits = limits
     out = show_activations(viewer, ["DNA", "Actin", "Tubulin"], "conv1", network=random_net)
     assert out.name == "DNA + Actin + Tubulin: conv1"
-    rgb = np.stack([np.clip((d - lo) / (hi - lo), 0, 1) for d, (lo, hi) in
-                    zip(data.astype(np.float32), [(0, 900), (10, 150), (0, 40)])], axis=-1)
+    rgb = np.stack(
+        [
+            np.clip((d - lo) / (hi - lo), 0, 1)
+            for d, (lo, hi) in zip(
+                data.astype(np.float32), [(0, 900), (10, 150), (0, 40)], strict=False
+            )
+        ],
+        axis=-1,
+    )
     want = na.activations(random_net, rgb, "conv1", intensity_range=(0, 1))
     np.testing.assert_allclose(out.data.native, want, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(out.extent.world[:, 1:], layers[0].extent.world)
@@ -303,13 +320,18 @@ def test_channel_layers_are_the_networks_r_g_b(make_napari_viewer, random_net):
     assert two.metadata[METADATA_KEY]["channel_layers"]["as"] == ["R", "B"]
     rb = rgb.copy()
     rb[..., 1] = 0
-    np.testing.assert_allclose(two.data.native,
-                               na.activations(random_net, rb, "conv1", intensity_range=(0, 1)),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        two.data.native,
+        na.activations(random_net, rb, "conv1", intensity_range=(0, 1)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
     # One layer in a list stays gray.
     gray = show_activations(viewer, ["Actin"], "conv1", network=random_net)
     assert gray.name == "Actin: conv1"
-    assert all(np.array_equal(layer.data, d) for layer, d in zip(layers, data))  # untouched
+    assert all(
+        np.array_equal(layer.data, d) for layer, d in zip(layers, data, strict=False)
+    )  # untouched
 
 
 @pytest.mark.gui
@@ -344,7 +366,11 @@ def test_channel_layers_that_do_not_agree_are_refused_plainly(make_napari_viewer
     viewer = make_napari_viewer()
     _, (dna, actin, tubulin) = _three_channels(viewer)
     actin.scale = (1.0, 0.5)
-    with pytest.raises(LayerInputError, match=r"same pixels in the world: 'DNA' has scale \[1.0, 1.0\] and 'Actin' has \[1.0, 0.5\]"):
+    with pytest.raises(
+        LayerInputError,
+        match=r"same pixels in the world: 'DNA' has scale \[1.0, 1.0\] "
+        r"and 'Actin' has \[1.0, 0.5\]",
+    ):
         show_activations(viewer, ["DNA", "Actin"], "conv1", network=random_net)
     viewer.add_image(np.zeros((64, 81), np.uint16), name="Wider")
     with pytest.raises(LayerInputError, match=r"same shape.*\(64, 80\).*\(64, 81\)"):
@@ -393,8 +419,9 @@ def test_exposure_warning_says_dark_saturated_or_nothing():
 
 
 @pytest.mark.gui
-def test_dark_input_warns_in_the_api_and_the_widget(make_napari_viewer, qtbot, random_net,
-                                                    monkeypatch):
+def test_dark_input_warns_in_the_api_and_the_widget(
+    make_napari_viewer, qtbot, random_net, monkeypatch
+):
     from napari.utils.notifications import notification_manager
 
     viewer = make_napari_viewer()
@@ -409,8 +436,9 @@ def test_dark_input_warns_in_the_api_and_the_widget(make_napari_viewer, qtbot, r
 
     seen = []
     original = notification_manager.dispatch
-    monkeypatch.setattr(notification_manager, "dispatch",
-                        lambda n: (seen.append(str(n.message)), original(n))[1])
+    monkeypatch.setattr(
+        notification_manager, "dispatch", lambda n: (seen.append(str(n.message)), original(n))[1]
+    )
     layer.contrast_limits = (0, 65535)
     _, widget = viewer.window.add_plugin_dock_widget(*WIDGET)
     widget.set_network(random_net)
@@ -438,21 +466,33 @@ def _pyramid():
 
 @pytest.mark.gui
 def test_multiscale_layer_computes_on_one_level_placed_over_full_resolution(
-        make_napari_viewer, qtbot, random_net):
+    make_napari_viewer, qtbot, random_net
+):
     viewer = make_napari_viewer()
     levels = _pyramid()
-    image = viewer.add_image(levels, multiscale=True, name="Slide", scale=(0.5, 0.25),
-                             translate=(10, -4), contrast_limits=(0, 255))
+    image = viewer.add_image(
+        levels,
+        multiscale=True,
+        name="Slide",
+        scale=(0.5, 0.25),
+        translate=(10, -4),
+        contrast_limits=(0, 255),
+    )
     out = show_activations(viewer, image, "fire2-concat", network=random_net, level=1)
     assert out.data.shape == (128, 256, 192)
     np.testing.assert_allclose(out.scale, (1.0, 1.0, 0.5))
     np.testing.assert_allclose(out.translate, (0.0, 10.0, -4.0))
-    np.testing.assert_allclose(out.data.native, na.activations(
-        random_net, levels[1], "fire2-concat", intensity_range=(0, 255)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        out.data.native,
+        na.activations(random_net, levels[1], "fire2-concat", intensity_range=(0, 255)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
     # Level 1 pixel j lies where napari draws it: full-resolution pixel 2j.
     for j in [(0, 0), (255, 191), (100, 37)]:
-        np.testing.assert_allclose(out.data_to_world((0,) + j)[1:],
-                                   image.data_to_world(tuple(2 * np.array(j))))
+        np.testing.assert_allclose(
+            out.data_to_world((0,) + j)[1:], image.data_to_world(tuple(2 * np.array(j)))
+        )
     assert out.metadata[METADATA_KEY]["pyramid_level"] == 1
     default = show_activations(viewer, image, "conv1", network=random_net)
     assert default.metadata[METADATA_KEY]["pyramid_level"] == 0
@@ -463,7 +503,10 @@ def test_multiscale_layer_computes_on_one_level_placed_over_full_resolution(
     widget.set_network(random_net)
     widget.image_combo.setCurrentText("Slide")
     assert [widget.level_combo.itemText(i) for i in range(3)] == [
-        "0: 512×384", "1: 256×192", "2: 128×96"]
+        "0: 512×384",
+        "1: 256×192",
+        "2: 128×96",
+    ]
     assert widget.level_combo.currentIndex() == 0 and widget.level_combo.isEnabled()
     widget.level_combo.setCurrentIndex(2)
     widget.set_network_layer("conv1")
@@ -493,7 +536,14 @@ def test_ome_zarr_pyramid_from_napari_ome_zarr(make_napari_viewer, tmp_path, ran
     np.testing.assert_allclose(out.scale[1:], np.asarray(layer.scale) * 4)
     np.testing.assert_allclose(
         out.data.native,
-        na.activations(random_net, np.asarray(layer.data[2]), "fire2-concat",
-                       intensity_range=tuple(layer.contrast_limits)), rtol=1e-5, atol=1e-5)
+        na.activations(
+            random_net,
+            np.asarray(layer.data[2]),
+            "fire2-concat",
+            intensity_range=tuple(layer.contrast_limits),
+        ),
+        rtol=1e-5,
+        atol=1e-5,
+    )
     corner = np.asarray(out.extent.world)[:, 1:]
     np.testing.assert_allclose(corner[0], np.asarray(layer.extent.world)[0])

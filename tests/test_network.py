@@ -150,8 +150,9 @@ def test_same_weights_twice_give_the_same_network(real_net, random_state_file, r
     assert na.load_squeezenet(None, device="cpu") is random_net
 
 
-def test_environment_variable_names_the_default_file(offline, monkeypatch, random_state_file,
-                                                     random_net):
+def test_environment_variable_names_the_default_file(
+    offline, monkeypatch, random_state_file, random_net
+):
     monkeypatch.setenv(na.WEIGHTS_ENV, str(random_state_file))
     net = na.load_squeezenet()
     assert net.trained

@@ -34,8 +34,14 @@ MANIFEST = ROOT / "src" / "napari_activations" / "napari.yaml"
 
 
 def run_python(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
 
 
 # -- manifest and imports -------------------------------------------------------------------
@@ -47,7 +53,8 @@ def test_importing_the_package_loads_neither_torch_nor_qt():
         "bad = [m for m in ('torch', 'torchvision', 'onnxruntime', 'onnx', 'qtpy', 'PyQt6',"
         " 'PyQt5', 'PySide6')"
         " if m in sys.modules]\n"
-        "assert not bad, bad\n")
+        "assert not bad, bad\n"
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -63,14 +70,20 @@ def test_napari_plugin_scan_loads_neither_torch_nor_qt():
         "bad = [m for m in ('torch', 'torchvision', 'onnxruntime', 'onnx', 'qtpy', 'PyQt6',"
         " 'napari_activations._widget')"
         " if m in sys.modules]\n"
-        "assert not bad, bad\n")
+        "assert not bad, bad\n"
+    )
     assert proc.returncode == 0, proc.stderr
 
 
 def test_npe2_validate_with_imports():
     npe2 = Path(sys.executable).with_name("npe2")
-    proc = subprocess.run([str(npe2), "validate", "napari-activations", "--imports"],
-                          check=False, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(npe2), "validate", "napari-activations", "--imports"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "valid" in proc.stdout
 
@@ -81,7 +94,9 @@ def test_manifest_contributions():
     mf = npe2.PluginManifest.from_file(MANIFEST)
     assert "SqueezeNet activations" in [w.display_name for w in mf.contributions.widgets]
     assert {s.display_name for s in mf.contributions.sample_data} == {
-        "Face", "Face, one eye covered"}
+        "Face",
+        "Face, one eye covered",
+    }
     ids = {c.id for c in mf.contributions.commands}
     assert "napari-activations.show_activations" in ids
     # The repository-root manifest is the package's, not a copy that can drift.
@@ -100,14 +115,32 @@ def test_show_activations_is_public_api():
 def test_plugin_found_from_built_wheel(tmp_path):
     """The wheel and sdist carry the manifest, the built-in weights and their licence, and
     napari finds the plugin from a plain install of the wheel, which loads those weights."""
-    proc = subprocess.run([sys.executable, "-m", "build", "--wheel", "--sdist", "--no-isolation",
-                           "--outdir", str(tmp_path / "dist"), str(ROOT)],
-                          check=False, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "build",
+            "--wheel",
+            "--sdist",
+            "--no-isolation",
+            "--outdir",
+            str(tmp_path / "dist"),
+            str(ROOT),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     wheel = next((tmp_path / "dist").glob("napari_activations-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    shipped = ["napari.yaml", "data/face.png", "data/squeezenet1_1_caffe_imagenet.pth",
-               "data/SQUEEZENET_WEIGHTS_LICENSE.txt"]
+    shipped = [
+        "napari.yaml",
+        "data/face.png",
+        "data/squeezenet1_1_caffe_imagenet.pth",
+        "data/SQUEEZENET_WEIGHTS_LICENSE.txt",
+    ]
     for name in shipped:
         assert f"napari_activations/{name}" in names, name
     sdist = next((tmp_path / "dist").glob("napari_activations-*.tar.gz"))
@@ -127,19 +160,33 @@ def test_plugin_found_from_built_wheel(tmp_path):
     here = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
     (site / "_parent_env.pth").write_text("\n".join(here) + "\n")
     py = env_dir / "bin" / "python"
-    pip = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index",
-                          str(wheel)], check=False, capture_output=True, text=True,
-                         timeout=300)
+    pip = subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert pip.returncode == 0, pip.stderr
     check = subprocess.run(
-        [str(py), "-c",
-         ("import npe2, napari_activations, json\n"
-          "pm = npe2.PluginManager(); pm.discover()\n"
-          "mf = pm.get_manifest('napari-activations')\n"
-          "net = napari_activations.load_squeezenet(device='cpu')\n"
-          "print(json.dumps([napari_activations.__file__,"
-          " [s.key for s in mf.contributions.sample_data], net.weights]))\n")],
-        check=False, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        [
+            str(py),
+            "-c",
+            (
+                "import npe2, napari_activations, json\n"
+                "pm = npe2.PluginManager(); pm.discover()\n"
+                "mf = pm.get_manifest('napari-activations')\n"
+                "net = napari_activations.load_squeezenet(device='cpu')\n"
+                "print(json.dumps([napari_activations.__file__,"
+                " [s.key for s in mf.contributions.sample_data], net.weights]))\n"
+            ),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert check.returncode == 0, check.stderr
     location, samples, weights = json.loads(check.stdout.strip().splitlines()[-1])
     assert str(env_dir) in location  # the wheel's copy, not the source tree
@@ -150,12 +197,14 @@ def test_plugin_found_from_built_wheel(tmp_path):
 # -- the open-napari command ------------------------------------------------------------------
 
 
-def test_demo_uses_the_builtin_weights_or_the_variable_and_says_when_it_cannot(monkeypatch,
-                                                                             tmp_path):
+def test_demo_uses_the_builtin_weights_or_the_variable_and_says_when_it_cannot(
+    monkeypatch, tmp_path
+):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("napari_demo",
-                                                  ROOT / "scripts" / "napari_demo.py")
+    spec = importlib.util.spec_from_file_location(
+        "napari_demo", ROOT / "scripts" / "napari_demo.py"
+    )
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
     # The conftest points TORCH_HOME at an empty folder and unsets the variable.
@@ -176,20 +225,20 @@ def test_demo_uses_the_builtin_weights_or_the_variable_and_says_when_it_cannot(m
 def test_face_sample_is_the_reference_crop():
     import skimage.data
 
-    (data, meta, kind), = face()
+    ((data, meta, kind),) = face()
     assert kind == "image" and meta["name"] == "Face" and meta["rgb"]
     np.testing.assert_array_equal(data, skimage.data.astronaut()[30:250, 120:300])
 
 
 def test_covered_face_differs_only_at_the_left_eye():
-    (open_eye, _, _), = face()
-    (covered, meta, _), = face_one_eye_covered()
+    ((open_eye, _, _),) = face()
+    ((covered, meta, _),) = face_one_eye_covered()
     assert meta["name"] == "Face, one eye covered"
     assert covered.shape == open_eye.shape == (220, 180, 3)
     rows, cols = np.nonzero((covered != open_eye).any(axis=-1))
     # The image-left eye sits around row 70, columns 70-97 of the crop.
-    assert 60 <= rows.min() and rows.max() <= 80
-    assert 66 <= cols.min() and cols.max() <= 100
+    assert rows.min() >= 60 and rows.max() <= 80
+    assert cols.min() >= 66 and cols.max() <= 100
     # Filled with skin: no dark pupil left.
     assert covered[rows, cols].mean() > open_eye[rows, cols].mean() + 20
 
@@ -201,15 +250,17 @@ def test_eye_channels_lose_their_response_at_the_covered_eye(real_net):
 
     layer = "fire6-relu_squeeze1x1"
     opened = np.asarray(na.activations(real_net, load_sample("face"), layer, resize=True))
-    covered = np.asarray(na.activations(real_net, load_sample("face_one_eye_covered"), layer,
-                                        resize=True))
+    covered = np.asarray(
+        na.activations(real_net, load_sample("face_one_eye_covered"), layer, resize=True)
+    )
     left_eye = (slice(64, 78), slice(72, 94))
     right_eye = (slice(62, 80), slice(110, 145))
     for channel in (13, 46):  # MATLAB's channels 14 and 47
         assert opened[channel][left_eye].mean() > 2 * opened[channel].mean()
         assert covered[channel][left_eye].mean() < 0.5 * opened[channel][left_eye].mean()
         assert covered[channel][right_eye].mean() == pytest.approx(
-            opened[channel][right_eye].mean(), rel=0.1)
+            opened[channel][right_eye].mean(), rel=0.1
+        )
 
 
 # -- layer properties -----------------------------------------------------------------------
@@ -223,23 +274,39 @@ def fake_source(ndim=2, **kw):
 
 def fake_result(native, layer="conv1", hw=(40, 30), trained=True):
     info = find_layer(layer)
-    net = SimpleNamespace(description="test net", weights="/w.pth", sha256="abc",
-                          trained=trained, mean=(0.4, 0.4, 0.4), std=(0.2, 0.2, 0.2),
-                          device="cpu")
-    return ActivationResult(AlignedActivations(native, info, hw), info, net, 1.0,
-                            (0.0, 255.0), "Cells", backend="onnxruntime")
+    net = SimpleNamespace(
+        description="test net",
+        weights="/w.pth",
+        sha256="abc",
+        trained=trained,
+        mean=(0.4, 0.4, 0.4),
+        std=(0.2, 0.2, 0.2),
+        device="cpu",
+    )
+    return ActivationResult(
+        AlignedActivations(native, info, hw),
+        info,
+        net,
+        1.0,
+        (0.0, 255.0),
+        "Cells",
+        backend="onnxruntime",
+    )
 
 
 def test_layer_name():
     assert activation_layer_name("Face", "features.0") == "Face: conv1"
 
 
-@pytest.mark.parametrize("kw", [
-    {},
-    {"scale": (0.5, 2.0), "translate": (10.0, -5.0)},
-    {"scale": (0.3, 0.7), "translate": (1.0, 2.0), "rotate": 30, "shear": [0.2]},
-    {"affine": np.array([[1.0, 0.2, 3.0], [0.0, 2.0, -1.0], [0.0, 0.0, 1.0]])},
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"scale": (0.5, 2.0), "translate": (10.0, -5.0)},
+        {"scale": (0.3, 0.7), "translate": (1.0, 2.0), "rotate": 30, "shear": [0.2]},
+        {"affine": np.array([[1.0, 0.2, 3.0], [0.0, 2.0, -1.0], [0.0, 0.0, 1.0]])},
+    ],
+)
 def test_expanded_transform_keeps_the_image_world_geometry(kw):
     from napari.layers import Image
 
@@ -250,8 +317,9 @@ def test_expanded_transform_keeps_the_image_world_geometry(kw):
         with_channel = np.column_stack([np.full(len(corners), channel), corners])
         mapped = np.array([result.data_to_world(p) for p in with_channel])
         np.testing.assert_allclose(mapped[:, 0], channel)  # the channel axis is its index
-        np.testing.assert_allclose(mapped[:, 1:],
-                                   [source.data_to_world(p) for p in corners], atol=1e-9)
+        np.testing.assert_allclose(
+            mapped[:, 1:], [source.data_to_world(p) for p in corners], atol=1e-9
+        )
 
 
 def test_per_channel_contrast_is_mat2gray_and_diverging_is_centred():

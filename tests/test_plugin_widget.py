@@ -111,8 +111,13 @@ def test_run_on_the_face_sample(viewer, qtbot, face_layer, widget, notifications
     np.testing.assert_allclose(world_extent(layer)[:, 1:], world_extent(face_layer))
     assert layer.axis_labels[0] == "conv1 channel"
     meta = layer.metadata["napari_activations"]
-    assert meta["layer"] == {"name": "conv1", "module": "features.0", "channels": 64,
-                             "after_relu": False, "block": "conv1"}
+    assert meta["layer"] == {
+        "name": "conv1",
+        "module": "features.0",
+        "channels": 64,
+        "after_relu": False,
+        "block": "conv1",
+    }
     assert meta["weights"]["trained"] is False
     # Starts at the strongest channel, with that channel's own (zero-centred) contrast.
     native = layer.data.native
@@ -132,10 +137,10 @@ def test_run_on_the_face_sample(viewer, qtbot, face_layer, widget, notifications
 
 
 @pytest.mark.parametrize("scale, translate", [((0.5, 2.0), (10.0, -5.0)), ((3.0, 3.0), (0, 7))])
-def test_world_extent_matches_a_scaled_translated_image(viewer, qtbot, widget, scale,
-                                                        translate):
-    image = viewer.add_image(np.random.default_rng(0).random((60, 45)), name="cells",
-                             scale=scale, translate=translate)
+def test_world_extent_matches_a_scaled_translated_image(viewer, qtbot, widget, scale, translate):
+    image = viewer.add_image(
+        np.random.default_rng(0).random((60, 45)), name="cells", scale=scale, translate=translate
+    )
     widget.set_network_layer("conv1")
     run_and_wait(qtbot, widget)
     layer = viewer.layers["cells: conv1"]
@@ -189,7 +194,11 @@ def test_new_results_go_on_top_of_earlier_ones(viewer, qtbot, face_layer, widget
         widget.set_network_layer(network_layer)
         run_and_wait(qtbot, widget)
     assert [layer.name for layer in viewer.layers] == [
-        "Face", "other", "Face: conv1", "Face: fire6-squeeze1x1"]
+        "Face",
+        "other",
+        "Face: conv1",
+        "Face: fire6-squeeze1x1",
+    ]
     # Updating an earlier result leaves it where it is.
     widget.set_network_layer("conv1")
     run_and_wait(qtbot, widget)
@@ -197,8 +206,9 @@ def test_new_results_go_on_top_of_earlier_ones(viewer, qtbot, face_layer, widget
     assert other in viewer.layers
 
 
-def test_replace_keeps_one_activation_layer_per_image(viewer, qtbot, face_layer, widget,
-                                                      random_net):
+def test_replace_keeps_one_activation_layer_per_image(
+    viewer, qtbot, face_layer, widget, random_net
+):
     import napari_activations as na
 
     cells = viewer.add_image(np.random.default_rng(4).random((40, 50)), name="cells")
@@ -216,7 +226,11 @@ def test_replace_keeps_one_activation_layer_per_image(viewer, qtbot, face_layer,
     # The same from the console.
     na.show_activations(viewer, "Face", "fire2-squeeze1x1", network=random_net, replace=True)
     assert [layer.name for layer in viewer.layers] == [
-        "Face", "cells", "cells: conv1", "Face: fire2-squeeze1x1"]
+        "Face",
+        "cells",
+        "cells: conv1",
+        "Face: fire2-squeeze1x1",
+    ]
 
 
 def test_status_line_never_names_a_layer_that_is_gone(viewer, qtbot, face_layer, widget):
@@ -270,8 +284,9 @@ def test_image_too_small_is_an_error_notification(viewer, qtbot, widget, notific
     assert widget.run_button.isEnabled()
 
 
-def test_unreadable_weights_are_an_error_notification(viewer, qtbot, face_layer, widget,
-                                                      notifications, tmp_path):
+def test_unreadable_weights_are_an_error_notification(
+    viewer, qtbot, face_layer, widget, notifications, tmp_path
+):
     bad = tmp_path / "weights.pth"
     bad.write_text("not weights")
     widget.set_weights(bad)
@@ -282,8 +297,9 @@ def test_unreadable_weights_are_an_error_notification(viewer, qtbot, face_layer,
     assert len(viewer.layers) == 1 and widget.run_button.isEnabled()
 
 
-def test_failed_download_is_an_error_notification(viewer, qtbot, face_layer, widget,
-                                                  notifications, monkeypatch):
+def test_failed_download_is_an_error_notification(
+    viewer, qtbot, face_layer, widget, notifications, monkeypatch
+):
     import urllib.error
 
     import torch.hub
@@ -294,8 +310,9 @@ def test_failed_download_is_an_error_notification(viewer, qtbot, face_layer, wid
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     widget.set_weights("torchvision")
     run_and_wait(qtbot, widget)
-    assert_error_shown(notifications, "Could not get torchvision's pretrained",
-                       "NAPARI_ACTIVATIONS_WEIGHTS")
+    assert_error_shown(
+        notifications, "Could not get torchvision's pretrained", "NAPARI_ACTIVATIONS_WEIGHTS"
+    )
     assert len(viewer.layers) == 1 and widget.run_button.isEnabled()
 
 
@@ -342,7 +359,8 @@ def test_cancel_adds_nothing(viewer, qtbot, face_layer, widget, notifications):
 
 
 def test_cancel_after_the_last_step_but_before_the_result_still_adds_nothing(
-        viewer, qtbot, face_layer, widget, notifications):
+    viewer, qtbot, face_layer, widget, notifications
+):
     """Cancel pressed while the finished worker's result waits in the event queue."""
     import time
 
@@ -380,8 +398,9 @@ def test_show_activations_from_the_console(viewer, qtbot, face_layer, widget, ra
 
     layer = na.show_activations(viewer, "Face", "conv1", network=random_net)
     assert layer is viewer.layers["Face: conv1"] and layer.data.shape == (64, 220, 180)
-    again = na.show_activations(viewer, face_layer, "features.0", network=random_net,
-                                contrast="global")
+    again = na.show_activations(
+        viewer, face_layer, "features.0", network=random_net, contrast="global"
+    )
     assert again is layer and len(viewer.layers) == 2
     lo, hi = layer.contrast_limits  # one range, the whole layer's, centred on zero
     assert hi == pytest.approx(np.abs(layer.data.native).max()) and lo == -hi
@@ -414,26 +433,30 @@ def test_stack_contrast_follows_the_channel_slider_not_the_plane_slider(viewer, 
 
     stack = np.random.default_rng(4).random((3, 40, 50)).astype(np.float32)
     viewer.add_image(stack, name="stack")
-    layer = na.show_activations(viewer, "stack", "fire2-relu_squeeze1x1", network=random_net,
-                                include_border=True)
+    layer = na.show_activations(
+        viewer, "stack", "fire2-relu_squeeze1x1", network=random_net, include_border=True
+    )
     assert layer.data.shape == (16, 3, 40, 50)  # (C, Z, H, W)
     # Whole-stack contrast (the default) from sampled planes: here all three, border counted.
     native = np.asarray(layer.data.native)  # (Z, C, h, w)
     low, high = native.min(axis=(0, 2, 3)), native.max(axis=(0, 2, 3))
     first = native[0]
     # Two channels with ranges of their own, neither the one shown first nor channel 0.
-    picks = [int(c) for c in np.argsort(-high) if high[c] > low[c]
-             and c not in (0, strongest_channel(first))][:2]
+    picks = [
+        int(c)
+        for c in np.argsort(-high)
+        if high[c] > low[c] and c not in (0, strongest_channel(first))
+    ][:2]
     assert len(picks) == 2 and len({high[0], high[picks[0]], high[picks[1]]}) == 3
     for channel in picks:
         viewer.dims.set_current_step(0, channel)
-        np.testing.assert_allclose(layer.contrast_limits, (low[channel], high[channel]),
-                                   rtol=1e-6)
+        np.testing.assert_allclose(layer.contrast_limits, (low[channel], high[channel]), rtol=1e-6)
     # The plane slider moves the plane, not the contrast.
     for plane in (2, 1):
         viewer.dims.set_current_step(1, plane)
-        np.testing.assert_allclose(layer.contrast_limits, (low[picks[-1]], high[picks[-1]]),
-                                   rtol=1e-6)
+        np.testing.assert_allclose(
+            layer.contrast_limits, (low[picks[-1]], high[picks[-1]]), rtol=1e-6
+        )
 
 
 def test_overlay_is_drawn(make_napari_viewer, qtbot, random_net):
@@ -478,15 +501,23 @@ def test_torch_loads_only_when_the_widget_first_computes():
         "w.set_network_layer('fire6-squeeze1x1')\n"
         "print('torch' in sys.modules, 'torchvision' in sys.modules,"
         " 'onnxruntime' in sys.modules)\n"
-        "viewer.close()\n")
-    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        "viewer.close()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "False False False"
 
 
-def test_backend_choice_reaches_the_compute_and_the_metadata(viewer, qtbot, face_layer, widget,
-                                                            notifications):
+def test_backend_choice_reaches_the_compute_and_the_metadata(
+    viewer, qtbot, face_layer, widget, notifications
+):
     widget.set_network_layer("conv1")
     widget.set_device("cpu")
     results = {}
@@ -506,8 +537,9 @@ def test_backend_choice_reaches_the_compute_and_the_metadata(viewer, qtbot, face
         widget.set_backend("tensorrt")
 
 
-def test_device_choice_reaches_the_network(viewer, qtbot, face_layer, widget, notifications,
-                                           monkeypatch):
+def test_device_choice_reaches_the_network(
+    viewer, qtbot, face_layer, widget, notifications, monkeypatch
+):
     import torch
 
     from napari_activations import network
@@ -538,8 +570,7 @@ def test_device_choice_reaches_the_network(viewer, qtbot, face_layer, widget, no
 # -- a run whose signals arrive while napari builds or moves its progress bar ---------------
 
 
-def test_result_is_never_added_inside_the_progress_bar_update(viewer, qtbot, monkeypatch,
-                                                              widget):
+def test_result_is_never_added_inside_the_progress_bar_update(viewer, qtbot, monkeypatch, widget):
     """napari's activity dialog processes Qt events while it builds or moves a progress bar,
     so a quick run's result and end arrived inside the progress callback: the layer was
     inserted from there (issue 9, section 4) and a bar made there was never closed."""
@@ -579,10 +610,12 @@ def test_deleting_the_source_mid_run_then_running_again():
     from pathlib import Path
 
     script = Path(__file__).with_name("delete_source_then_run_again.py")
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, check=False
+    )
     assert proc.returncode == 0 and "survived" in proc.stdout, (
-        f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+        f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    )
 
 
 # -- a viewer of mixed layers: every slider moves only what it names --------------------------
@@ -608,18 +641,25 @@ def test_mixed_viewer_sliders_move_only_what_they_name(viewer, random_net):
     viewer.add_image(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), name="photo")
     viewer.add_image(rng.random((60, h, w)).astype(np.float32), name="stack")
     viewer.add_image(rng.integers(0, 255, (16, h, w, 3), dtype=np.uint8), name="rgb stack")
-    for image, network_layer in (("photo", "conv1"), ("stack", "conv1"),
-                                 ("rgb stack", "conv1"), ("photo", "fire2-squeeze1x1"),
-                                 ("stack", "fire2-squeeze1x1")):
+    for image, network_layer in (
+        ("photo", "conv1"),
+        ("stack", "conv1"),
+        ("rgb stack", "conv1"),
+        ("photo", "fire2-squeeze1x1"),
+        ("stack", "fire2-squeeze1x1"),
+    ):
         na.show_activations(viewer, image, network_layer, network=random_net)
     labels = viewer.dims.axis_labels
-    sliders = [axis for axis in range(viewer.dims.ndim) if viewer.dims.nsteps[axis] > 1
-               and axis not in viewer.dims.displayed]
-    moves = {"conv1 channel": {"photo: conv1", "stack: conv1", "rgb stack: conv1"},
-             "fire2-squeeze1x1 channel": {"photo: fire2-squeeze1x1",
-                                          "stack: fire2-squeeze1x1"},
-             "-3": {"stack", "rgb stack", "stack: conv1", "rgb stack: conv1",
-                    "stack: fire2-squeeze1x1"}}
+    sliders = [
+        axis
+        for axis in range(viewer.dims.ndim)
+        if viewer.dims.nsteps[axis] > 1 and axis not in viewer.dims.displayed
+    ]
+    moves = {
+        "conv1 channel": {"photo: conv1", "stack: conv1", "rgb stack: conv1"},
+        "fire2-squeeze1x1 channel": {"photo: fire2-squeeze1x1", "stack: fire2-squeeze1x1"},
+        "-3": {"stack", "rgb stack", "stack: conv1", "rgb stack: conv1", "stack: fire2-squeeze1x1"},
+    }
     assert sorted(labels[axis] for axis in sliders) == sorted(moves)
     assert viewer.dims.nsteps[labels.index("-3")] == 60  # the planes, not the channels
     assert viewer.dims.nsteps[labels.index("conv1 channel")] == 64
@@ -630,9 +670,12 @@ def test_mixed_viewer_sliders_move_only_what_they_name(viewer, random_net):
             start = viewer.dims.current_step[axis]
             viewer.dims.set_current_step(axis, value if value != start else value - 1)
             after = _views(viewer)
-            changed = {name for name in before
-                       if before[name].shape != after[name].shape
-                       or not np.array_equal(before[name], after[name])}
+            changed = {
+                name
+                for name in before
+                if before[name].shape != after[name].shape
+                or not np.array_equal(before[name], after[name])
+            }
             assert changed == moves[labels[axis]], (labels[axis], value)
             for name, view in after.items():
                 assert view.max() > view.min(), f"{name!r} is one flat colour"

@@ -13,19 +13,36 @@ from hypothesis import strategies as st
 
 import napari_activations as na
 
-SETTINGS = {"deadline": None, "derandomize": True,
-            "suppress_health_check": [HealthCheck.too_slow]}
+SETTINGS = {"deadline": None, "derandomize": True, "suppress_health_check": [HealthCheck.too_slow]}
 
 DTYPES = ["uint8", "uint16", "int16", "int64", "float16", "float32", "float64", "bool"]
 # Every block's output and the two global layers, plus the pre-ReLU layers of two blocks.
-LAYER_NAMES = ["conv1", "relu_conv1", "pool1", "fire2-squeeze1x1", "fire2-concat",
-               "fire3-expand3x3", "pool3", "fire4-relu_expand1x1", "fire5-concat", "pool5",
-               "fire6-squeeze1x1", "fire7-concat", "fire9-concat", "conv10", "pool10", "prob"]
-PAIRS = [(info.name, na.LAYERS[info.index + 1].name) for info in na.LAYERS
-         if not info.after_relu and info.index + 1 < len(na.LAYERS)
-         and na.LAYERS[info.index + 1].after_relu
-         and na.LAYERS[info.index + 1].module.endswith(("_activation", "features.1",
-                                                        "classifier.2"))]
+LAYER_NAMES = [
+    "conv1",
+    "relu_conv1",
+    "pool1",
+    "fire2-squeeze1x1",
+    "fire2-concat",
+    "fire3-expand3x3",
+    "pool3",
+    "fire4-relu_expand1x1",
+    "fire5-concat",
+    "pool5",
+    "fire6-squeeze1x1",
+    "fire7-concat",
+    "fire9-concat",
+    "conv10",
+    "pool10",
+    "prob",
+]
+PAIRS = [
+    (info.name, na.LAYERS[info.index + 1].name)
+    for info in na.LAYERS
+    if not info.after_relu
+    and info.index + 1 < len(na.LAYERS)
+    and na.LAYERS[info.index + 1].after_relu
+    and na.LAYERS[info.index + 1].module.endswith(("_activation", "features.1", "classifier.2"))
+]
 
 
 def random_image(rng: np.random.Generator, shape: tuple[int, ...], dtype: str) -> np.ndarray:
@@ -43,9 +60,15 @@ def test_pairs_cover_every_relu():
 
 
 @settings(max_examples=40, **SETTINGS)
-@given(data=st.data(), layer=st.sampled_from(LAYER_NAMES), dtype=st.sampled_from(DTYPES),
-       rgb=st.booleans(), lead=st.sampled_from([(), (2,)]), resize=st.booleans(),
-       seed=st.integers(0, 2**32 - 1))
+@given(
+    data=st.data(),
+    layer=st.sampled_from(LAYER_NAMES),
+    dtype=st.sampled_from(DTYPES),
+    rgb=st.booleans(),
+    lead=st.sampled_from([(), (2,)]),
+    resize=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_shape_dtype_and_finite_values(random_net, data, layer, dtype, rgb, lead, resize, seed):
     info = na.find_layer(layer)
     need = na.minimum_input_size(info)
@@ -74,8 +97,13 @@ def test_shape_dtype_and_finite_values(random_net, data, layer, dtype, rgb, lead
 
 
 @settings(max_examples=15, **SETTINGS)
-@given(pair=st.sampled_from(PAIRS), h=st.integers(17, 60), w=st.integers(17, 60),
-       dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**32 - 1))
+@given(
+    pair=st.sampled_from(PAIRS),
+    h=st.integers(17, 60),
+    w=st.integers(17, 60),
+    dtype=st.sampled_from(DTYPES),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_relu_of_pre_is_post(random_net, pair, h, w, dtype, seed):
     pre_name, post_name = pair
     image = random_image(np.random.default_rng(seed), (h, w), dtype)
@@ -85,8 +113,9 @@ def test_relu_of_pre_is_post(random_net, pair, h, w, dtype, seed):
     np.testing.assert_array_equal(np.maximum(pre, 0), post)
 
 
-SHIFT_LAYERS = [info.name for info in na.LAYERS
-                if not info.is_global and info.receptive_field <= 47]
+SHIFT_LAYERS = [
+    info.name for info in na.LAYERS if not info.is_global and info.receptive_field <= 47
+]
 
 
 @settings(max_examples=25, **SETTINGS)
@@ -101,7 +130,7 @@ def test_shifting_by_whole_strides_shifts_the_activations(random_net, data, laye
     h = data.draw(st.integers(k * S + rf + S, k * S + rf + 4 * S), label="height")
     w = data.draw(st.integers(j * S + rf + S, j * S + rf + 4 * S), label="width")
     image = np.random.default_rng(seed).integers(0, 256, (h, w), dtype=np.uint8)
-    crop = image[k * S:, j * S:]
+    crop = image[k * S :, j * S :]
     full = na.activations(random_net, image, layer)
     part = na.activations(random_net, crop, layer)
     halo = (rf - 1) // 2
@@ -112,15 +141,17 @@ def test_shifting_by_whole_strides_shifts_the_activations(random_net, data, laye
 
     rows, cols = inside(part.shape[1], crop.shape[0]), inside(part.shape[2], crop.shape[1])
     assert rows.size and cols.size
-    np.testing.assert_allclose(part[:, rows][:, :, cols],
-                               full[:, rows + k][:, :, cols + j], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        part[:, rows][:, :, cols], full[:, rows + k][:, :, cols + j], rtol=1e-4, atol=1e-4
+    )
     # ... and through the alignment, on the image grid, by k*S and j*S pixels.
     part_img = na.activations(random_net, crop, layer, resize=True)
     full_img = na.activations(random_net, image, layer, resize=True)
     y = O + S * rows
     x = O + S * cols
-    np.testing.assert_allclose(part_img[:, y][:, :, x], full_img[:, y + k * S][:, :, x + j * S],
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        part_img[:, y][:, :, x], full_img[:, y + k * S][:, :, x + j * S], rtol=1e-4, atol=1e-4
+    )
 
 
 @st.composite
@@ -132,8 +163,9 @@ def index_for(draw, n: int):
     if kind == "int":
         return draw(st.integers(-n, n - 1))
     if kind == "slice":
-        return slice(draw(st.integers(0, n - 1)), draw(st.integers(0, n)),
-                     draw(st.sampled_from([1, 2, 3])))
+        return slice(
+            draw(st.integers(0, n - 1)), draw(st.integers(0, n)), draw(st.sampled_from([1, 2, 3]))
+        )
     return np.array(draw(st.lists(st.integers(0, n - 1), min_size=2, max_size=2)))
 
 
@@ -165,20 +197,47 @@ def _every_indexing_form(shape):
     T, C, H, W = shape
     two = np.array([1, 2])
     return [
-        0, -1, np.int64(1), slice(None), Ellipsis, (), (Ellipsis, 3), (0, Ellipsis, 2),
-        (0, 1), (0, 1, 2), (0, 1, 2, 3), (-1, -1, -H, -W), (slice(None, None, -1),),
+        0,
+        -1,
+        np.int64(1),
+        slice(None),
+        Ellipsis,
+        (),
+        (Ellipsis, 3),
+        (0, Ellipsis, 2),
+        (0, 1),
+        (0, 1, 2),
+        (0, 1, 2, 3),
+        (-1, -1, -H, -W),
+        (slice(None, None, -1),),
         (0, slice(1, None, 2), slice(None, None, -3), slice(5, 2, -1)),
-        (0, slice(None), two), (slice(None), two, slice(None), 3),  # int & array, apart
-        (0, two), (0, 0, two), (0, 0, two, two), (slice(None), two, two),  # two arrays
-        (slice(None), slice(None), two, two), (0, slice(None), two, [3, 4]),
-        (Ellipsis, two, slice(None)), (Ellipsis, [1], [2, 3]),  # broadcasting arrays
+        (0, slice(None), two),
+        (slice(None), two, slice(None), 3),  # int & array, apart
+        (0, two),
+        (0, 0, two),
+        (0, 0, two, two),
+        (slice(None), two, two),  # two arrays
+        (slice(None), slice(None), two, two),
+        (0, slice(None), two, [3, 4]),
+        (Ellipsis, two, slice(None)),
+        (Ellipsis, [1], [2, 3]),  # broadcasting arrays
         (0, slice(None), np.array([[1, 2], [3, 4]]), np.array([[5], [6]])),
-        (0, 0, np.array([], dtype=np.intp)), (0, 0, np.array([], dtype=np.intp), 3),
-        (0, 0, np.arange(H) % 3 == 0), (0, np.arange(C) < 2, 3),  # boolean masks
+        (0, 0, np.array([], dtype=np.intp)),
+        (0, 0, np.array([], dtype=np.intp), 3),
+        (0, 0, np.arange(H) % 3 == 0),
+        (0, np.arange(C) < 2, 3),  # boolean masks
         (0, 0, np.arange(H) % 3 == 0, np.arange(W) % 3 == 0)[:3],
-        (0, 0, np.array(3)), (0, np.array(1), np.array(2), 4), (np.array(1),),  # 0-d arrays
-        (None,), (0, None, 1), (Ellipsis, None), (0, slice(None), None, 2, two),  # newaxis
-        (0, 0, [True] * H), (0, 0, slice(2, 2)), (slice(0, 0),), (0, [0, -1], 0, [0, -1]),
+        (0, 0, np.array(3)),
+        (0, np.array(1), np.array(2), 4),
+        (np.array(1),),  # 0-d arrays
+        (None,),
+        (0, None, 1),
+        (Ellipsis, None),
+        (0, slice(None), None, 2, two),  # newaxis
+        (0, 0, [True] * H),
+        (0, 0, slice(2, 2)),
+        (slice(0, 0),),
+        (0, [0, -1], 0, [0, -1]),
     ]
 
 
@@ -199,8 +258,11 @@ def rich_index_for(draw, n: int):
     """Like :func:`index_for`, with negative steps, lists, masks, 0-d and 2-D index arrays."""
     kind = draw(st.sampled_from(["all", "int", "slice", "array", "list", "mask", "0d", "2d"]))
     if kind == "slice":
-        return slice(draw(st.none() | st.integers(-n, n)), draw(st.none() | st.integers(-n, n)),
-                     draw(st.sampled_from([None, 1, 2, -1, -3])))
+        return slice(
+            draw(st.none() | st.integers(-n, n)),
+            draw(st.none() | st.integers(-n, n)),
+            draw(st.sampled_from([None, 1, 2, -1, -3])),
+        )
     if kind in ("all", "int", "array"):
         return draw(index_for(n))
     if kind == "list":
@@ -223,7 +285,7 @@ def test_rich_indexing_of_the_lazy_result_equals_numpy(aligned_stack, data):
     if extra is not None:
         at = data.draw(st.integers(0, len(key)))
         if extra == "ellipsis":
-            key = key[:at] + [Ellipsis] + key[at + 1:]
+            key = key[:at] + [Ellipsis] + key[at + 1 :]
         else:
             key.insert(at, None)
     key = tuple(key)

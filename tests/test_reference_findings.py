@@ -41,7 +41,7 @@ def test_chelsea_is_a_cat(real_net):
 def test_coffee_is_espresso(real_net):
     import skimage.data
 
-    (name, p), = na.classify(real_net, skimage.data.coffee(), top=1)
+    ((name, p),) = na.classify(real_net, skimage.data.coffee(), top=1)
     assert name == "espresso" and p > 0.9
 
 
@@ -63,8 +63,9 @@ def test_fire6_squeeze_has_negatives_and_its_relu_keeps_the_positives(real_net, 
 @pytest.mark.parametrize("input_scale", [1.0, 2.0])
 @pytest.mark.parametrize("channel", EYE_CHANNELS)
 def test_eye_channels_are_brightest_at_the_eyes(real_net, face, channel, input_scale):
-    A = na.activations(real_net, face, "fire6-relu_squeeze1x1", resize=True,
-                       input_scale=input_scale)
+    A = na.activations(
+        real_net, face, "fire6-relu_squeeze1x1", resize=True, input_scale=input_scale
+    )
     assert A.shape == (48, 220, 180)
     a = A[channel]
     eyes, rest = _masks(a.shape)

@@ -30,8 +30,9 @@ def test_tiles_of_256_equal_untiled_on_1024(random_net, big_rgb, layer):
     assert _rel_err(tiled, whole) <= 1e-4
 
 
-@pytest.mark.parametrize("layer", ["pool1", "fire3-expand3x3", "fire7-squeeze1x1", "conv10",
-                                   "pool10", "prob"])
+@pytest.mark.parametrize(
+    "layer", ["pool1", "fire3-expand3x3", "fire7-squeeze1x1", "conv10", "pool10", "prob"]
+)
 @pytest.mark.parametrize("tile", [40, 97])
 def test_tiling_is_exact_for_odd_sizes_and_tiles(random_net, layer, tile):
     img = np.random.default_rng(2).integers(0, 256, (203, 157, 3), dtype=np.uint8)
@@ -88,9 +89,14 @@ def test_stack_shows_its_first_plane_without_computing_the_rest(random_net):
     assert lazy.native.forward_passes == 2
     eager = na.activations(random_net, stack, "fire2-concat")
     np.testing.assert_array_equal(
-        first, na.align(eager[0, 7], na.find_layer("fire2-concat"), (64, 80)))
-    np.testing.assert_allclose(np.asarray(lazy), np.asarray(na.align(
-        eager, na.find_layer("fire2-concat"), (64, 80))), rtol=0, atol=0)
+        first, na.align(eager[0, 7], na.find_layer("fire2-concat"), (64, 80))
+    )
+    np.testing.assert_allclose(
+        np.asarray(lazy),
+        np.asarray(na.align(eager, na.find_layer("fire2-concat"), (64, 80))),
+        rtol=0,
+        atol=0,
+    )
 
 
 @pytest.mark.parametrize("shape", [(3, 40, 50), (2, 3, 40, 50), (3, 40, 50, 3)])
@@ -103,8 +109,10 @@ def test_stacks_of_any_depth_have_channel_before_space(random_net, shape):
     assert lazy.shape == lead + (64, 40, 50)
     idx = (1,) * len(lead)
     plane = data[idx]
-    np.testing.assert_array_equal(lazy[idx], np.asarray(
-        na.activations(random_net, plane, "pool1", resize=True, rgb=shape[-1] == 3)))
+    np.testing.assert_array_equal(
+        lazy[idx],
+        np.asarray(na.activations(random_net, plane, "pool1", resize=True, rgb=shape[-1] == 3)),
+    )
 
 
 class _CountingArray:
@@ -127,8 +135,7 @@ def test_dask_input_is_read_chunk_by_chunk_and_output_is_dask(random_net):
     img = np.random.default_rng(6).integers(0, 256, (512, 512), dtype=np.uint8)
     source = _CountingArray(img)
     lazy_img = da.from_array(source, chunks=(128, 128), asarray=False, lock=False)
-    out = na.activations(random_net, lazy_img, "fire3-concat", tile=128,
-                         intensity_range=(0, 255))
+    out = na.activations(random_net, lazy_img, "fire3-concat", tile=128, intensity_range=(0, 255))
     assert isinstance(out, da.Array)
     assert source.read == 0  # nothing read to build the graph
     corner = out[:, :10, :10].compute()
@@ -146,9 +153,12 @@ def test_same_graph_runs_on_a_local_cluster_of_two_processes(random_net):
     lazy_img = da.from_array(img, chunks=(1024, 1024, 3))
     graph = na.activations(random_net, lazy_img, "fire2-concat", tile=1024)
     local = graph.compute(scheduler="threads")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         remote = client.compute(graph).result()
         assert len(client.scheduler_info()["workers"]) == 2
     np.testing.assert_allclose(remote, local, rtol=0, atol=1e-4 * np.abs(local).max())

@@ -79,24 +79,57 @@ _API = {
 __all__ = sorted(_API) + ["__version__"]
 
 if TYPE_CHECKING:
-    from .geometry import (GeometryError, NodeGeometry, check_geometry, derive_geometry,
-                           measure_geometry)
-    from .compute import (ImageError, Progress, activations, classify, is_rgb,
-                              iter_activations)
-    from ._napari_export import export_activation_layer
     from ._attribution_layers import show_attribution
+    from ._napari_export import export_activation_layer
     from ._napari_layers import show_activations
-    from .attribution import (AttributionError, grad_cam, iter_grad_cam,
-                              iter_occlusion_sensitivity, occlusion_sensitivity, resolve_target)
     from .alignment import AlignedActivations, align
-    from .analysis import (Montage, difference, grid_shape, inside_border, montage,
-                           network_table, probe, rank_channels, strongest_channels,
-                           top_channels)
+    from .analysis import (
+        Montage,
+        difference,
+        grid_shape,
+        inside_border,
+        montage,
+        network_table,
+        probe,
+        rank_channels,
+        strongest_channels,
+        top_channels,
+    )
+    from .attribution import (
+        AttributionError,
+        grad_cam,
+        iter_grad_cam,
+        iter_occlusion_sensitivity,
+        occlusion_sensitivity,
+        resolve_target,
+    )
+    from .compute import ImageError, Progress, activations, classify, is_rgb, iter_activations
     from .export import ExportError, export_activations, iter_export_activations
-    from .layers import (LAYERS, LayerInfo, UnknownLayerError, find_layer, layer_names,
-                         minimum_input_size, output_size)
-    from .network import (WEIGHTS_ENV, Network, WeightsError, WeightsUnavailableError,
-                          default_weights_path, load_squeezenet, resolve_device)
+    from .geometry import (
+        GeometryError,
+        NodeGeometry,
+        check_geometry,
+        derive_geometry,
+        measure_geometry,
+    )
+    from .layers import (
+        LAYERS,
+        LayerInfo,
+        UnknownLayerError,
+        find_layer,
+        layer_names,
+        minimum_input_size,
+        output_size,
+    )
+    from .network import (
+        WEIGHTS_ENV,
+        Network,
+        WeightsError,
+        WeightsUnavailableError,
+        default_weights_path,
+        load_squeezenet,
+        resolve_device,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -99,8 +99,9 @@ def set_channel(viewer: napari.Viewer, layer: Layer, channel: int) -> None:
     """Move the channel slider of ``layer`` to ``channel``."""
     channel = int(channel)
     if not 0 <= channel < layer.data.shape[0]:
-        raise IndexError(f"{layer.name!r} has channels 0..{layer.data.shape[0] - 1}, not "
-                         f"{channel}.")
+        raise IndexError(
+            f"{layer.name!r} has channels 0..{layer.data.shape[0] - 1}, not {channel}."
+        )
     viewer.dims.set_current_step(_channel_axis(viewer, layer), channel)
 
 
@@ -110,10 +111,12 @@ def _current_plane(viewer: napari.Viewer, layer: Layer) -> tuple[int, ...]:
     n_lead = layer.ndim - 3 - pad
     if n_lead <= 0:
         return ()
-    data_point = layer.world_to_data(viewer.dims.point[-layer.ndim:])
+    data_point = layer.world_to_data(viewer.dims.point[-layer.ndim :])
     axes = slice(1 + pad, 1 + pad + n_lead)
     lead = np.round(np.asarray(data_point)[axes]).astype(int)
-    return tuple(int(np.clip(i, 0, n - 1)) for i, n in zip(lead, layer.data.shape[axes]))
+    return tuple(
+        int(np.clip(i, 0, n - 1)) for i, n in zip(lead, layer.data.shape[axes], strict=False)
+    )
 
 
 def current_plane_activations(viewer: napari.Viewer, layer: Layer) -> Any:
@@ -128,8 +131,12 @@ def current_plane_activations(viewer: napari.Viewer, layer: Layer) -> Any:
     plane = _current_plane(viewer, layer)
     stack = getattr(data, "stack", None)  # ChannelFirst view of an (..., C, H, W) stack
     if isinstance(stack, AlignedActivations):  # native: an array, or planes computed lazily
-        return AlignedActivations(np.asarray(stack.native[plane], dtype=np.float32),
-                                  stack.layer, stack.image_shape, stack.scale)
+        return AlignedActivations(
+            np.asarray(stack.native[plane], dtype=np.float32),
+            stack.layer,
+            stack.image_shape,
+            stack.scale,
+        )
     return np.asarray(data[(slice(None),) + plane], dtype=np.float32)
 
 
@@ -141,7 +148,7 @@ def native_activations(activations: Any) -> np.ndarray:
 
 def pixel_under(layer: Layer, world_position: Any) -> tuple[float, float] | None:
     """``(y, x)`` of ``layer``'s data grid under a world position; None outside the layer."""
-    data = np.asarray(layer.world_to_data(tuple(world_position)[-layer.ndim:]))
+    data = np.asarray(layer.world_to_data(tuple(world_position)[-layer.ndim :]))
     y, x = float(data[-2]), float(data[-1])
     h, w = layer.data.shape[-2:]
     if not (-0.5 <= y < h - 0.5 and -0.5 <= x < w - 0.5):
@@ -155,8 +162,12 @@ def pixel_under(layer: Layer, world_position: Any) -> tuple[float, float] | None
 def _grid(layer: Layer) -> tuple[int, int, np.ndarray, np.ndarray]:
     """``(H, W)``, scale and translate of a layer's last two spatial axes (RGB aware)."""
     shape = layer.data.shape[:-1] if getattr(layer, "rgb", False) else layer.data.shape
-    return (int(shape[-2]), int(shape[-1]), np.asarray(layer.scale[-2:], dtype=float),
-            np.asarray(layer.translate[-2:], dtype=float))
+    return (
+        int(shape[-2]),
+        int(shape[-1]),
+        np.asarray(layer.scale[-2:], dtype=float),
+        np.asarray(layer.translate[-2:], dtype=float),
+    )
 
 
 def region_mask(region_layer: Layer, grid_layer: Layer) -> np.ndarray:
@@ -174,24 +185,32 @@ def region_mask(region_layer: Layer, grid_layer: Layer) -> np.ndarray:
     r_trans = np.asarray(region_layer.translate[-2:], dtype=float)
     if isinstance(region_layer, Shapes):
         if not len(region_layer.data):
-            raise ValueError(f"The Shapes layer {region_layer.name!r} has no shapes; draw the "
-                             "region first.")
-        vertices = [(np.asarray(d)[:, -2:] * r_scale + r_trans - a_trans) / a_scale
-                    for d in region_layer.data]
+            raise ValueError(
+                f"The Shapes layer {region_layer.name!r} has no shapes; draw the region first."
+            )
+        vertices = [
+            (np.asarray(d)[:, -2:] * r_scale + r_trans - a_trans) / a_scale
+            for d in region_layer.data
+        ]
         flat = Shapes(vertices, shape_type=list(region_layer.shape_type))
         return np.asarray(flat.to_masks(mask_shape=(h, w))).any(axis=0)
     if isinstance(region_layer, Labels):
         data = np.asarray(region_layer.data)
         mask = data.reshape((-1,) + data.shape[-2:]).any(axis=0)
-        if not (np.allclose(r_scale, a_scale) and np.allclose(r_trans, a_trans)
-                and mask.shape == (h, w)):
-            raise ValueError(f"The Labels layer {region_layer.name!r} ({mask.shape[0]}x"
-                             f"{mask.shape[1]}) is not on the {h}x{w} grid of "
-                             f"{grid_layer.name!r}; paint the region on a Labels layer "
-                             "of the image's size.")
+        if not (
+            np.allclose(r_scale, a_scale) and np.allclose(r_trans, a_trans) and mask.shape == (h, w)
+        ):
+            raise ValueError(
+                f"The Labels layer {region_layer.name!r} ({mask.shape[0]}x"
+                f"{mask.shape[1]}) is not on the {h}x{w} grid of "
+                f"{grid_layer.name!r}; paint the region on a Labels layer "
+                "of the image's size."
+            )
         return mask
-    raise ValueError(f"{region_layer.name!r} is a {type(region_layer).__name__} layer; a "
-                     "region is a Shapes or a Labels layer.")
+    raise ValueError(
+        f"{region_layer.name!r} is a {type(region_layer).__name__} layer; a "
+        "region is a Shapes or a Labels layer."
+    )
 
 
 # --------------------------------------------------------------------------- montage
@@ -203,13 +222,15 @@ def _montage_placement(activation_layer: Layer, tile_rows: int) -> dict[str, Any
     trans = np.asarray(activation_layer.translate[-2:], dtype=float)
     h, w = activation_layer.data.shape[-2:]
     factor = h / max(tile_rows, 1)
-    return {"scale": tuple(scale * factor),
-            "translate": (trans[0], trans[1] + (w + 0.05 * w) * scale[1])}
+    return {
+        "scale": tuple(scale * factor),
+        "translate": (trans[0], trans[1] + (w + 0.05 * w) * scale[1]),
+    }
 
 
-def show_montage(viewer: napari.Viewer, activation_layer: Layer, *,
-                 normalize: str = "channel", gap: int = 1
-                 ) -> tuple[Image, Layer, analysis.Montage]:
+def show_montage(
+    viewer: napari.Viewer, activation_layer: Layer, *, normalize: str = "channel", gap: int = 1
+) -> tuple[Image, Layer, analysis.Montage]:
     """All channels of the shown plane as a grid beside the layer, with channel numbers.
 
     The montage is built from the network-resolution map (as MATLAB's ``imtile`` of
@@ -223,9 +244,16 @@ def show_montage(viewer: napari.Viewer, activation_layer: Layer, *,
     m = analysis.montage(acts, normalize=normalize, gap=gap)
     placement = _montage_placement(activation_layer, m.image.shape[0])
     name = f"{activation_layer.name} montage"
-    meta = {MONTAGE_KEY: {"activation_layer": activation_layer.name, "normalize": normalize,
-                          "grid": list(m.grid), "tile_shape": list(m.tile_shape),
-                          "gap": m.gap, "channels": m.channels}}
+    meta = {
+        MONTAGE_KEY: {
+            "activation_layer": activation_layer.name,
+            "normalize": normalize,
+            "grid": list(m.grid),
+            "tile_shape": list(m.tile_shape),
+            "gap": m.gap,
+            "channels": m.channels,
+        }
+    }
     if name in viewer.layers and isinstance(viewer.layers[name], Image):
         image = viewer.layers[name]
         image.data = m.image
@@ -233,8 +261,7 @@ def show_montage(viewer: napari.Viewer, activation_layer: Layer, *,
         image.metadata = meta
         image.contrast_limits = (float(m.image.min()), float(m.image.max()) or 1.0)
     else:
-        image = viewer.add_image(m.image, name=name, colormap="gray", metadata=meta,
-                                 **placement)
+        image = viewer.add_image(m.image, name=name, colormap="gray", metadata=meta, **placement)
     positions = m.label_positions() + 0.5
     features = {"channel": np.arange(m.channels)}
     text = {"string": "{channel}", "color": "yellow", "anchor": "lower_left", "size": 8}
@@ -245,9 +272,16 @@ def show_montage(viewer: napari.Viewer, activation_layer: Layer, *,
         labels.features = features
         labels.scale, labels.translate = placement["scale"], placement["translate"]
     else:
-        labels = viewer.add_points(positions, name=labels_name, features=features, text=text,
-                                   size=0.1, face_color="transparent",
-                                   border_color="transparent", **placement)
+        labels = viewer.add_points(
+            positions,
+            name=labels_name,
+            features=features,
+            text=text,
+            size=0.1,
+            face_color="transparent",
+            border_color="transparent",
+            **placement,
+        )
     return image, labels, m
 
 
@@ -256,8 +290,13 @@ def montage_of(montage_layer: Layer) -> analysis.Montage | None:
     meta = montage_layer.metadata.get(MONTAGE_KEY)
     if not meta:
         return None
-    return analysis.Montage(np.asarray(montage_layer.data), tuple(meta["grid"]),
-                            tuple(meta["tile_shape"]), int(meta["gap"]), int(meta["channels"]))
+    return analysis.Montage(
+        np.asarray(montage_layer.data),
+        tuple(meta["grid"]),
+        tuple(meta["tile_shape"]),
+        int(meta["gap"]),
+        int(meta["channels"]),
+    )
 
 
 def montage_channel_at(montage_layer: Layer, world_position: Any) -> int | None:
@@ -297,10 +336,15 @@ class ComparisonResult:
     ranking: np.ndarray
 
 
-def compare_images(network: Network | None, images: list[Image], layer: Any, *,
-                   region: np.ndarray | None = None, change: str = "difference",
-                   weights: Any = "DEFAULT"
-                   ) -> Generator[Progress, None, ComparisonResult]:
+def compare_images(
+    network: Network | None,
+    images: list[Image],
+    layer: Any,
+    *,
+    region: np.ndarray | None = None,
+    change: str = "difference",
+    weights: Any = "DEFAULT",
+) -> Generator[Progress, None, ComparisonResult]:
     """Compute ``layer`` for each image layer and rank channels by the first-minus-second change.
 
     A generator of :class:`~napari_activations.compute.Progress` (run it in a worker thread,
@@ -317,16 +361,17 @@ def compare_images(network: Network | None, images: list[Image], layer: Any, *,
         results.append(result)
     first, second = results[0].activations, results[1].activations
     if first.shape != second.shape or first.ndim != 3:
-        raise ValueError(f"The images to compare must be single planes of one size; "
-                         f"{images[0].name!r} gives {first.shape} and {images[1].name!r} "
-                         f"{second.shape}.")
+        raise ValueError(
+            f"The images to compare must be single planes of one size; "
+            f"{images[0].name!r} gives {first.shape} and {images[1].name!r} "
+            f"{second.shape}."
+        )
     yield Progress(1, 1, f"{info.name}: ranking channels")
     ranking = analysis.rank_channels(first, region=region, other=second, change=change)
     return ComparisonResult(results, analysis.difference(first, second), ranking)
 
 
-def show_difference(viewer: napari.Viewer, first: Image, comparison: ComparisonResult
-                    ) -> Image:
+def show_difference(viewer: napari.Viewer, first: Image, comparison: ComparisonResult) -> Image:
     """Add (or update) the layer ``"<first> − <second>: <layer>"`` over the first image.
 
     Shown with the blue-red colormap (blue: the second image drives the channel harder) and
@@ -339,39 +384,60 @@ def show_difference(viewer: napari.Viewer, first: Image, comparison: ComparisonR
     name = f"{a.source_name} − {b.source_name}: {a.layer.name}"
     diff = comparison.difference
     limits = channel_contrast_limits(diff.native, info, "channel")
-    meta = {DIFFERENCE_KEY: {"layer": {"name": a.layer.name, "channels": a.layer.channels},
-                             "first": a.source_name, "second": b.source_name,
-                             "source_layer": a.source_name,
-                             "weights": {"source": a.network.weights,
-                                         "trained": bool(a.network.trained)}}}
+    meta = {
+        DIFFERENCE_KEY: {
+            "layer": {"name": a.layer.name, "channels": a.layer.channels},
+            "first": a.source_name,
+            "second": b.source_name,
+            "source_layer": a.source_name,
+            "weights": {"source": a.network.weights, "trained": bool(a.network.trained)},
+        }
+    }
     if name in viewer.layers and isinstance(viewer.layers[name], Image):
         layer = viewer.layers[name]
         layer.data = diff
         layer.metadata = meta
     else:
-        layer = Image(diff, name=name, rgb=False, metadata=meta, contrast_limits=limits[0],
-                      interpolation2d="linear", **expand_transform(first, 1),
-                      **display_defaults(info))
+        layer = Image(
+            diff,
+            name=name,
+            rgb=False,
+            metadata=meta,
+            contrast_limits=limits[0],
+            interpolation2d="linear",
+            **expand_transform(first, 1),
+            **display_defaults(info),
+        )
         viewer.add_layer(layer)
     _set_contrast(viewer, layer, limits, "channel")
     return layer
 
 
-def show_comparison(viewer: napari.Viewer, images: list[Image], comparison: ComparisonResult,
-                    region_layer: Layer | None = None) -> list[Image]:
+def show_comparison(
+    viewer: napari.Viewer,
+    images: list[Image],
+    comparison: ComparisonResult,
+    region_layer: Layer | None = None,
+) -> list[Image]:
     """Add the activation layers and the difference layer, side by side in napari's grid.
 
     Returns the activation layers (one per image) followed by the difference layer.
     """
-    shown = [add_activation_layer(viewer, image, result)
-             for image, result in zip(images, comparison.results)]
+    shown = [
+        add_activation_layer(viewer, image, result)
+        for image, result in zip(images, comparison.results, strict=False)
+    ]
     diff = show_difference(viewer, images[0], comparison)
-    arrange_comparison_grid(viewer, list(zip(images, shown)), diff, region_layer)
+    arrange_comparison_grid(viewer, list(zip(images, shown, strict=False)), diff, region_layer)
     return shown + [diff]
 
 
-def arrange_comparison_grid(viewer: napari.Viewer, pairs: list[tuple[Layer, Layer]],
-                            difference_layer: Layer, region_layer: Layer | None = None) -> None:
+def arrange_comparison_grid(
+    viewer: napari.Viewer,
+    pairs: list[tuple[Layer, Layer]],
+    difference_layer: Layer,
+    region_layer: Layer | None = None,
+) -> None:
     """Grid mode, two layers a cell: each image under its activations, then the difference.
 
     The compared layers move to the bottom of the layer list in that order (napari fills grid

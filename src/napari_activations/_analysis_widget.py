@@ -47,7 +47,6 @@ from qtpy.QtWidgets import (
 )
 
 from . import analysis
-from .alignment import AlignedActivations
 from ._analysis_layers import (
     MONTAGE_KEY,
     activation_layers,
@@ -66,6 +65,7 @@ from ._analysis_layers import (
     show_montage,
 )
 from ._napari_layers import LayerInputError, avoid_triton_llvm_crash
+from .alignment import AlignedActivations
 from .compute import ImageError, Progress, image_planes_shape
 from .layers import find_layer, layer_names
 from .network import WeightsError
@@ -85,8 +85,7 @@ WHOLE_IMAGE = "(whole image)"
 USER_ERRORS = (ImageError, WeightsError, LayerInputError, ValueError, IndexError)
 
 
-def fill_table(table: QTableWidget, rows: np.ndarray | list[tuple], headers: list[str]
-               ) -> None:
+def fill_table(table: QTableWidget, rows: np.ndarray | list[tuple], headers: list[str]) -> None:
     """Show ``rows`` (a structured array, or tuples) in ``table``; the first column is the
     channel or layer that a click selects."""
     table.clear()
@@ -145,8 +144,9 @@ class ProbePlot(QWidget):
         self.values = np.zeros(0, dtype=np.float32)
         self.labelled: list[int] = []
         self.setMinimumHeight(130)
-        self.setToolTip("Activation of every channel at the probed pixel; click a bar to show "
-                        "that channel.")
+        self.setToolTip(
+            "Activation of every channel at the probed pixel; click a bar to show that channel."
+        )
 
     def set_values(self, values: np.ndarray, labelled: list[int]) -> None:
         self.values = np.asarray(values, dtype=np.float32)
@@ -181,8 +181,9 @@ class ProbePlot(QWidget):
             for c, value in enumerate(v):
                 y = top + (bottom - top) * (hi - float(value)) / span
                 colour = QColor(230, 120, 60) if c in self.labelled else QColor(140, 150, 170)
-                painter.fillRect(QRectF(c * bw, min(y, zero), max(bw - 1, 1), abs(zero - y)),
-                                 colour)
+                painter.fillRect(
+                    QRectF(c * bw, min(y, zero), max(bw - 1, 1), abs(zero - y)), colour
+                )
             painter.setPen(QPen(QColor(200, 200, 200)))
             painter.drawLine(0, int(zero), self.width(), int(zero))
             for c in self.labelled:
@@ -190,8 +191,9 @@ class ProbePlot(QWidget):
                 text = str(c)
                 tw = painter.fontMetrics().horizontalAdvance(text)
                 left = min(max((c + 0.5) * bw - tw / 2, 0.0), self.width() - tw)  # stay inside
-                painter.drawText(QRectF(left, max(y - 14, 0), tw, 12),
-                                 Qt.AlignmentFlag.AlignCenter, text)
+                painter.drawText(
+                    QRectF(left, max(y - 14, 0), tw, 12), Qt.AlignmentFlag.AlignCenter, text
+                )
         painter.end()
 
 
@@ -219,8 +221,10 @@ class _ViewerHooks:
             widget.probe_at(event.position)
 
     def remove(self) -> None:
-        for callbacks, hook in ((self._viewer.mouse_drag_callbacks, self.on_press),
-                                (self._viewer.mouse_move_callbacks, self.on_move)):
+        for callbacks, hook in (
+            (self._viewer.mouse_drag_callbacks, self.on_press),
+            (self._viewer.mouse_move_callbacks, self.on_move),
+        ):
             if hook in callbacks:
                 callbacks.remove(hook)
 
@@ -259,8 +263,10 @@ class AnalysisWidget(QWidget):
 
     def _build(self) -> None:
         self.layer_combo = QComboBox()
-        self.layer_combo.setToolTip("The activation layer to analyse (made by the SqueezeNet "
-                                    "activations widget or show_activations).")
+        self.layer_combo.setToolTip(
+            "The activation layer to analyse (made by the SqueezeNet "
+            "activations widget or show_activations)."
+        )
         self.status_label = QLabel("Ready.")
         self.status_label.setWordWrap(True)
         self.tabs = QTabWidget()
@@ -281,8 +287,9 @@ class AnalysisWidget(QWidget):
         self.normalize_combo.addItem("each channel (mat2gray per tile)", "channel")
         self.normalize_combo.addItem("all together (one range)", "global")
         self.montage_button = QPushButton("Show montage")
-        self.montage_button.setToolTip("All channels as a grid beside the layer; click a tile "
-                                       "to show that channel.")
+        self.montage_button.setToolTip(
+            "All channels as a grid beside the layer; click a tile to show that channel."
+        )
         self.montage_button.clicked.connect(self.show_montage)
         self.k_spin = QSpinBox()
         self.k_spin.setRange(1, 1000)
@@ -294,12 +301,14 @@ class AnalysisWidget(QWidget):
         self.border_check.setToolTip(
             "Off: 'Find strongest' and 'Rank channels' leave out the border within half a "
             "receptive field of the image edge, where the network's zero padding shows (some "
-            "channels answer it on any image, even a blank one).")
+            "channels answer it on any image, even a blank one)."
+        )
         self.strongest_button = QPushButton("Find strongest")
         self.strongest_button.clicked.connect(self.find_strongest)
         self.strongest_table = _table("Click a row to show that channel.")
         self.strongest_table.cellClicked.connect(
-            lambda r, _: self._jump_to_row(self.strongest_table, r))
+            lambda r, _: self._jump_to_row(self.strongest_table, r)
+        )
         form = QFormLayout()
         form.addRow("Tiles scaled", self.normalize_combo)
         form.addRow(self.montage_button)
@@ -316,17 +325,18 @@ class AnalysisWidget(QWidget):
 
     def _build_region(self) -> QWidget:
         self.region_combo = QComboBox()
-        self.region_combo.setToolTip("A Shapes or Labels layer marking the region (e.g. an "
-                                     "eye, a nucleus).")
+        self.region_combo.setToolTip(
+            "A Shapes or Labels layer marking the region (e.g. an eye, a nucleus)."
+        )
         self.sort_combo = QComboBox()
         self.sort_combo.addItem("ratio inside / outside", "ratio")
         self.sort_combo.addItem("difference inside − outside", "difference")
         self.rank_button = QPushButton("Rank channels")
         self.rank_button.clicked.connect(self.rank_region)
-        self.region_table = _table("Mean activation inside and outside the region; click a "
-                                   "row to show that channel.")
-        self.region_table.cellClicked.connect(
-            lambda r, _: self._jump_to_row(self.region_table, r))
+        self.region_table = _table(
+            "Mean activation inside and outside the region; click a row to show that channel."
+        )
+        self.region_table.cellClicked.connect(lambda r, _: self._jump_to_row(self.region_table, r))
         form = QFormLayout()
         form.addRow("Region", self.region_combo)
         form.addRow("Sort by", self.sort_combo)
@@ -336,9 +346,11 @@ class AnalysisWidget(QWidget):
 
     def _build_compare(self) -> QWidget:
         self.images_list = QListWidget()
-        self.images_list.setToolTip("Tick two or more image layers of the same size; the "
-                                    "difference is the first ticked minus the second (drag "
-                                    "to reorder).")
+        self.images_list.setToolTip(
+            "Tick two or more image layers of the same size; the "
+            "difference is the first ticked minus the second (drag "
+            "to reorder)."
+        )
         self.images_list.setMaximumHeight(90)
         self.images_list.setDragDropMode(QAbstractItemView.DragDropMode.InternalMove)
         self.compare_layer_combo = QComboBox()
@@ -350,10 +362,13 @@ class AnalysisWidget(QWidget):
         self.change_combo.addItem("any change: mean |first − second|", "absolute")
         self.compare_button = QPushButton("Compare")
         self.compare_button.clicked.connect(self.compare)
-        self.compare_table = _table("Channels ranked by their change; click a row to show "
-                                    "that channel in every compared layer.")
+        self.compare_table = _table(
+            "Channels ranked by their change; click a row to show "
+            "that channel in every compared layer."
+        )
         self.compare_table.cellClicked.connect(
-            lambda r, _: self._jump_to_row(self.compare_table, r))
+            lambda r, _: self._jump_to_row(self.compare_table, r)
+        )
         form = QFormLayout()
         form.addRow("Images", self.images_list)
         form.addRow("Network layer", self.compare_layer_combo)
@@ -387,8 +402,10 @@ class AnalysisWidget(QWidget):
         self.classify_button.clicked.connect(self.classify)
         self.classes_label = QLabel()
         self.classes_label.setWordWrap(True)
-        self.network_table = _table("Every layer's output for this image; click a row to "
-                                    "choose that layer for Run (and Compare).")
+        self.network_table = _table(
+            "Every layer's output for this image; click a row to "
+            "choose that layer for Run (and Compare)."
+        )
         self.network_table.cellClicked.connect(self.choose_network_row)
         form = QFormLayout()
         form.addRow("Image", self.image_combo)
@@ -418,16 +435,19 @@ class AnalysisWidget(QWidget):
             combo.blockSignals(False)
 
         refill(self.layer_combo, [layer.name for layer in activation_layers(self.viewer)])
-        regions = [layer.name for layer in self.viewer.layers
-                   if isinstance(layer, (Shapes, Labels))]
+        regions = [
+            layer.name for layer in self.viewer.layers if isinstance(layer, (Shapes, Labels))
+        ]
         refill(self.region_combo, regions)
         refill(self.compare_region_combo, [WHOLE_IMAGE] + regions)
-        images = [layer.name for layer in self.viewer.layers
-                  if isinstance(layer, Image) and not self._is_derived(layer)]
+        images = [
+            layer.name
+            for layer in self.viewer.layers
+            if isinstance(layer, Image) and not self._is_derived(layer)
+        ]
         refill(self.image_combo, images)
         listed = [self.images_list.item(i) for i in range(self.images_list.count())]
-        ticked = {item.text() for item in listed
-                  if item.checkState() == Qt.CheckState.Checked}
+        ticked = {item.text() for item in listed if item.checkState() == Qt.CheckState.Checked}
         if not ticked:
             ticked = set(images[:2])
         # keep the user's order (it says which image is first), new images at the end
@@ -436,8 +456,7 @@ class AnalysisWidget(QWidget):
         for name in kept + [n for n in images if n not in kept]:
             item = QListWidgetItem(name)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(Qt.CheckState.Checked if name in ticked
-                               else Qt.CheckState.Unchecked)
+            item.setCheckState(Qt.CheckState.Checked if name in ticked else Qt.CheckState.Unchecked)
             self.images_list.addItem(item)
         self.refresh_network_table()
 
@@ -456,22 +475,28 @@ class AnalysisWidget(QWidget):
 
         layer = self.activation_layer()
         if layer is None:
-            show_error("There is no activation layer yet: compute one with the SqueezeNet "
-                       "activations widget (Run), then choose it here.")
+            show_error(
+                "There is no activation layer yet: compute one with the SqueezeNet "
+                "activations widget (Run), then choose it here."
+            )
         return layer
 
     def ticked_images(self) -> list[Image]:
         """The image layers ticked under Compare, in list order."""
-        names = [self.images_list.item(i).text() for i in range(self.images_list.count())
-                 if self.images_list.item(i).checkState() == Qt.CheckState.Checked]
+        names = [
+            self.images_list.item(i).text()
+            for i in range(self.images_list.count())
+            if self.images_list.item(i).checkState() == Qt.CheckState.Checked
+        ]
         return [self.viewer.layers[n] for n in names if n in self.viewer.layers]
 
     def set_ticked_images(self, names: list[str]) -> None:
         """Tick exactly these image layers under Compare (the first is "first")."""
         for i in range(self.images_list.count()):
             item = self.images_list.item(i)
-            item.setCheckState(Qt.CheckState.Checked if item.text() in names
-                               else Qt.CheckState.Unchecked)
+            item.setCheckState(
+                Qt.CheckState.Checked if item.text() in names else Qt.CheckState.Unchecked
+            )
         # list order is the comparison order: put the named ones first, as given
         for row, name in enumerate(names):
             found = self.images_list.findItems(name, Qt.MatchFlag.MatchExactly)
@@ -498,11 +523,12 @@ class AnalysisWidget(QWidget):
         layer = self._require_activation_layer()
         if layer is None:
             return
-        image, _, m = show_montage(self.viewer, layer,
-                                   normalize=self.normalize_combo.currentData())
+        image, _, m = show_montage(self.viewer, layer, normalize=self.normalize_combo.currentData())
         self.viewer.layers.selection.active = layer
-        self.status_label.setText(f"{image.name}: {m.channels} channels as {m.grid[0]}x"
-                                  f"{m.grid[1]} tiles; click a tile to show that channel.")
+        self.status_label.setText(
+            f"{image.name}: {m.channels} channels as {m.grid[0]}x"
+            f"{m.grid[1]} tiles; click a tile to show that channel."
+        )
 
     def find_strongest(self) -> None:
         """List the top-k channels of the shown plane, by max or mean (network resolution)."""
@@ -514,10 +540,10 @@ class AnalysisWidget(QWidget):
         if isinstance(plane, AlignedActivations) and not self.border_check.isChecked():
             rows, cols = plane.native_interior()  # exact: knows the network input's size
             acts = acts[..., rows, cols]
-        self.strongest = analysis.strongest_channels(acts, self.k_spin.value(),
-                                                     by=self.by_combo.currentData())
-        fill_table(self.strongest_table, self.strongest,
-                   ["channel", self.by_combo.currentData()])
+        self.strongest = analysis.strongest_channels(
+            acts, self.k_spin.value(), by=self.by_combo.currentData()
+        )
+        fill_table(self.strongest_table, self.strongest, ["channel", self.by_combo.currentData()])
         if self.strongest:
             self.jump_to_channel(self.strongest[0][0])
 
@@ -585,10 +611,15 @@ class AnalysisWidget(QWidget):
             return
         acts = current_plane_activations(self.viewer, layer)
         sort = self.sort_combo.currentData()
-        self._start(analysis.rank_channels, acts, region=mask, sort=sort,
-                    include_border=self.border_check.isChecked(),
-                    on_result=self._show_region_ranking,
-                    message=f"Ranking {layer.name} by {name!r}…")
+        self._start(
+            analysis.rank_channels,
+            acts,
+            region=mask,
+            sort=sort,
+            include_border=self.border_check.isChecked(),
+            on_result=self._show_region_ranking,
+            message=f"Ranking {layer.name} by {name!r}…",
+        )
 
     def _show_region_ranking(self, rows: np.ndarray) -> None:
         self.ranking = rows
@@ -606,12 +637,15 @@ class AnalysisWidget(QWidget):
 
         images = self.ticked_images()
         if len(images) < 2:
-            show_error("Tick two or more image layers to compare (e.g. the samples Face and "
-                       "Face, one eye covered).")
+            show_error(
+                "Tick two or more image layers to compare (e.g. the samples Face and "
+                "Face, one eye covered)."
+            )
             return
         region_name = self.compare_region_combo.currentText()
-        region_layer = (self.viewer.layers[region_name]
-                        if region_name in self.viewer.layers else None)
+        region_layer = (
+            self.viewer.layers[region_name] if region_name in self.viewer.layers else None
+        )
         info = find_layer(self.compare_layer_combo.currentText())
         mask = None
         if region_layer is not None:
@@ -620,16 +654,21 @@ class AnalysisWidget(QWidget):
             except ValueError as exc:
                 show_error(str(exc))
                 return
-        self._start(compare_images, self.network, images, info, region=mask,
-                    change=self.change_combo.currentData(),
-                    weights=self._weights_for(self.activation_layer()),
-                    on_result=lambda result: self._show_comparison(images, result,
-                                                                   region_layer),
-                    message=f"Comparing {info.name} for "
-                            f"{', '.join(repr(i.name) for i in images)}…")
+        self._start(
+            compare_images,
+            self.network,
+            images,
+            info,
+            region=mask,
+            change=self.change_combo.currentData(),
+            weights=self._weights_for(self.activation_layer()),
+            on_result=lambda result: self._show_comparison(images, result, region_layer),
+            message=f"Comparing {info.name} for {', '.join(repr(i.name) for i in images)}…",
+        )
 
-    def _show_comparison(self, images: list[Image], result: Any,
-                         region_layer: Layer | None) -> None:
+    def _show_comparison(
+        self, images: list[Image], result: Any, region_layer: Layer | None
+    ) -> None:
         if any(image not in self.viewer.layers for image in images):
             return
         if self.network is None:
@@ -638,8 +677,7 @@ class AnalysisWidget(QWidget):
         self.comparison_ranking = result.ranking
         self.refresh_layers()
         self.layer_combo.setCurrentText(shown[0].name)
-        fill_table(self.compare_table, result.ranking.tolist(),
-                   list(result.ranking.dtype.names))
+        fill_table(self.compare_table, result.ranking.tolist(), list(result.ranking.dtype.names))
         if len(result.ranking):
             self.jump_to_channel(int(result.ranking["channel"][0]))
         self.status_label.setText(f"{shown[-1].name}: channels ranked by their change.")
@@ -676,8 +714,9 @@ class AnalysisWidget(QWidget):
         self.probed = values
         self.probe_plot.set_values(values, [c for c, _ in top])
         listed = ", ".join(f"{c} ({v:.3g})" for c, v in top)
-        self.probe_label.setText(f"{layer.name} at pixel ({round(y)}, {round(x)}); "
-                                 f"strongest: {listed}")
+        self.probe_label.setText(
+            f"{layer.name} at pixel ({round(y)}, {round(x)}); strongest: {listed}"
+        )
 
     # -- network ------------------------------------------------------------------------------
 
@@ -693,11 +732,21 @@ class AnalysisWidget(QWidget):
             return
         _, (h, w), _ = image_planes_shape(image.data.shape, image.rgb)
         table = analysis.network_table(h, w)
-        rows = [(row["layer"], f"{row['height']}x{row['width']}", row["channels"],
-                 row["stride"] or "–", row["receptive_field"] or "whole image")
-                for row in table]
-        fill_table(self.network_table, rows,
-                   ["layer", f"output for {h}x{w}", "channels", "stride", "receptive field"])
+        rows = [
+            (
+                row["layer"],
+                f"{row['height']}x{row['width']}",
+                row["channels"],
+                row["stride"] or "–",
+                row["receptive_field"] or "whole image",
+            )
+            for row in table
+        ]
+        fill_table(
+            self.network_table,
+            rows,
+            ["layer", f"output for {h}x{w}", "channels", "stride", "receptive field"],
+        )
 
     def choose_network_row(self, row: int, column: int = 0) -> None:
         """Choose that row's layer for Run (in the SqueezeNet activations widget) and Compare."""
@@ -710,9 +759,11 @@ class AnalysisWidget(QWidget):
         main = self._main_widget()
         if main is not None:
             main.set_network_layer(self.chosen_layer)
-        self.status_label.setText(f"{self.chosen_layer} chosen for Run"
-                                  f"{'' if main is not None else ' (open the SqueezeNet activations widget)'}"
-                                  " and Compare.")
+        self.status_label.setText(
+            f"{self.chosen_layer} chosen for Run"
+            f"{'' if main is not None else ' (open the SqueezeNet activations widget)'}"
+            " and Compare."
+        )
 
     def _main_widget(self) -> Any:
         from ._widget import ActivationsWidget
@@ -741,8 +792,7 @@ class AnalysisWidget(QWidget):
             net = network if network is not None else load_squeezenet(weights, progress=False)
             return classify(net, data, 5, intensity_range=limits, rgb=rgb)
 
-        self._start(run, on_result=self._show_classes,
-                    message=f"Classifying {image.name!r}…")
+        self._start(run, on_result=self._show_classes, message=f"Classifying {image.name!r}…")
 
     def _show_classes(self, classes: list[tuple[str, float]]) -> None:
         self.classes = classes
@@ -757,5 +807,7 @@ class AnalysisWidget(QWidget):
         if layer is None:
             return "No activation layer."
         meta = layer_metadata(layer)
-        return (f"{meta['layer']['name']} of {meta.get('source_layer')!r}, channel "
-                f"{current_channel(self.viewer, layer)} of {layer.data.shape[0]}")
+        return (
+            f"{meta['layer']['name']} of {meta.get('source_layer')!r}, channel "
+            f"{current_channel(self.viewer, layer)} of {layer.data.shape[0]}"
+        )

@@ -93,8 +93,9 @@ class AttributionResult:
 def _method(method: str) -> str:
     key = str(method).strip().lower().replace("_", "-").replace("gradcam", "grad-cam")
     if key not in METHODS:
-        raise LayerInputError(f"Unknown attribution method {method!r}; use 'grad-cam' or "
-                              "'occlusion'.")
+        raise LayerInputError(
+            f"Unknown attribution method {method!r}; use 'grad-cam' or 'occlusion'."
+        )
     return key
 
 
@@ -126,8 +127,12 @@ def attribution_metadata(result: AttributionResult) -> dict[str, Any]:
         "settings": dict(result.settings),
         "input_scale": float(result.input_scale),
         "intensity_range": [float(v) for v in result.intensity_range],
-        "weights": {"description": net.description, "source": net.weights,
-                    "sha256": net.sha256, "trained": bool(net.trained)},
+        "weights": {
+            "description": net.description,
+            "source": net.weights,
+            "sha256": net.sha256,
+            "trained": bool(net.trained),
+        },
     }
 
 
@@ -154,10 +159,19 @@ def attribution_layer_kwargs(source: Any, result: AttributionResult) -> dict[str
 
 
 def compute_attribution_for_image_layer(
-        network: Network | None, source: Image, method: str, target: Any, *,
-        layer: str | LayerInfo | None = None, window: Any = None, stride: Any = None,
-        fill: Any = "mean", input_scale: float = 1.0, weights: Any = "DEFAULT",
-        device: Any = "auto") -> Generator[Progress, None, AttributionResult]:
+    network: Network | None,
+    source: Image,
+    method: str,
+    target: Any,
+    *,
+    layer: str | LayerInfo | None = None,
+    window: Any = None,
+    stride: Any = None,
+    fill: Any = "mean",
+    input_scale: float = 1.0,
+    weights: Any = "DEFAULT",
+    device: Any = "auto",
+) -> Generator[Progress, None, AttributionResult]:
     """Compute an attribution map for an image layer, yielding progress.
 
     The image is read as napari shows it: its contrast limits are the intensity range. The
@@ -168,8 +182,10 @@ def compute_attribution_for_image_layer(
 
     key = _method(method)
     if source.multiscale:
-        raise LayerInputError(f"{source.name!r} is a multiscale image; attribution needs one "
-                              "resolution. Add one level as its own layer.")
+        raise LayerInputError(
+            f"{source.name!r} is a multiscale image; attribution needs one "
+            "resolution. Add one level as its own layer."
+        )
     data = source.data
     intensity_range = tuple(float(v) for v in source.contrast_limits)
     rgb = bool(source.rgb)
@@ -186,15 +202,24 @@ def compute_attribution_for_image_layer(
     info = None
     if key == "grad-cam":
         info = attribution.feature_layer(network, layer)
-        result = yield from attribution.iter_grad_cam(network, data, target, layer=info,
-                                                      **common)
+        result = yield from attribution.iter_grad_cam(network, data, target, layer=info, **common)
     else:
         settings = {"window": window, "stride": stride, "fill": fill}
         result = yield from attribution.iter_occlusion_sensitivity(
-            network, data, target, window=window, stride=stride, fill=fill, **common)
-    return AttributionResult(np.asarray(result, dtype=np.float32), key, goal.index,
-                             goal.label, info, network, float(input_scale), intensity_range,
-                             name, settings)
+            network, data, target, window=window, stride=stride, fill=fill, **common
+        )
+    return AttributionResult(
+        np.asarray(result, dtype=np.float32),
+        key,
+        goal.index,
+        goal.label,
+        info,
+        network,
+        float(input_scale),
+        intensity_range,
+        name,
+        settings,
+    )
 
 
 def find_attribution_layer(viewer: napari.Viewer, name: str) -> Image | None:
@@ -204,8 +229,7 @@ def find_attribution_layer(viewer: napari.Viewer, name: str) -> Image | None:
     return None
 
 
-def add_attribution_layer(viewer: napari.Viewer, source: Image, result: AttributionResult
-                          ) -> Image:
+def add_attribution_layer(viewer: napari.Viewer, source: Image, result: AttributionResult) -> Image:
     """Add ``result`` over ``source``, or update in place the layer made earlier.
 
     An update keeps the user's colormap, blending and opacity, and replaces data, transform,
@@ -229,11 +253,21 @@ def add_attribution_layer(viewer: napari.Viewer, source: Image, result: Attribut
     return layer
 
 
-def show_attribution(viewer: napari.Viewer, image_layer_or_name: Any, method: str,
-                     target: Any, *, network: Network | None = None,
-                     layer: str | LayerInfo | None = None, window: Any = None,
-                     stride: Any = None, fill: Any = "mean", input_scale: float = 1.0,
-                     weights: Any = "DEFAULT", device: Any = "auto") -> Image:
+def show_attribution(
+    viewer: napari.Viewer,
+    image_layer_or_name: Any,
+    method: str,
+    target: Any,
+    *,
+    network: Network | None = None,
+    layer: str | LayerInfo | None = None,
+    window: Any = None,
+    stride: Any = None,
+    fill: Any = "mean",
+    input_scale: float = 1.0,
+    weights: Any = "DEFAULT",
+    device: Any = "auto",
+) -> Image:
     """Compute an attribution map for an image layer and show it over the image.
 
     The widget's code path, run synchronously (napari's console, scripts)::
@@ -263,10 +297,19 @@ def show_attribution(viewer: napari.Viewer, image_layer_or_name: Any, method: st
         when it exists.
     """
     source = resolve_image_layer(viewer, image_layer_or_name)
-    gen = compute_attribution_for_image_layer(network, source, method, target, layer=layer,
-                                              window=window, stride=stride, fill=fill,
-                                              input_scale=input_scale, weights=weights,
-                                              device=device)
+    gen = compute_attribution_for_image_layer(
+        network,
+        source,
+        method,
+        target,
+        layer=layer,
+        window=window,
+        stride=stride,
+        fill=fill,
+        input_scale=input_scale,
+        weights=weights,
+        device=device,
+    )
     while True:
         try:
             next(gen)

@@ -9,6 +9,7 @@ the result becomes, or updates, the layer ``"<image>: Grad-CAM <class>"``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
@@ -43,8 +44,14 @@ if TYPE_CHECKING:
 
 __all__ = ["AttributionWidget"]
 
-USER_ERRORS = (ImageError, WeightsError, LayerInputError, UnknownLayerError,
-               DeviceUnavailableError, AttributionError)
+USER_ERRORS = (
+    ImageError,
+    WeightsError,
+    LayerInputError,
+    UnknownLayerError,
+    DeviceUnavailableError,
+    AttributionError,
+)
 AUTO = 0  # spin-box value meaning "the default for this image"
 
 
@@ -56,8 +63,9 @@ def _guarded(gen: Generator) -> Generator[Progress, None, Any]:
         return str(exc)
 
 
-def _top5(network: Network | None, weights: Any, data: Any, intensity_range: Any,
-          rgb: bool) -> Generator[Progress, None, Any]:
+def _top5(
+    network: Network | None, weights: Any, data: Any, intensity_range: Any, rgb: bool
+) -> Generator[Progress, None, Any]:
     from . import compute
 
     avoid_triton_llvm_crash()
@@ -82,8 +90,13 @@ class AttributionWidget(QWidget):
         Weights to load when no ``network`` is given.
     """
 
-    def __init__(self, napari_viewer: napari.viewer.Viewer, *, network: Network | None = None,
-                 weights: Any = "DEFAULT"):
+    def __init__(
+        self,
+        napari_viewer: napari.viewer.Viewer,
+        *,
+        network: Network | None = None,
+        weights: Any = "DEFAULT",
+    ):
         super().__init__()
         self.viewer = unproxy(napari_viewer)
         self._network = network
@@ -103,17 +116,21 @@ class AttributionWidget(QWidget):
         self.method_combo.addItem("Occlusion sensitivity", "occlusion")
         self.target_combo = QComboBox()
         self.target_combo.setEditable(True)
-        self.target_combo.setToolTip("The class to explain: press 'Top 5' for the image's five "
-                                     "most likely classes, or type a category name or index.")
+        self.target_combo.setToolTip(
+            "The class to explain: press 'Top 5' for the image's five "
+            "most likely classes, or type a category name or index."
+        )
         self.top5_button = QPushButton("Top 5")
         self.layer_combo = QComboBox()
         for info in LAYERS:
             if not info.is_global:
                 self.layer_combo.addItem(info.name, info.name)
         self.layer_combo.setCurrentIndex(self.layer_combo.count() - 1)  # relu_conv10
-        self.layer_combo.setToolTip("Grad-CAM weights this network layer's channels by the "
-                                    "class score's gradient; default: the last one before "
-                                    "global pooling.")
+        self.layer_combo.setToolTip(
+            "Grad-CAM weights this network layer's channels by the "
+            "class score's gradient; default: the last one before "
+            "global pooling."
+        )
         self.window_spin = QSpinBox()
         self.window_spin.setRange(AUTO, 4096)
         self.window_spin.setSpecialValueText("auto (a fifth of the shorter side)")
@@ -156,18 +173,19 @@ class AttributionWidget(QWidget):
 
     def _disconnect(self, *args: Any) -> None:
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
-            try:
+            with contextlib.suppress(RuntimeError, TypeError, ValueError):
                 event.disconnect(self.refresh_images)
-            except (RuntimeError, TypeError, ValueError):
-                pass
 
     # -- state --------------------------------------------------------------------------------
 
     def _image_layers(self) -> list[Image]:
         from napari.layers import Image
 
-        return [layer for layer in self.viewer.layers
-                if isinstance(layer, Image) and not _is_attribution(layer)]
+        return [
+            layer
+            for layer in self.viewer.layers
+            if isinstance(layer, Image) and not _is_attribution(layer)
+        ]
 
     def refresh_images(self, event: Any = None) -> None:
         """Refill the image list (attribution layers are not offered as images)."""
@@ -203,14 +221,20 @@ class AttributionWidget(QWidget):
         """The class typed or chosen: an index where it is a whole number, else a name."""
         text = self.target_combo.currentText().strip()
         data = self.target_combo.currentData()
-        if data is not None and self.target_combo.itemText(self.target_combo.currentIndex()) == text:
+        if (
+            data is not None
+            and self.target_combo.itemText(self.target_combo.currentIndex()) == text
+        ):
             return data
         return int(text) if text.lstrip("-").isdigit() else text
 
     def _on_method_changed(self, *args: Any) -> None:
         grad_cam = self.method_combo.currentData() == "grad-cam"
-        for field, visible in ((self.layer_combo, grad_cam), (self.window_spin, not grad_cam),
-                               (self.stride_spin, not grad_cam)):
+        for field, visible in (
+            (self.layer_combo, grad_cam),
+            (self.window_spin, not grad_cam),
+            (self.stride_spin, not grad_cam),
+        ):
             field.setVisible(visible)  # QFormLayout.setRowVisible needs Qt 6.4
             self._form.labelForField(field).setVisible(visible)
 
@@ -244,8 +268,10 @@ class AttributionWidget(QWidget):
         from napari.utils.notifications import show_error
 
         if self.selected_image() is None:
-            show_error("There is no image to explain. Open an image (or File > Open Sample > "
-                       "napari-activations > Face) and choose it under 'Image'.")
+            show_error(
+                "There is no image to explain. Open an image (or File > Open Sample > "
+                "napari-activations > Face) and choose it under 'Image'."
+            )
             return True
         return False
 
@@ -254,8 +280,13 @@ class AttributionWidget(QWidget):
         if self.busy or self._no_image():
             return
         source = self.selected_image()
-        gen = _top5(self._network, self._weights, source.data,
-                    tuple(float(v) for v in source.contrast_limits), bool(source.rgb))
+        gen = _top5(
+            self._network,
+            self._weights,
+            source.data,
+            tuple(float(v) for v in source.contrast_limits),
+            bool(source.rgb),
+        )
         self._start(gen, self._on_top5, f"Classifying {source.name!r}…")
 
     def _on_top5(self, result: Any) -> None:
@@ -284,12 +315,20 @@ class AttributionWidget(QWidget):
         source = self.selected_image()
         method = self.method_combo.currentData()
         gen = compute_attribution_for_image_layer(
-            self._network, source, method, target, layer=self.layer_combo.currentData(),
-            window=self.window_spin.value() or None, stride=self.stride_spin.value() or None,
-            weights=self._weights)
-        self._start(gen, self._on_returned,
-                    f"Computing {self.method_combo.currentText()} of {target!r} for "
-                    f"{source.name!r}…")
+            self._network,
+            source,
+            method,
+            target,
+            layer=self.layer_combo.currentData(),
+            window=self.window_spin.value() or None,
+            stride=self.stride_spin.value() or None,
+            weights=self._weights,
+        )
+        self._start(
+            gen,
+            self._on_returned,
+            f"Computing {self.method_combo.currentText()} of {target!r} for {source.name!r}…",
+        )
 
     def cancel(self) -> None:
         """Stop the running computation; nothing is added."""
@@ -310,8 +349,9 @@ class AttributionWidget(QWidget):
         layer = add_attribution_layer(self.viewer, source, result)
         self._run.outcome = f"Showing {layer.name!r}."
         if not result.network.trained:
-            show_warning(f"{layer.name!r} was computed with random, untrained weights: it "
-                         "means nothing.")
+            show_warning(
+                f"{layer.name!r} was computed with random, untrained weights: it means nothing."
+            )
 
     def _on_aborted(self) -> None:
         from napari.utils.notifications import show_info

@@ -94,8 +94,7 @@ def _span(viewer: napari.Viewer, position: int, skip: Layer) -> tuple[float, flo
     return (high - low) + 2.0, (low + high) / 2.0, unit
 
 
-def _transform(layer: Layer, pad: int, spans: list[tuple[float, float, Any]]
-               ) -> dict[str, Any]:
+def _transform(layer: Layer, pad: int, spans: list[tuple[float, float, Any]]) -> dict[str, Any]:
     """The layer's transform with its one-plane axes replaced by ``spans`` (left to right)."""
     old = _pad(layer)
     keep = [0] + list(range(1 + old, layer.ndim))  # channel axis, then the image axes
@@ -200,11 +199,10 @@ def arrange_channel_axes(viewer: napari.Viewer) -> None:
     try:
         # Network order: conv1's channels nearest the image axes, deeper layers further left.
         groups = sorted({_group(layer) for layer in layers}, key=_network_order)
-        others = [_user_image_ndim(layer) for layer in viewer.layers
-                  if not is_channel_layer(layer)]
+        others = [_user_image_ndim(layer) for layer in viewer.layers if not is_channel_layer(layer)]
         base = max(others + [image_ndim(layer) for layer in layers])
         # Where every slider is now, to put each back after the axes move.
-        step = dict(zip(range(-viewer.dims.ndim, 0), viewer.dims.point))
+        step = dict(zip(range(-viewer.dims.ndim, 0), viewer.dims.point, strict=False))
         channel = {}
         for layer in layers:
             channel.setdefault(_group(layer), step[-layer.ndim])
@@ -223,7 +221,7 @@ def arrange_channel_axes(viewer: napari.Viewer) -> None:
                 layer.data = ChannelFirst(stack, pad) if (pad or stack.ndim > 3) else stack
             for key in ("scale", "translate", "rotate", "shear", "affine", "units"):
                 _set_if_changed(layer, key, transform[key])
-            _set_if_changed(layer, "axis_labels", tuple(labels[-layer.ndim:]))
+            _set_if_changed(layer, "axis_labels", tuple(labels[-layer.ndim :]))
         ndim = viewer.dims.ndim
         for position, value in step.items():
             if position >= -base and ndim + position not in viewer.dims.displayed:

@@ -24,8 +24,11 @@ if TYPE_CHECKING:
 
 __all__ = ["ExportRow"]
 
-EXPORT_CHOICES = {"aligned stack": ("aligned",), "native maps": ("native",),
-                  "both": ("aligned", "native")}
+EXPORT_CHOICES = {
+    "aligned stack": ("aligned",),
+    "native maps": ("native",),
+    "both": ("aligned", "native"),
+}
 
 
 def _guarded(gen: Generator) -> Generator[Progress, None, list[Path] | str]:
@@ -51,7 +54,8 @@ class ExportRow(QWidget):
         self.kind_combo.setToolTip(
             "aligned stack: the values napari shows, on the image's pixels; native maps: the "
             "network's own resolution, placed over the image. Saved as OME-Zarr with the "
-            "layer's metadata.")
+            "layer's metadata."
+        )
         self.button = QPushButton("Export…")
         self.button.setToolTip("Save the selected activation layer as OME-Zarr in a folder.")
         self.button.clicked.connect(self.on_click)
@@ -74,16 +78,20 @@ class ExportRow(QWidget):
         layer = self.viewer.layers.selection.active
         try:
             if layer is None:
-                raise ExportError("Select an activation layer (e.g. 'Face: conv1') in the "
-                                  "layer list, then export it.")
+                raise ExportError(
+                    "Select an activation layer (e.g. 'Face: conv1') in the "
+                    "layer list, then export it."
+                )
             layer_activations(layer)
         except ExportError as exc:
             show_error(str(exc))
             return
         start = remembered(EXPORT_FOLDER)
         folder = QFileDialog.getExistingDirectory(
-            self, f"Export {layer.name!r} to a folder",
-            start if start and Path(start).is_dir() else str(Path.home()))
+            self,
+            f"Export {layer.name!r} to a folder",
+            start if start and Path(start).is_dir() else str(Path.home()),
+        )
         if folder:
             self.export(layer, folder)
 

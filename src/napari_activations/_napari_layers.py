@@ -22,6 +22,7 @@ stay under the image's sliders.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import sys
@@ -193,8 +194,9 @@ def expand_transform(source: Any, ndim_lead: int = 1) -> dict[str, Any]:
     }
 
 
-def channel_stats(native: Any, inside: tuple[slice, slice] | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def channel_stats(
+    native: Any, inside: tuple[slice, slice] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel minimum and maximum of ``(..., C, h, w)`` activations: two ``(C,)`` arrays.
 
     ``inside``: the rows and columns that count (e.g.
@@ -242,8 +244,9 @@ class ChannelRanges:
         native = activations.native
         self.lead_shape = tuple(native.shape[:-3])
         h, w = native.shape[-2:]
-        self.inside = ((slice(0, h), slice(0, w)) if include_border
-                       else activations.native_interior())
+        self.inside = (
+            (slice(0, h), slice(0, w)) if include_border else activations.native_interior()
+        )
         self._planes: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
         self.version = 0  # counts changes, so that followers recompute only when needed
 
@@ -262,7 +265,7 @@ class ChannelRanges:
 
     def stack(self) -> tuple[np.ndarray, np.ndarray]:
         """``(low, high)`` per channel over every plane recorded so far."""
-        lows, highs = zip(*self._planes.values())
+        lows, highs = zip(*self._planes.values(), strict=False)
         return np.min(lows, axis=0), np.max(highs, axis=0)
 
     @property
@@ -270,8 +273,9 @@ class ChannelRanges:
         """The planes recorded so far."""
         return sorted(self._planes)
 
-    def sample(self, n: int = STACK_SAMPLE_PLANES, label: str = ""
-               ) -> Generator[Progress, None, None]:
+    def sample(
+        self, n: int = STACK_SAMPLE_PLANES, label: str = ""
+    ) -> Generator[Progress, None, None]:
         """Record ``n`` planes spread evenly over the stack (first and last included).
 
         Yields progress; computes only those planes, one at a time, and keeps none of them
@@ -279,12 +283,14 @@ class ChannelRanges:
         """
         total = math.prod(self.lead_shape)
         flat = np.unique(np.linspace(0, total - 1, min(int(n), total)).round().astype(int))
-        todo = [idx for idx in (tuple(int(i) for i in np.unravel_index(f, self.lead_shape))
-                                for f in flat) if idx not in self._planes]
+        todo = [
+            idx
+            for idx in (tuple(int(i) for i in np.unravel_index(f, self.lead_shape)) for f in flat)
+            if idx not in self._planes
+        ]
         native = self.activations.native
         for k, idx in enumerate(todo):
-            message = (f"{label}contrast of the stack: plane {idx} "
-                       f"({k + 1}/{len(todo)} sampled)")
+            message = f"{label}contrast of the stack: plane {idx} ({k + 1}/{len(todo)} sampled)"
             yield Progress(k, len(todo), message)
             if isinstance(native, LazyNative):
                 walk = native.iter_plane(idx)
@@ -310,8 +316,7 @@ def _limits(low: float, high: float, diverging: bool) -> tuple[float, float]:
     return (low, high) if high > low else (low, low + 1.0)
 
 
-def channel_contrast_limits(native: Any, info: LayerInfo, mode: str = "channel"
-                            ) -> np.ndarray:
+def channel_contrast_limits(native: Any, info: LayerInfo, mode: str = "channel") -> np.ndarray:
     """Contrast limits per channel, ``(C, 2)``, like MATLAB's ``mat2gray``.
 
     ``mode="channel"``: each channel's own min..max; ``"global"``: the whole layer's, for every
@@ -321,8 +326,9 @@ def channel_contrast_limits(native: Any, info: LayerInfo, mode: str = "channel"
     return limits_from_ranges(*channel_stats(native), info, mode)
 
 
-def limits_from_ranges(low: np.ndarray, high: np.ndarray, info: LayerInfo,
-                       mode: str = "channel") -> np.ndarray:
+def limits_from_ranges(
+    low: np.ndarray, high: np.ndarray, info: LayerInfo, mode: str = "channel"
+) -> np.ndarray:
     """:func:`channel_contrast_limits` from per-channel ``(C,)`` minima and maxima."""
     if mode not in CONTRAST_MODES:
         raise ValueError(f"contrast must be one of {CONTRAST_MODES}, not {mode!r}.")
@@ -330,13 +336,17 @@ def limits_from_ranges(low: np.ndarray, high: np.ndarray, info: LayerInfo,
         low = np.full_like(low, low.min())
         high = np.full_like(high, high.max())
     diverging = not info.after_relu
-    return np.array([_limits(lo, hi, diverging) for lo, hi in zip(low, high)], dtype=float)
+    return np.array(
+        [_limits(lo, hi, diverging) for lo, hi in zip(low, high, strict=False)], dtype=float
+    )
 
 
 # Opacity ramps: how far from zero (as a fraction of the contrast range) a value has to be to
 # be drawn fully opaque. Quiet regions stay see-through, so the image shows there.
 SEQUENTIAL_FADE = 0.2
 DIVERGING_FADE = 0.15
+
+
 def sequential_colormap() -> Any:
     """napari's magma, fading to see-through towards zero.
 
@@ -363,8 +373,13 @@ def diverging_colormap() -> Any:
 
     fade = DIVERGING_FADE / 2  # in colormap coordinates, where zero is 0.5
     return Colormap(
-        colors=[[0.02, 0.08, 0.55, 1.0], [0.3, 0.85, 1.0, 0.9], [0.5, 0.5, 0.5, 0.0],
-                [1.0, 0.8, 0.2, 0.9], [0.75, 0.0, 0.05, 1.0]],
+        colors=[
+            [0.02, 0.08, 0.55, 1.0],
+            [0.3, 0.85, 1.0, 0.9],
+            [0.5, 0.5, 0.5, 0.0],
+            [1.0, 0.8, 0.2, 0.9],
+            [0.75, 0.0, 0.05, 1.0],
+        ],
         controls=[0.0, 0.5 - fade, 0.5, 0.5 + fade, 1.0],
         name=DIVERGING_COLORMAP_NAME,
     )
@@ -386,30 +401,58 @@ def activation_metadata(result: ActivationResult, contrast: str) -> dict[str, An
     return {
         "plugin_version": __version__,
         "source_layer": result.source_name,
-        "layer": {"name": info.name, "module": info.module, "channels": info.channels,
-                  "after_relu": info.after_relu, "block": info.block},
-        "geometry": {"stride": info.stride, "offset": info.offset,
-                     "receptive_field": info.receptive_field,
-                     "native_shape": list(native.shape),  # (..., C, h, w)
-                     "layer_axes": "(C, ..., H, W)"},
-        "weights": {"description": net.description, "name": net.weights,
-                    "sha256": net.sha256, "trained": bool(net.trained)},
+        "layer": {
+            "name": info.name,
+            "module": info.module,
+            "channels": info.channels,
+            "after_relu": info.after_relu,
+            "block": info.block,
+        },
+        "geometry": {
+            "stride": info.stride,
+            "offset": info.offset,
+            "receptive_field": info.receptive_field,
+            "native_shape": list(native.shape),  # (..., C, h, w)
+            "layer_axes": "(C, ..., H, W)",
+        },
+        "weights": {
+            "description": net.description,
+            "name": net.weights,
+            "sha256": net.sha256,
+            "trained": bool(net.trained),
+        },
         "input_scale": float(result.input_scale),
-        "backend": {"name": result.backend, "precision": result.precision,
-                    "device": str(net.device)},
+        "backend": {
+            "name": result.backend,
+            "precision": result.precision,
+            "device": str(net.device),
+        },
         "normalisation": {
-            "intensity_range": (None if result.intensity_range is None
-                                else [float(v) for v in result.intensity_range]),
-            "mean": list(net.mean), "std": list(net.std)},
+            "intensity_range": (
+                None
+                if result.intensity_range is None
+                else [float(v) for v in result.intensity_range]
+            ),
+            "mean": list(net.mean),
+            "std": list(net.std),
+        },
         "contrast": contrast,
         "stack_contrast": result.stack_contrast,
         "include_border": bool(result.include_border),
         "pyramid_level": result.level,
-        **({"channel_layers": {"names": list(result.source_names),
-                               "as": list(result.source_colours),
-                               "intensity_ranges": [[float(v) for v in r] for r in
-                                                    result.source_intensity_ranges]}}
-           if result.source_names else {}),
+        **(
+            {
+                "channel_layers": {
+                    "names": list(result.source_names),
+                    "as": list(result.source_colours),
+                    "intensity_ranges": [
+                        [float(v) for v in r] for r in result.source_intensity_ranges
+                    ],
+                }
+            }
+            if result.source_names
+            else {}
+        ),
     }
 
 
@@ -435,7 +478,7 @@ class ChannelFirst:
     @property
     def shape(self) -> tuple[int, ...]:
         s = self.stack.shape
-        return (s[self._lead],) + (1,) * self.pad + s[: self._lead] + s[self._lead + 1:]
+        return (s[self._lead],) + (1,) * self.pad + s[: self._lead] + s[self._lead + 1 :]
 
     @property
     def ndim(self) -> int:
@@ -458,12 +501,12 @@ class ChannelFirst:
         if any(k is None or k is Ellipsis for k in key) or len(key) > self.ndim:
             return np.asarray(self)[key]
         key = key + (slice(None),) * (self.ndim - len(key))
-        padded, key = key[1: 1 + self.pad], key[:1] + key[1 + self.pad:]
-        out = self.stack[key[1: 1 + self._lead] + key[:1] + key[1 + self._lead:]]
+        padded, key = key[1 : 1 + self.pad], key[:1] + key[1 + self.pad :]
+        out = self.stack[key[1 : 1 + self._lead] + key[:1] + key[1 + self._lead :]]
         # The channel axis survives where it was sliced, not indexed: move it back to the front.
         channel_kept = not isinstance(key[0], (int, np.integer))
         if channel_kept:
-            lead_kept = sum(not isinstance(k, (int, np.integer)) for k in key[1: 1 + self._lead])
+            lead_kept = sum(not isinstance(k, (int, np.integer)) for k in key[1 : 1 + self._lead])
             out = np.moveaxis(out, lead_kept, 0)
         # A one-plane axis survives where it was sliced: give it back its (one) plane.
         kept = sum(not isinstance(k, (int, np.integer)) for k in padded)
@@ -498,8 +541,13 @@ def starting_channel(ranges: ChannelRanges) -> int:
     return int(np.argmax(high))
 
 
-def _shown_limits(ranges: ChannelRanges, plane: tuple[int, ...], info: LayerInfo,
-                  contrast: str, stack_contrast: str) -> np.ndarray:
+def _shown_limits(
+    ranges: ChannelRanges,
+    plane: tuple[int, ...],
+    info: LayerInfo,
+    contrast: str,
+    stack_contrast: str,
+) -> np.ndarray:
     """``(C, 2)`` contrast limits while ``plane`` is shown."""
     if stack_contrast == "plane" or not ranges.lead_shape:
         return limits_from_ranges(*ranges.plane(plane), info, contrast)
@@ -507,8 +555,12 @@ def _shown_limits(ranges: ChannelRanges, plane: tuple[int, ...], info: LayerInfo
     return limits_from_ranges(*ranges.stack(), info, contrast)
 
 
-def activation_layer_kwargs(source: Any, result: ActivationResult, contrast: str = "channel",
-                            ranges: ChannelRanges | None = None) -> dict[str, Any]:
+def activation_layer_kwargs(
+    source: Any,
+    result: ActivationResult,
+    contrast: str = "channel",
+    ranges: ChannelRanges | None = None,
+) -> dict[str, Any]:
     """Keyword arguments of ``napari.layers.Image`` for ``result`` shown over ``source``.
 
     The channel axis leads and takes the starting (strongest) channel's limits; everything
@@ -533,8 +585,9 @@ def activation_layer_kwargs(source: Any, result: ActivationResult, contrast: str
         **display_defaults(info),
     }
     if result.level_factors is not None:
-        kwargs["scale"] = (1.0,) + tuple(float(s) * float(f) for s, f in
-                                         zip(source.scale, result.level_factors))
+        kwargs["scale"] = (1.0,) + tuple(
+            float(s) * float(f) for s, f in zip(source.scale, result.level_factors, strict=False)
+        )
     if labels:
         kwargs["axis_labels"] = (channel_axis_label(info.name),) + labels
     if units:
@@ -570,7 +623,6 @@ def avoid_triton_llvm_crash() -> bool:
     return llvm_loaded
 
 
-
 def resolve_image_layer(viewer: napari.Viewer, image_layer_or_name: Any) -> Image:
     """The viewer's Image layer given as a layer or a name; a plain error for anything else."""
     from napari.layers import Image
@@ -579,13 +631,18 @@ def resolve_image_layer(viewer: napari.Viewer, image_layer_or_name: Any) -> Imag
     if isinstance(layer, str):
         if layer not in viewer.layers:
             names = [lay.name for lay in viewer.layers if isinstance(lay, Image)]
-            offer = f" Image layers: {', '.join(repr(n) for n in names)}." if names else (
-                " The viewer has no image layer: open an image first.")
+            offer = (
+                f" Image layers: {', '.join(repr(n) for n in names)}."
+                if names
+                else (" The viewer has no image layer: open an image first.")
+            )
             raise LayerInputError(f"There is no layer named {layer!r}.{offer}")
         layer = viewer.layers[layer]
     if not isinstance(layer, Image):
-        raise LayerInputError(f"{getattr(layer, 'name', layer)!r} is a "
-                              f"{type(layer).__name__} layer; activations need an Image layer.")
+        raise LayerInputError(
+            f"{getattr(layer, 'name', layer)!r} is a "
+            f"{type(layer).__name__} layer; activations need an Image layer."
+        )
     return layer
 
 
@@ -609,17 +666,21 @@ def _level_data(source: Image, level: int | None) -> tuple[Any, int | None, tupl
     """(array, level, downsample factors) to compute on for an image layer."""
     if not source.multiscale:
         if level not in (None, 0):
-            raise LayerInputError(f"{source.name!r} has one resolution, so there is no pyramid "
-                                  f"level {level}; leave level unset.")
+            raise LayerInputError(
+                f"{source.name!r} has one resolution, so there is no pyramid "
+                f"level {level}; leave level unset."
+            )
         return source.data, None, None
     shapes = [tuple(int(n) for n in shape) for shape in source.level_shapes]
     if level is None:
         level = choose_level(shapes, bool(source.rgb))
     if not (isinstance(level, (int, np.integer)) and 0 <= level < len(shapes)):
-        raise LayerInputError(f"{source.name!r} has pyramid levels 0 to {len(shapes) - 1}; "
-                              f"level={level!r} is not one of them.")
+        raise LayerInputError(
+            f"{source.name!r} has pyramid levels 0 to {len(shapes) - 1}; "
+            f"level={level!r} is not one of them."
+        )
     level = int(level)
-    factors = tuple(float(f) for f in np.asarray(source.downsample_factors)[level][:source.ndim])
+    factors = tuple(float(f) for f in np.asarray(source.downsample_factors)[level][: source.ndim])
     return source.data[level], level, factors
 
 
@@ -649,7 +710,7 @@ class ChannelsAsRGB:
         if len(key) >= self.ndim or any(k is None or k is Ellipsis for k in key):
             return np.asarray(self)[key]  # indexes the colour axis too: the slow, plain way
         out = None
-        for i, (array, bounds) in enumerate(zip(self.arrays, self.ranges)):
+        for i, (array, bounds) in enumerate(zip(self.arrays, self.ranges, strict=False)):
             if array is None:
                 continue
             low, high = bounds
@@ -668,44 +729,59 @@ def check_channel_layers(layers: Sequence[Image]) -> None:
     """Refuse channel layers that cannot be the network's R, G, B; the message says why."""
     names = [layer.name for layer in layers]
     if not 1 <= len(layers) <= 3:
-        raise LayerInputError(f"Choose one image layer, or two or three as the network's R, G "
-                              f"and B; got {len(layers)}: {', '.join(map(repr, names))}.")
+        raise LayerInputError(
+            f"Choose one image layer, or two or three as the network's R, G "
+            f"and B; got {len(layers)}: {', '.join(map(repr, names))}."
+        )
     if len(set(map(id, layers))) < len(layers):
-        raise LayerInputError(f"A channel layer is chosen twice ({', '.join(map(repr, names))}); "
-                              "choose different layers for R, G and B.")
+        raise LayerInputError(
+            f"A channel layer is chosen twice ({', '.join(map(repr, names))}); "
+            "choose different layers for R, G and B."
+        )
     for layer in layers:
         if layer.rgb:
-            raise LayerInputError(f"{layer.name!r} is an RGB layer; R, G and B are chosen from "
-                                  "single-channel layers. Compute on it alone.")
+            raise LayerInputError(
+                f"{layer.name!r} is an RGB layer; R, G and B are chosen from "
+                "single-channel layers. Compute on it alone."
+            )
         if layer.multiscale:
-            raise LayerInputError(f"{layer.name!r} is multiscale; channel layers are combined "
-                                  "at one resolution. Add one level of each as its own layer, "
-                                  f"e.g. viewer.add_image(viewer.layers[{layer.name!r}].data[1]).")
+            raise LayerInputError(
+                f"{layer.name!r} is multiscale; channel layers are combined "
+                "at one resolution. Add one level of each as its own layer, "
+                f"e.g. viewer.add_image(viewer.layers[{layer.name!r}].data[1])."
+            )
     first = layers[0]
     for layer in layers[1:]:
         if tuple(layer.data.shape) != tuple(first.data.shape):
             raise LayerInputError(
                 f"The channel layers must have the same shape: {first.name!r} is "
-                f"{tuple(first.data.shape)} and {layer.name!r} is {tuple(layer.data.shape)}.")
+                f"{tuple(first.data.shape)} and {layer.name!r} is {tuple(layer.data.shape)}."
+            )
         for what in _PLACEMENT:
-            a = np.asarray(getattr(first, what) if what != "affine"
-                           else first.affine.affine_matrix, dtype=float)
-            b = np.asarray(getattr(layer, what) if what != "affine"
-                           else layer.affine.affine_matrix, dtype=float)
+            a = np.asarray(
+                getattr(first, what) if what != "affine" else first.affine.affine_matrix,
+                dtype=float,
+            )
+            b = np.asarray(
+                getattr(layer, what) if what != "affine" else layer.affine.affine_matrix,
+                dtype=float,
+            )
             if a.shape != b.shape or not np.allclose(a, b):
                 raise LayerInputError(
                     f"The channel layers must lie on the same pixels in the world: "
                     f"{first.name!r} has {what} {_plain(a)} and {layer.name!r} has "
                     f"{_plain(b)}. Give them the same {what} (layer.{what} = ...), or "
-                    "resample one onto the other's grid.")
+                    "resample one onto the other's grid."
+                )
 
 
 def _plain(a: np.ndarray) -> str:
     return str(np.round(a, 6).tolist())
 
 
-def exposure_warning(name: str, data: Any, intensity_range: tuple[float, float],
-                     rgb: bool = False) -> str | None:
+def exposure_warning(
+    name: str, data: Any, intensity_range: tuple[float, float], rgb: bool = False
+) -> str | None:
     """A warning when the network input of ``data`` (its first plane) is nearly black or
     nearly saturated after scaling ``intensity_range`` to 0..1; None when it is not.
 
@@ -714,8 +790,9 @@ def exposure_warning(name: str, data: Any, intensity_range: tuple[float, float],
     common case: its activations come out tens of times weaker than with its real range.
     """
     dtype = np.dtype(data.dtype)
-    if not (dtype == bool or np.issubdtype(dtype, np.integer)
-            or np.issubdtype(dtype, np.floating)):
+    if not (
+        dtype == np.bool_ or np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
+    ):
         return None  # the computation itself refuses such an image, and says why
     lead, (h, w), colour = image_planes_shape(tuple(data.shape), rgb)
     if min(h, w) == 0 or any(n == 0 for n in lead):
@@ -729,16 +806,22 @@ def exposure_warning(name: str, data: Any, intensity_range: tuple[float, float],
     v = (plane.astype(np.float32) - np.float32(low)) / np.float32(high - low or 1.0)
     v = np.clip(np.nan_to_num(v, nan=0.0), 0.0, 1.0)
     p1, p99 = (float(p) for p in np.percentile(v, [1, 99]))
-    fix = (f"Fit the contrast limits to the image (auto-contrast 'once' in the layer controls, "
-           f"or viewer.layers[{name!r}].reset_contrast_limits() in the console) and run again.")
+    fix = (
+        f"Fit the contrast limits to the image (auto-contrast 'once' in the layer controls, "
+        f"or viewer.layers[{name!r}].reset_contrast_limits() in the console) and run again."
+    )
     if p99 < DARK_BELOW:
-        return (f"{name!r} is nearly black to the network: 99% of its pixels are below "
-                f"{DARK_BELOW:.0%} of its contrast limits ({low:g} to {high:g}), so its "
-                f"activations are weak. {fix}")
+        return (
+            f"{name!r} is nearly black to the network: 99% of its pixels are below "
+            f"{DARK_BELOW:.0%} of its contrast limits ({low:g} to {high:g}), so its "
+            f"activations are weak. {fix}"
+        )
     if p1 > 1 - DARK_BELOW:
-        return (f"{name!r} is nearly saturated to the network: 99% of its pixels are above "
-                f"{1 - DARK_BELOW:.0%} of its contrast limits ({low:g} to {high:g}), so it "
-                f"looks almost uniformly white. {fix}")
+        return (
+            f"{name!r} is nearly saturated to the network: 99% of its pixels are above "
+            f"{1 - DARK_BELOW:.0%} of its contrast limits ({low:g} to {high:g}), so it "
+            f"looks almost uniformly white. {fix}"
+        )
     return None
 
 
@@ -746,19 +829,28 @@ def _as_sources(source: Any) -> list[Image | None]:
     """R, G, B image layers (None: that colour is left out) from one layer or a sequence."""
     if isinstance(source, (list, tuple)):
         if not source or source[0] is None:
-            raise LayerInputError("The first (red) channel layer must be given; None may only "
-                                  "leave out green or blue.")
+            raise LayerInputError(
+                "The first (red) channel layer must be given; None may only "
+                "leave out green or blue."
+            )
         return [None if s is None else unproxy(s) for s in source]
     return [unproxy(source)]
 
 
-def compute_for_image_layer(network: Network | None, source: Image | Sequence[Image],
-                            layer: str | LayerInfo, *, weights: Any = "DEFAULT",
-                            input_scale: float = 1.0, device: Any = "auto",
-                            level: int | None = None, stack_contrast: str = "stack",
-                            include_border: bool = False, backend: str = "auto",
-                            precision: str = "float32"
-                            ) -> Generator[Progress, None, ActivationResult]:
+def compute_for_image_layer(
+    network: Network | None,
+    source: Image | Sequence[Image],
+    layer: str | LayerInfo,
+    *,
+    weights: Any = "DEFAULT",
+    input_scale: float = 1.0,
+    device: Any = "auto",
+    level: int | None = None,
+    stack_contrast: str = "stack",
+    include_border: bool = False,
+    backend: str = "auto",
+    precision: str = "float32",
+) -> Generator[Progress, None, ActivationResult]:
     """Compute ``layer``'s activations for an image layer, yielding progress.
 
     ``network`` is used if given; otherwise the network is loaded (or taken from the cache)
@@ -774,8 +866,9 @@ def compute_for_image_layer(network: Network | None, source: Image | Sequence[Im
     started = next(_RUN_ORDER)
     info = find_layer(layer)
     if stack_contrast not in STACK_CONTRAST_MODES:
-        raise ValueError(f"stack_contrast must be one of {STACK_CONTRAST_MODES}, not "
-                         f"{stack_contrast!r}.")
+        raise ValueError(
+            f"stack_contrast must be one of {STACK_CONTRAST_MODES}, not {stack_contrast!r}."
+        )
     sources = _as_sources(source)
     present = [s for s in sources if s is not None]
     names: tuple[str, ...] = ()
@@ -785,14 +878,14 @@ def compute_for_image_layer(network: Network | None, source: Image | Sequence[Im
     if len(present) > 1:
         check_channel_layers(present)
         names = tuple(s.name for s in present)
-        colours = "".join(c for c, s in zip("RGB", sources) if s is not None)
+        colours = "".join(c for c, s in zip("RGB", sources, strict=False) if s is not None)
         source_ranges = tuple(tuple(float(v) for v in s.contrast_limits) for s in present)
-        for s, limits in zip(present, source_ranges):
+        for s, limits in zip(present, source_ranges, strict=False):
             warnings_found.append(exposure_warning(s.name, s.data, limits))
         data = ChannelsAsRGB(
             [None if s is None else s.data for s in sources],
-            [None if s is None else tuple(float(v) for v in s.contrast_limits)
-             for s in sources])
+            [None if s is None else tuple(float(v) for v in s.contrast_limits) for s in sources],
+        )
         intensity_range, rgb, name = (0.0, 1.0), True, " + ".join(names)
         chosen, factors = None, None
     else:
@@ -800,10 +893,8 @@ def compute_for_image_layer(network: Network | None, source: Image | Sequence[Im
         data, chosen, factors = _level_data(only, level)
         intensity_range = tuple(float(v) for v in only.contrast_limits)
         rgb, name = bool(only.rgb), only.name
-        try:
+        with contextlib.suppress(ImageError):  # the computation below says what is wrong
             warnings_found.append(exposure_warning(name, data, intensity_range, rgb))
-        except ImageError:
-            pass  # the computation below says what is wrong with the image
     input_warning = " ".join(w for w in warnings_found if w) or None
     avoid_triton_llvm_crash()
     if network is None:
@@ -811,21 +902,41 @@ def compute_for_image_layer(network: Network | None, source: Image | Sequence[Im
         from .network import load_squeezenet
 
         network = load_squeezenet(weights, device=device, progress=False)
-    aligned = yield from iter_activations(network, data, info, resize=True,
-                                          input_scale=input_scale,
-                                          intensity_range=intensity_range, rgb=rgb,
-                                          backend=backend, precision=precision)
+    aligned = yield from iter_activations(
+        network,
+        data,
+        info,
+        resize=True,
+        input_scale=input_scale,
+        intensity_range=intensity_range,
+        rgb=rgb,
+        backend=backend,
+        precision=precision,
+    )
     ranges = ChannelRanges(aligned, include_border)
     ranges.plane((0,) * len(ranges.lead_shape))  # computed already (or, for dask, now)
     if stack_contrast == "stack" and ranges.lead_shape:
         yield from ranges.sample(STACK_SAMPLE_PLANES, f"{info.name}: ")
-    return ActivationResult(aligned, info, network, float(input_scale), intensity_range, name,
-                            started, ranges=ranges, stack_contrast=stack_contrast,
-                            include_border=bool(include_border), level=chosen,
-                            level_factors=factors, source_names=names,
-                            source_colours=colours, source_intensity_ranges=source_ranges,
-                            input_warning=input_warning, backend=aligned.backend,
-                            precision=precision)
+    return ActivationResult(
+        aligned,
+        info,
+        network,
+        float(input_scale),
+        intensity_range,
+        name,
+        started,
+        ranges=ranges,
+        stack_contrast=stack_contrast,
+        include_border=bool(include_border),
+        level=chosen,
+        level_factors=factors,
+        source_names=names,
+        source_colours=colours,
+        source_intensity_ranges=source_ranges,
+        input_warning=input_warning,
+        backend=aligned.backend,
+        precision=precision,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -842,8 +953,9 @@ def unproxy(obj: Any) -> Any:
     return getattr(obj, "__wrapped__", obj)
 
 
-def find_activation_layer(viewer: napari.Viewer, source_name: str, layer: str | LayerInfo
-                          ) -> Image | None:
+def find_activation_layer(
+    viewer: napari.Viewer, source_name: str, layer: str | LayerInfo
+) -> Image | None:
     """The activation layer made earlier from this image and network layer, if any."""
     name = activation_layer_name(source_name, layer)
     if name in viewer.layers and METADATA_KEY in viewer.layers[name].metadata:
@@ -869,12 +981,12 @@ class _ChannelContrast:
         viewer, layer = self._viewer(), self._layer()
         if viewer is None or layer is None or layer not in viewer.layers:
             return None
-        point = np.asarray(viewer.dims.point[-layer.ndim:], dtype=float)  # trailing axes
+        point = np.asarray(viewer.dims.point[-layer.ndim :], dtype=float)  # trailing axes
         index = np.round(np.asarray(layer.world_to_data(point), dtype=float))
         shape = layer.data.shape
-        clipped = [min(max(int(i), 0), n - 1) for i, n in zip(index[:-2], shape[:-2])]
+        clipped = [min(max(int(i), 0), n - 1) for i, n in zip(index[:-2], shape[:-2], strict=False)]
         pad = int(getattr(layer.data, "pad", 0))  # one-plane axes (see _channel_axes)
-        return clipped[0], tuple(clipped[1 + pad:])
+        return clipped[0], tuple(clipped[1 + pad :])
 
     def channel(self) -> int | None:
         position = self.position()
@@ -929,8 +1041,14 @@ def _set_contrast(viewer: napari.Viewer, layer: Image, limits: np.ndarray, mode:
         layer.contrast_limits = tuple(limits[0])
 
 
-def _follow_contrast(viewer: napari.Viewer, layer: Image, ranges: ChannelRanges,
-                     info: LayerInfo, mode: str, stack_contrast: str) -> None:
+def _follow_contrast(
+    viewer: napari.Viewer,
+    layer: Image,
+    ranges: ChannelRanges,
+    info: LayerInfo,
+    mode: str,
+    stack_contrast: str,
+) -> None:
     """Contrast limits that follow the channel slider, and a stack's planes."""
     if not ranges.lead_shape:
         _set_contrast(viewer, layer, limits_from_ranges(*ranges.plane(()), info, mode), mode)
@@ -953,16 +1071,29 @@ def _follow_contrast(viewer: napari.Viewer, layer: Image, ranges: ChannelRanges,
     follower = _ChannelContrast(viewer, layer, limits)
     _FOLLOWERS[layer] = follower
     follower.update()
-def earlier_activation_layers(viewer: napari.Viewer, source_name: str,
-                              keep: str | None = None) -> list[Image]:
+
+
+def earlier_activation_layers(
+    viewer: napari.Viewer, source_name: str, keep: str | None = None
+) -> list[Image]:
     """The activation layers made from the image ``source_name``, except the one named ``keep``."""
-    return [lay for lay in viewer.layers
-            if METADATA_KEY in lay.metadata and lay.name != keep
-            and lay.metadata[METADATA_KEY].get("source_layer") == source_name]
+    return [
+        lay
+        for lay in viewer.layers
+        if METADATA_KEY in lay.metadata
+        and lay.name != keep
+        and lay.metadata[METADATA_KEY].get("source_layer") == source_name
+    ]
 
 
-def add_activation_layer(viewer: napari.Viewer, source: Image, result: ActivationResult, *,
-                         contrast: str = "channel", replace: bool = False) -> Image:
+def add_activation_layer(
+    viewer: napari.Viewer,
+    source: Image,
+    result: ActivationResult,
+    *,
+    contrast: str = "channel",
+    replace: bool = False,
+) -> Image:
     """Add ``result`` to the viewer over ``source``, or update the layer made earlier.
 
     A new layer goes on top of the layer list, so that it is seen (earlier results stay
@@ -1003,13 +1134,23 @@ def add_activation_layer(viewer: napari.Viewer, source: Image, result: Activatio
     return layer
 
 
-def show_activations(viewer: napari.Viewer, image_layer_or_name: Any, layer: str | LayerInfo,
-                     *, network: Network | None = None, weights: Any = "DEFAULT",
-                     input_scale: float = 1.0, contrast: str = "channel",
-                     device: Any = "auto", level: int | None = None,
-                     stack_contrast: str = "stack", include_border: bool = False,
-                     replace: bool = False, backend: str = "auto",
-                     precision: str = "float32") -> Image:
+def show_activations(
+    viewer: napari.Viewer,
+    image_layer_or_name: Any,
+    layer: str | LayerInfo,
+    *,
+    network: Network | None = None,
+    weights: Any = "DEFAULT",
+    input_scale: float = 1.0,
+    contrast: str = "channel",
+    device: Any = "auto",
+    level: int | None = None,
+    stack_contrast: str = "stack",
+    include_border: bool = False,
+    replace: bool = False,
+    backend: str = "auto",
+    precision: str = "float32",
+) -> Image:
     """Compute a network layer's activations for an image layer and show them in the viewer.
 
     The same code path as the widget, run synchronously (for napari's console and scripts)::
@@ -1079,18 +1220,29 @@ def show_activations(viewer: napari.Viewer, image_layer_or_name: Any, layer: str
     if contrast not in CONTRAST_MODES:
         raise ValueError(f"contrast must be one of {CONTRAST_MODES}, not {contrast!r}.")
     if isinstance(image_layer_or_name, (list, tuple)):
-        sources = [None if s is None else resolve_image_layer(viewer, s)
-                   for s in image_layer_or_name]
+        sources = [
+            None if s is None else resolve_image_layer(viewer, s) for s in image_layer_or_name
+        ]
         if not any(s is not None for s in sources):
-            raise LayerInputError("Choose one image layer, or two or three as R, G and B; "
-                                  "the list has none.")
+            raise LayerInputError(
+                "Choose one image layer, or two or three as R, G and B; the list has none."
+            )
         source: Any = sources if len(sources) > 1 else sources[0]
     else:
         source = resolve_image_layer(viewer, image_layer_or_name)
-    gen = compute_for_image_layer(network, source, layer, weights=weights,
-                                  input_scale=input_scale, device=device, level=level,
-                                  stack_contrast=stack_contrast, include_border=include_border,
-                                  backend=backend, precision=precision)
+    gen = compute_for_image_layer(
+        network,
+        source,
+        layer,
+        weights=weights,
+        input_scale=input_scale,
+        device=device,
+        level=level,
+        stack_contrast=stack_contrast,
+        include_border=include_border,
+        backend=backend,
+        precision=precision,
+    )
     while True:
         try:
             next(gen)

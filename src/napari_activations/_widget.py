@@ -41,10 +41,10 @@ from ._napari_layers import (
     compute_for_image_layer,
     unproxy,
 )
+from ._plugin_settings import WEIGHTS_FILE, remember, remembered
 from .backends import BackendError
 from .compute import ImageError, Progress, _network_size, image_planes_shape
 from .layers import LAYERS, LayerInfo, UnknownLayerError, find_layer, output_size
-from ._plugin_settings import WEIGHTS_FILE, remember, remembered
 from .network import WEIGHTS_CHOICES, WEIGHTS_ENV, DeviceUnavailableError, WeightsError
 
 if TYPE_CHECKING:
@@ -58,13 +58,21 @@ __all__ = ["ActivationsWidget"]
 LAYER_ROLE = Qt.ItemDataRole.UserRole + 1
 NO_LAYER = "(none)"
 
-NO_IMAGE = ("No image layer to compute on: open an image (or File > Open Sample > "
-            "napari-activations > Face).")
+NO_IMAGE = (
+    "No image layer to compute on: open an image (or File > Open Sample > "
+    "napari-activations > Face)."
+)
 
 # Errors whose message is written for users: shown as they are. Anything else is a bug, and
 # napari's own error notification (with its traceback) reports it.
-USER_ERRORS = (ImageError, WeightsError, LayerInputError, UnknownLayerError,
-               DeviceUnavailableError, BackendError)
+USER_ERRORS = (
+    ImageError,
+    WeightsError,
+    LayerInputError,
+    UnknownLayerError,
+    DeviceUnavailableError,
+    BackendError,
+)
 
 
 @dataclass(frozen=True)
@@ -109,8 +117,13 @@ class ActivationsWidget(QWidget):
         weights (tests only).
     """
 
-    def __init__(self, napari_viewer: napari.viewer.Viewer, *, network: Network | None = None,
-                 weights: Any = "DEFAULT"):
+    def __init__(
+        self,
+        napari_viewer: napari.viewer.Viewer,
+        *,
+        network: Network | None = None,
+        weights: Any = "DEFAULT",
+    ):
         super().__init__()
         self.viewer = unproxy(napari_viewer)
         self._network = network
@@ -130,28 +143,36 @@ class ActivationsWidget(QWidget):
         self.image_combo = QComboBox()
         self.image_combo.setToolTip("The image layer to compute on (Image layers only).")
         self.layer_combo = QComboBox()
-        self.layer_combo.setToolTip("The network layer, in network order, grouped by block: "
-                                    "its channel count and its size for this image.")
+        self.layer_combo.setToolTip(
+            "The network layer, in network order, grouped by block: "
+            "its channel count and its size for this image."
+        )
         self.layer_combo.setModel(self._layer_model())
         self.scale_spin = QDoubleSpinBox()
         self.scale_spin.setRange(0.1, 8.0)
         self.scale_spin.setSingleStep(0.25)
         self.scale_spin.setDecimals(2)
         self.scale_spin.setValue(1.0)
-        self.scale_spin.setToolTip("The network sees the image resized by this factor; the "
-                                   "activations are placed back on the image's own pixels.")
+        self.scale_spin.setToolTip(
+            "The network sees the image resized by this factor; the "
+            "activations are placed back on the image's own pixels."
+        )
         self.contrast_combo = QComboBox()
         self.contrast_combo.addItem("each channel (mat2gray per channel)", "channel")
         self.contrast_combo.addItem("whole layer (one range)", "global")
         self.green_combo = QComboBox()
         self.blue_combo = QComboBox()
         for combo, colour in ((self.green_combo, "green"), (self.blue_combo, "blue")):
-            combo.setToolTip(f"Optional: a single-channel layer as the network's {colour}, with "
-                             "'Image' as red (e.g. channels opened with channel_axis). Each "
-                             "is scaled by its own contrast limits. None: 'Image' alone.")
+            combo.setToolTip(
+                f"Optional: a single-channel layer as the network's {colour}, with "
+                "'Image' as red (e.g. channels opened with channel_axis). Each "
+                "is scaled by its own contrast limits. None: 'Image' alone."
+            )
         self.level_combo = QComboBox()
-        self.level_combo.setToolTip("For a multiscale (pyramid) image: the level to compute "
-                                    "on. The result lies over the full-resolution image.")
+        self.level_combo.setToolTip(
+            "For a multiscale (pyramid) image: the level to compute "
+            "on. The result lies over the full-resolution image."
+        )
         self.stack_contrast_combo = QComboBox()
         self.stack_contrast_combo.addItem("whole stack (sampled planes)", "stack")
         self.stack_contrast_combo.addItem("each plane (follows the slider)", "plane")
@@ -159,23 +180,27 @@ class ActivationsWidget(QWidget):
             "For stacks. Whole stack: one range per channel for every plane, estimated from "
             "a few planes spread over the stack (widened by any plane shown later that goes "
             "beyond it), so brightness compares between planes. Each plane: every plane uses "
-            "its own full range.")
+            "its own full range."
+        )
         self.border_check = QCheckBox("Count the image border")
         self.border_check.setToolTip(
             "Off: the starting channel and the contrast leave out the border within half a "
             "receptive field of the image edge, where the network's zero padding shows (some "
-            "channels answer it on any image, even a blank one).")
+            "channels answer it on any image, even a blank one)."
+        )
         self.replace_check = QCheckBox("Replace the image's earlier activation layers")
         self.replace_check.setToolTip(
             "Checked: one activation layer per image, the latest. Unchecked: earlier results "
-            "stay beneath the new one, for comparison.")
+            "stay beneath the new one, for comparison."
+        )
         self.device_combo = QComboBox()
         self.device_combo.addItem("auto: GPU if there is one, else CPU", "auto")
         self.device_combo.addItem("CPU", "cpu")
         self.device_combo.addItem("CUDA GPU", "cuda")
         self.device_combo.addItem("Apple GPU (MPS)", "mps")
-        self.device_combo.setToolTip("Where the network runs. A GPU that is not there is "
-                                     "reported when you press Run.")
+        self.device_combo.setToolTip(
+            "Where the network runs. A GPU that is not there is reported when you press Run."
+        )
         self.backend_combo = QComboBox()
         self.backend_combo.addItem("auto: PyTorch ($NAPARI_ACTIVATIONS_BACKEND may choose)", "auto")
         self.backend_combo.addItem("PyTorch", "torch")
@@ -184,14 +209,17 @@ class ActivationsWidget(QWidget):
             "What runs the network. Every backend gives the same activations (within 1e-5 of "
             "the layer's maximum); ONNX Runtime (opt-in) runs the CPU path, after a "
             "first-time export of a few seconds per network layer. The backend that ran is "
-            "recorded in the layer's metadata.")
+            "recorded in the layer's metadata."
+        )
         self.precision_combo = QComboBox()
         self.precision_combo.addItem("float32", "float32")
         self.precision_combo.addItem("float16 (GPU only)", "float16")
         self.precision_combo.addItem("bfloat16 (GPU only)", "bfloat16")
-        self.precision_combo.setToolTip("Arithmetic of the forward pass. Half precision is "
-                                        "faster on GPUs and slightly less exact; activations "
-                                        "are float32 either way.")
+        self.precision_combo.setToolTip(
+            "Arithmetic of the forward pass. Half precision is "
+            "faster on GPUs and slightly less exact; activations "
+            "are float32 either way."
+        )
         self.weights_label = QLabel()
         self.weights_label.setWordWrap(True)
         self.weights_file_button = QPushButton("Weights file…")
@@ -200,11 +228,13 @@ class ActivationsWidget(QWidget):
         self.weights_default_button.setToolTip(
             "The original SqueezeNet v1.1 ImageNet weights (Caffe release, as in MATLAB: "
             "MATLAB's channel numbers hold), built into the plugin; or the file named by "
-            f"${WEIGHTS_ENV} where that is set.")
+            f"${WEIGHTS_ENV} where that is set."
+        )
         self.weights_torchvision_button = QPushButton("torchvision's")
         self.weights_torchvision_button.setToolTip(
             "torchvision's separately trained ImageNet weights (IMAGENET1K_V1), downloaded "
-            "once into the torch hub cache. Their channel numbers differ from MATLAB's.")
+            "once into the torch hub cache. Their channel numbers differ from MATLAB's."
+        )
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
         self.status_label = QLabel()
@@ -248,7 +278,8 @@ class ActivationsWidget(QWidget):
         self.weights_file_button.clicked.connect(self.choose_weights_file)
         self.weights_default_button.clicked.connect(lambda: self.use_named_weights("DEFAULT"))
         self.weights_torchvision_button.clicked.connect(
-            lambda: self.use_named_weights("torchvision"))
+            lambda: self.use_named_weights("torchvision")
+        )
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.set_network_layer("conv1")
@@ -274,11 +305,13 @@ class ActivationsWidget(QWidget):
 
     def _viewer_connections(self) -> list[tuple[Any, Any]]:
         layers = self.viewer.layers
-        return [(layers.events.inserted, self._on_layers_changed),
-                (layers.events.removed, self._on_layers_changed),
-                (layers.events.removed, self._on_layer_removed),
-                (layers.events.moved, self._on_layers_changed),
-                (layers.selection.events.active, self._follow_active)]
+        return [
+            (layers.events.inserted, self._on_layers_changed),
+            (layers.events.removed, self._on_layers_changed),
+            (layers.events.removed, self._on_layer_removed),
+            (layers.events.moved, self._on_layers_changed),
+            (layers.selection.events.active, self._follow_active),
+        ]
 
     def _connect_viewer(self) -> None:
         for emitter, callback in self._viewer_connections():
@@ -302,8 +335,11 @@ class ActivationsWidget(QWidget):
         """Image layers that are not themselves activations (those are outputs, not inputs)."""
         from napari.layers import Image
 
-        return [layer for layer in self.viewer.layers
-                if isinstance(layer, Image) and METADATA_KEY not in layer.metadata]
+        return [
+            layer
+            for layer in self.viewer.layers
+            if isinstance(layer, Image) and METADATA_KEY not in layer.metadata
+        ]
 
     def _on_layers_changed(self, event: Any = None) -> None:
         value = getattr(event, "value", None)
@@ -314,8 +350,11 @@ class ActivationsWidget(QWidget):
     def refresh_images(self, event: Any = None) -> None:
         """Offer the viewer's Image layers, keeping the current choices where they still exist."""
         names = [layer.name for layer in self._image_layers()]
-        for combo, first in ((self.image_combo, None), (self.green_combo, NO_LAYER),
-                             (self.blue_combo, NO_LAYER)):
+        for combo, first in (
+            (self.image_combo, None),
+            (self.green_combo, NO_LAYER),
+            (self.blue_combo, NO_LAYER),
+        ):
             current = combo.currentText()
             combo.blockSignals(True)
             combo.clear()
@@ -443,8 +482,10 @@ class ActivationsWidget(QWidget):
     def set_backend(self, backend: str, precision: str = "float32") -> None:
         """Run with ``backend`` ("auto", "torch", "onnxruntime") and ``precision`` from the
         next Run on."""
-        for combo, value, name in ((self.backend_combo, backend, "backend"),
-                                   (self.precision_combo, precision, "precision")):
+        for combo, value, name in (
+            (self.backend_combo, backend, "backend"),
+            (self.precision_combo, precision, "precision"),
+        ):
             index = combo.findData(value)
             if index < 0:
                 choices = ", ".join(repr(combo.itemData(i)) for i in range(combo.count()))
@@ -453,8 +494,11 @@ class ActivationsWidget(QWidget):
 
     def _on_device_changed(self, *args: Any) -> None:
         wanted = self.device_combo.currentData()
-        if self._network is not None and wanted != "auto" and (
-                str(self._network.device).split(":")[0] != wanted):
+        if (
+            self._network is not None
+            and wanted != "auto"
+            and (str(self._network.device).split(":")[0] != wanted)
+        ):
             self._network = None  # loaded again (from the cache) on the chosen device
             self._update_weights_label()
 
@@ -467,8 +511,11 @@ class ActivationsWidget(QWidget):
         """Ask for a weights file; it is remembered for the next napari launch."""
         last = remembered(WEIGHTS_FILE)
         path, _ = QFileDialog.getOpenFileName(
-            self, "SqueezeNet 1.1 weights", os.path.dirname(last) if last else "",
-            "PyTorch weights (*.pth *.pt);;All files (*)")
+            self,
+            "SqueezeNet 1.1 weights",
+            os.path.dirname(last) if last else "",
+            "PyTorch weights (*.pth *.pt);;All files (*)",
+        )
         if path:
             remember(WEIGHTS_FILE, path)
             self.set_weights(path)
@@ -506,23 +553,30 @@ class ActivationsWidget(QWidget):
             return
         source = self.selected_image()
         if source is None:
-            show_error("There is no image to compute on. Open an image (or File > Open Sample "
-                       "> napari-activations > Face) and choose it under 'Image'.")
+            show_error(
+                "There is no image to compute on. Open an image (or File > Open Sample "
+                "> napari-activations > Face) and choose it under 'Image'."
+            )
             return
         info = self.selected_layer()
         sources = self.selected_sources()
-        gen = compute_for_image_layer(self._network, sources if len(sources) > 1 else source,
-                                      info, weights=self._weights,
-                                      input_scale=self.scale_spin.value(),
-                                      device=self.device_combo.currentData(),
-                                      level=self.level_combo.currentData(),
-                                      stack_contrast=self.stack_contrast_combo.currentData(),
-                                      include_border=self.border_check.isChecked(),
-                                      backend=self.backend_combo.currentData(),
-                                      precision=self.precision_combo.currentData())
+        gen = compute_for_image_layer(
+            self._network,
+            sources if len(sources) > 1 else source,
+            info,
+            weights=self._weights,
+            input_scale=self.scale_spin.value(),
+            device=self.device_combo.currentData(),
+            level=self.level_combo.currentData(),
+            stack_contrast=self.stack_contrast_combo.currentData(),
+            include_border=self.border_check.isChecked(),
+            backend=self.backend_combo.currentData(),
+            precision=self.precision_combo.currentData(),
+        )
         worker = create_worker(_guarded, gen, _start_thread=False)
-        run = _RunState(worker, source, self.contrast_combo.currentData(),
-                        self.replace_check.isChecked())
+        run = _RunState(
+            worker, source, self.contrast_combo.currentData(), self.replace_check.isChecked()
+        )
         self._run = run
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_returned)
@@ -569,8 +623,9 @@ class ActivationsWidget(QWidget):
             return
         if source not in self.viewer.layers:
             return
-        layer = add_activation_layer(self.viewer, source, result, contrast=self._run.contrast,
-                                     replace=self._run.replace)
+        layer = add_activation_layer(
+            self.viewer, source, result, contrast=self._run.contrast, replace=self._run.replace
+        )
         self._run.outcome = f"Showing {layer.name!r} ({layer.data.shape[0]} channels)."
         if result.level is not None:
             self._run.outcome += f" Computed on pyramid level {result.level}."
@@ -580,8 +635,10 @@ class ActivationsWidget(QWidget):
             self._run.outcome += f" {result.input_warning}"
             show_warning(result.input_warning)
         if not result.network.trained:
-            show_warning(f"{layer.name!r} was computed with random, untrained weights: its "
-                         "activations mean nothing. Choose trained weights under 'Weights'.")
+            show_warning(
+                f"{layer.name!r} was computed with random, untrained weights: its "
+                "activations mean nothing. Choose trained weights under 'Weights'."
+            )
 
     def _on_aborted(self) -> None:
         from napari.utils.notifications import show_info
@@ -630,8 +687,13 @@ class _RunState:
     A plain object, so that it outlives the widget when the viewer closes mid-run.
     """
 
-    def __init__(self, worker: Any = None, source: Image | None = None,
-                 contrast: str = "channel", replace: bool = False):
+    def __init__(
+        self,
+        worker: Any = None,
+        source: Image | None = None,
+        contrast: str = "channel",
+        replace: bool = False,
+    ):
         self.worker = worker
         self.source = source
         self.contrast = contrast

@@ -28,8 +28,9 @@ class AxisMap:
     w: np.ndarray  # float32, weight of ``hi``
 
 
-def axis_map(n_out: int, n_act: int, info: LayerInfo, scale: float = 1.0,
-             index: np.ndarray | None = None) -> AxisMap:
+def axis_map(
+    n_out: int, n_act: int, info: LayerInfo, scale: float = 1.0, index: np.ndarray | None = None
+) -> AxisMap:
     """Interpolation table for ``n_out`` image pixels from ``n_act`` activation pixels.
 
     ``scale`` is the factor the image was resized by before the network (network pixels per
@@ -66,8 +67,7 @@ def interior(info: LayerInfo, n_act: int, n_input: int | None = None) -> slice:
     if n_input is None:
         last = n_act - 1 - first
     else:
-        last = min(n_act - 1, math.floor((n_input - 1 - half - info.offset) / info.stride
-                                         + 1e-9))
+        last = min(n_act - 1, math.floor((n_input - 1 - half - info.offset) / info.stride + 1e-9))
     if last < first:
         return slice(0, n_act)
     return slice(first, last + 1)
@@ -83,9 +83,14 @@ def _interp(a: np.ndarray, m: AxisMap, axis: int) -> np.ndarray:
     return lo
 
 
-def align(native: np.ndarray, info: LayerInfo, image_hw: tuple[int, int],
-          scale: tuple[float, float] = (1.0, 1.0),
-          rows: np.ndarray | None = None, cols: np.ndarray | None = None) -> np.ndarray:
+def align(
+    native: np.ndarray,
+    info: LayerInfo,
+    image_hw: tuple[int, int],
+    scale: tuple[float, float] = (1.0, 1.0),
+    rows: np.ndarray | None = None,
+    cols: np.ndarray | None = None,
+) -> np.ndarray:
     """Resample ``(..., h, w)`` activations onto the ``(H, W)`` image grid (eagerly).
 
     ``rows``/``cols`` select output rows/columns (default: all).
@@ -103,11 +108,17 @@ def align(native: np.ndarray, info: LayerInfo, image_hw: tuple[int, int],
     return _interp(out, cm, native.ndim - 1)
 
 
-def _on_integer_grid(info: LayerInfo, hw: tuple[int, int], HW: tuple[int, int],
-                     scale: tuple[float, float]) -> bool:
+def _on_integer_grid(
+    info: LayerInfo, hw: tuple[int, int], HW: tuple[int, int], scale: tuple[float, float]
+) -> bool:
     """True when activation pixels sit on whole input pixels inside the image."""
-    return (scale == (1.0, 1.0) and not info.is_global and min(hw) > 1
-            and float(info.offset).is_integer() and info.offset < min(HW))
+    return (
+        scale == (1.0, 1.0)
+        and not info.is_global
+        and min(hw) > 1
+        and float(info.offset).is_integer()
+        and info.offset < min(HW)
+    )
 
 
 def _align_whole(native: np.ndarray, info: LayerInfo, HW: tuple[int, int]) -> np.ndarray:
@@ -137,7 +148,7 @@ def _align_whole(native: np.ndarray, info: LayerInfo, HW: tuple[int, int]) -> np
         a = F.pad(a, (top, pr, top, pb), mode="replicate")
         size = ((a.shape[-2] - 1) * S + 1, (a.shape[-1] - 1) * S + 1)
         up = F.interpolate(a, size=size, mode="bilinear", align_corners=True)
-    out = up[0, :, start:start + H, start:start + W].numpy()
+    out = up[0, :, start : start + H, start : start + W].numpy()
     return out.reshape(native.shape[:-2] + (H, W))
 
 
@@ -163,8 +174,14 @@ class AlignedActivations:
 
     dtype = np.dtype(np.float32)
 
-    def __init__(self, native: np.ndarray, layer: LayerInfo, image_shape: tuple[int, int],
-                 scale: tuple[float, float] = (1.0, 1.0), backend: str | None = None):
+    def __init__(
+        self,
+        native: np.ndarray,
+        layer: LayerInfo,
+        image_shape: tuple[int, int],
+        scale: tuple[float, float] = (1.0, 1.0),
+        backend: str | None = None,
+    ):
         self.native = native
         self.backend = backend
         self.layer = layer
@@ -191,14 +208,18 @@ class AlignedActivations:
         return self.shape[0]
 
     def __repr__(self) -> str:
-        return (f"<AlignedActivations {self.layer.name} shape={self.shape} "
-                f"(native {tuple(self.native.shape)}), lazy>")
+        return (
+            f"<AlignedActivations {self.layer.name} shape={self.shape} "
+            f"(native {tuple(self.native.shape)}), lazy>"
+        )
 
     @property
     def network_input_shape(self) -> tuple[int, int]:
         """``(h, w)`` of the image as the network saw it (after ``input_scale``)."""
-        return (max(1, round(self.image_shape[0] * self.scale[0])),
-                max(1, round(self.image_shape[1] * self.scale[1])))
+        return (
+            max(1, round(self.image_shape[0] * self.scale[0])),
+            max(1, round(self.image_shape[1] * self.scale[1])),
+        )
 
     def native_interior(self) -> tuple[slice, slice]:
         """Rows and columns of ``native`` whose receptive field lies inside the image.
@@ -216,20 +237,30 @@ class AlignedActivations:
         that lies between the first and last inside activation pixels' centres.
         """
         out = []
-        for n_img, n_act, s, inside in zip(self.image_shape, self.native.shape[-2:],
-                                           self.scale, self.native_interior()):
+        for n_img, n_act, s, inside in zip(
+            self.image_shape,
+            self.native.shape[-2:],
+            self.scale,
+            self.native_interior(),
+            strict=False,
+        ):
             if self.layer.is_global:
                 out.append(slice(0, n_img))
                 continue
             # An end that keeps its last activation pixel keeps the edge-held pixels beyond.
-            lo = (-np.inf if inside.start == 0
-                  else self.layer.offset + self.layer.stride * inside.start)
-            hi = (np.inf if inside.stop == n_act
-                  else self.layer.offset + self.layer.stride * (inside.stop - 1))
+            lo = (
+                -np.inf
+                if inside.start == 0
+                else self.layer.offset + self.layer.stride * inside.start
+            )
+            hi = (
+                np.inf
+                if inside.stop == n_act
+                else self.layer.offset + self.layer.stride * (inside.stop - 1)
+            )
             y = (np.arange(n_img) + 0.5) * s - 0.5
             keep = np.flatnonzero((y >= lo - 1e-9) & (y <= hi + 1e-9))
-            out.append(slice(int(keep[0]), int(keep[-1]) + 1) if keep.size
-                       else slice(0, n_img))
+            out.append(slice(int(keep[0]), int(keep[-1]) + 1) if keep.size else slice(0, n_img))
         return out[0], out[1]
 
     def __array__(self, dtype=None, copy=None):
@@ -243,7 +274,7 @@ class AlignedActivations:
             return np.asarray(self)[key]
         if any(k is Ellipsis for k in key):  # not ``in``: it compares index arrays elementwise
             i = next(n for n, k in enumerate(key) if k is Ellipsis)
-            key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1:]
+            key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1 :]
         key = key + (slice(None),) * (self.ndim - len(key))
         if len(key) > self.ndim:
             raise IndexError(f"too many indices for an array of {self.ndim} dimensions")

@@ -122,9 +122,14 @@ def _normalise(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     return out
 
 
-def montage(acts: Any, *, normalize: Literal["channel", "global", "none"] = "channel",
-            gap: int = 1, grid: tuple[int, int] | None = None,
-            fill: float | None = None) -> Montage:
+def montage(
+    acts: Any,
+    *,
+    normalize: Literal["channel", "global", "none"] = "channel",
+    gap: int = 1,
+    grid: tuple[int, int] | None = None,
+    fill: float | None = None,
+) -> Montage:
     """All channels of one activation map as a grid of tiles (MATLAB's ``imtile``).
 
     Parameters
@@ -151,16 +156,19 @@ def montage(acts: Any, *, normalize: Literal["channel", "global", "none"] = "cha
     """
     a = np.asarray(acts, dtype=np.float32)
     if a.ndim != 3:
-        raise ValueError(f"montage takes one image's activations, (C, h, w); got shape "
-                         f"{a.shape}. For a stack, pass one plane, e.g. acts[0].")
+        raise ValueError(
+            f"montage takes one image's activations, (C, h, w); got shape "
+            f"{a.shape}. For a stack, pass one plane, e.g. acts[0]."
+        )
     n, h, w = a.shape
     gap = int(gap)
     if gap < 0:
         raise ValueError(f"gap must be 0 or more pixels; got {gap}.")
     rows, cols = grid_shape(n) if grid is None else (int(grid[0]), int(grid[1]))
     if rows * cols < n:
-        raise ValueError(f"A {rows}x{cols} grid has {rows * cols} tiles, fewer than the "
-                         f"{n} channels.")
+        raise ValueError(
+            f"A {rows}x{cols} grid has {rows * cols} tiles, fewer than the {n} channels."
+        )
     if normalize == "channel":
         a = _normalise(a, (1, 2))
     elif normalize == "global":
@@ -169,12 +177,13 @@ def montage(acts: Any, *, normalize: Literal["channel", "global", "none"] = "cha
         raise ValueError(f"normalize must be 'channel', 'global' or 'none'; got {normalize!r}.")
     if fill is None:
         fill = float(np.nanmax(a)) if a.size else 0.0
-    image = np.full((rows * h + (rows - 1) * gap, cols * w + (cols - 1) * gap), fill,
-                    dtype=np.float32)
+    image = np.full(
+        (rows * h + (rows - 1) * gap, cols * w + (cols - 1) * gap), fill, dtype=np.float32
+    )
     result = Montage(image, (rows, cols), (h, w), gap, n)
     for c in range(n):
         y, x = result.tile_origin(c)
-        image[y:y + h, x:x + w] = a[c]
+        image[y : y + h, x : x + w] = a[c]
     return result
 
 
@@ -185,8 +194,7 @@ def _check_acts(acts: Any) -> Any:
     if not hasattr(acts, "shape"):
         acts = np.asarray(acts)
     if len(acts.shape) < 3:
-        raise ValueError(f"Activations have shape (..., C, h, w); got shape "
-                         f"{tuple(acts.shape)}.")
+        raise ValueError(f"Activations have shape (..., C, h, w); got shape {tuple(acts.shape)}.")
     return acts
 
 
@@ -209,8 +217,9 @@ def _per_channel(block: np.ndarray) -> np.ndarray:
     return np.moveaxis(block, -3, 0).reshape(block.shape[-3], -1)
 
 
-def _channel_stats(acts: Any, region: np.ndarray | None = None
-                   ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+def _channel_stats(
+    acts: Any, region: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
     """Per channel: sum and max over all pixels, the pixel count, and the sum inside ``region``.
 
     ``region`` is boolean with the shape of ``acts`` without its channel axis.
@@ -241,9 +250,11 @@ def _region_mask(acts: Any, region: Any) -> np.ndarray:
     try:
         mask = np.broadcast_to(mask, target)
     except ValueError:
-        raise ValueError(f"The region has shape {mask.shape}; it must match the activations' "
-                         f"spatial shape {tuple(acts.shape[-2:])} (use resize=True to rank on "
-                         f"the image's own pixel grid).") from None
+        raise ValueError(
+            f"The region has shape {mask.shape}; it must match the activations' "
+            f"spatial shape {tuple(acts.shape[-2:])} (use resize=True to rank on "
+            f"the image's own pixel grid)."
+        ) from None
     return mask
 
 
@@ -262,8 +273,9 @@ class _Window:
         *lead, r, c = key  # (Ellipsis, row slice, column slice), as _row_blocks asks
         base_rows = range(self.acts.shape[-2])[self.rows][r]
         base_cols = range(self.acts.shape[-1])[self.cols][c]
-        return self.acts[(*lead, slice(base_rows.start, base_rows.stop),
-                          slice(base_cols.start, base_cols.stop))]
+        return self.acts[
+            (*lead, slice(base_rows.start, base_rows.stop), slice(base_cols.start, base_cols.stop))
+        ]
 
 
 def inside_border(acts: Any, layer: str | LayerInfo | None = None) -> tuple[slice, slice]:
@@ -284,8 +296,9 @@ def inside_border(acts: Any, layer: str | LayerInfo | None = None) -> tuple[slic
     return interior(info, h), interior(info, w)
 
 
-def _without_border(acts: Any, include_border: bool, layer: str | LayerInfo | None
-                    ) -> tuple[Any, tuple[slice, slice]]:
+def _without_border(
+    acts: Any, include_border: bool, layer: str | LayerInfo | None
+) -> tuple[Any, tuple[slice, slice]]:
     """``acts`` cropped to :func:`inside_border` (unless ``include_border``), and the crop."""
     h, w = acts.shape[-2:]
     if include_border:
@@ -304,13 +317,18 @@ def top_channels(scores: Any, k: int | None = 5) -> list[tuple[int, float]]:
     s = np.asarray(scores, dtype=np.float64).ravel()
     order = np.argsort(np.where(np.isnan(s), -np.inf, -s), kind="stable")
     if k is not None:
-        order = order[:max(0, int(k))]
+        order = order[: max(0, int(k))]
     return [(int(c), float(s[c])) for c in order]
 
 
-def strongest_channels(acts: Any, k: int | None = 5, *,
-                       by: Literal["max", "mean"] = "max", include_border: bool = False,
-                       layer: str | LayerInfo | None = None) -> list[tuple[int, float]]:
+def strongest_channels(
+    acts: Any,
+    k: int | None = 5,
+    *,
+    by: Literal["max", "mean"] = "max",
+    include_border: bool = False,
+    layer: str | LayerInfo | None = None,
+) -> list[tuple[int, float]]:
     """The channels with the strongest activation, as ``[(channel, value), ...]``, best first.
 
     Parameters
@@ -344,25 +362,38 @@ def strongest_channels(acts: Any, k: int | None = 5, *,
 
 # --------------------------------------------------------------------------- ranking
 
-RANK_BY_REGION = np.dtype([("channel", np.int64), ("inside", np.float64),
-                           ("outside", np.float64), ("ratio", np.float64),
-                           ("difference", np.float64)])
-RANK_BY_CHANGE = np.dtype([("channel", np.int64), ("first", np.float64),
-                           ("second", np.float64), ("change", np.float64)])
+RANK_BY_REGION = np.dtype(
+    [
+        ("channel", np.int64),
+        ("inside", np.float64),
+        ("outside", np.float64),
+        ("ratio", np.float64),
+        ("difference", np.float64),
+    ]
+)
+RANK_BY_CHANGE = np.dtype(
+    [("channel", np.int64), ("first", np.float64), ("second", np.float64), ("change", np.float64)]
+)
 
 
 def _sorted(table: np.ndarray, key: np.ndarray, k: int | None) -> np.ndarray:
     order = np.argsort(np.where(np.isnan(key), np.inf, -key), kind="stable")
     if k is not None:
-        order = order[:max(0, int(k))]
+        order = order[: max(0, int(k))]
     return table[order]
 
 
-def rank_channels(acts: Any, *, region: Any = None, other: Any = None, k: int | None = None,
-                  sort: Literal["ratio", "difference"] = "ratio",
-                  change: Literal["difference", "absolute"] = "difference",
-                  include_border: bool = False, layer: str | LayerInfo | None = None
-                  ) -> np.ndarray:
+def rank_channels(
+    acts: Any,
+    *,
+    region: Any = None,
+    other: Any = None,
+    k: int | None = None,
+    sort: Literal["ratio", "difference"] = "ratio",
+    change: Literal["difference", "absolute"] = "difference",
+    include_border: bool = False,
+    layer: str | LayerInfo | None = None,
+) -> np.ndarray:
     """Rank channels by a region of the image, or by how they change between two images.
 
     Parameters
@@ -403,8 +434,9 @@ def rank_channels(acts: Any, *, region: Any = None, other: Any = None, k: int | 
     """
     acts = _check_acts(acts)
     if region is None and other is None:
-        raise ValueError("rank_channels needs a region, a second image's activations (other), "
-                         "or both.")
+        raise ValueError(
+            "rank_channels needs a region, a second image's activations (other), or both."
+        )
     mask = None if region is None else _region_mask(acts, region)
     n = acts.shape[-3]
     if other is None:
@@ -415,12 +447,16 @@ def rank_channels(acts: Any, *, region: Any = None, other: Any = None, k: int | 
         n_in = int(mask.sum())
         n_out = count - n_in
         if n_in == 0 and whole_in > 0:
-            raise ValueError("The region lies within half a receptive field of the image edge, "
-                             "where the network's zero padding shows, and such pixels are left "
-                             "out: mark a region further in, or pass include_border=True.")
+            raise ValueError(
+                "The region lies within half a receptive field of the image edge, "
+                "where the network's zero padding shows, and such pixels are left "
+                "out: mark a region further in, or pass include_border=True."
+            )
         if n_in == 0 or n_out == 0:
-            raise ValueError(f"The region covers {n_in} of {count} pixels; it must cover some "
-                             "pixels and leave some outside.")
+            raise ValueError(
+                f"The region covers {n_in} of {count} pixels; it must cover some "
+                "pixels and leave some outside."
+            )
         inside = inside_sum / n_in
         outside = (total - inside_sum) / n_out
         ratio = np.full(n, np.nan)
@@ -435,8 +471,10 @@ def rank_channels(acts: Any, *, region: Any = None, other: Any = None, k: int | 
 
     other = _check_acts(other)
     if tuple(other.shape) != tuple(acts.shape):
-        raise ValueError(f"Both images' activations must have the same shape; got "
-                         f"{tuple(acts.shape)} and {tuple(other.shape)}.")
+        raise ValueError(
+            f"Both images' activations must have the same shape; got "
+            f"{tuple(acts.shape)} and {tuple(other.shape)}."
+        )
     if change not in ("difference", "absolute"):
         raise ValueError(f"change must be 'difference' or 'absolute'; got {change!r}.")
     sums = np.zeros((3, n), dtype=np.float64)  # first, second, change
@@ -478,8 +516,10 @@ def probe(acts: Any, y: float, x: float, *, plane: tuple[int, ...] = ()) -> np.n
         raise IndexError(f"Pixel ({yi}, {xi}) is outside the {h}x{w} activation map.")
     plane = tuple(int(p) for p in plane)
     if len(plane) != len(acts.shape) - 3:
-        raise IndexError(f"plane must index the {len(acts.shape) - 3} leading axes of shape "
-                         f"{tuple(acts.shape)}; got {plane}.")
+        raise IndexError(
+            f"plane must index the {len(acts.shape) - 3} leading axes of shape "
+            f"{tuple(acts.shape)}; got {plane}."
+        )
     return np.asarray(acts[plane + (slice(None), yi, xi)], dtype=np.float32)
 
 
@@ -491,22 +531,38 @@ def difference(first: Any, second: Any) -> np.ndarray | AlignedActivations:
     AlignedActivations (the alignment is linear, so the difference of the native maps,
     aligned, is exactly the difference of the aligned maps); anything else a float32 array.
     """
-    if (isinstance(first, AlignedActivations) and isinstance(second, AlignedActivations)
-            and first.layer == second.layer and first.image_shape == second.image_shape
-            and first.scale == second.scale and first.native.shape == second.native.shape):
-        return AlignedActivations(first.native - second.native, first.layer,
-                                  first.image_shape, first.scale)
+    if (
+        isinstance(first, AlignedActivations)
+        and isinstance(second, AlignedActivations)
+        and first.layer == second.layer
+        and first.image_shape == second.image_shape
+        and first.scale == second.scale
+        and first.native.shape == second.native.shape
+    ):
+        return AlignedActivations(
+            first.native - second.native, first.layer, first.image_shape, first.scale
+        )
     if tuple(first.shape) != tuple(second.shape):
-        raise ValueError(f"Both activations must have the same shape; got "
-                         f"{tuple(first.shape)} and {tuple(second.shape)}.")
+        raise ValueError(
+            f"Both activations must have the same shape; got "
+            f"{tuple(first.shape)} and {tuple(second.shape)}."
+        )
     return np.asarray(first, dtype=np.float32) - np.asarray(second, dtype=np.float32)
 
 
 # --------------------------------------------------------------------------- network table
 
-NETWORK_TABLE = np.dtype([("layer", object), ("block", object), ("height", np.int64),
-                          ("width", np.int64), ("channels", np.int64), ("stride", np.int64),
-                          ("receptive_field", np.int64)])
+NETWORK_TABLE = np.dtype(
+    [
+        ("layer", object),
+        ("block", object),
+        ("height", np.int64),
+        ("width", np.int64),
+        ("channels", np.int64),
+        ("stride", np.int64),
+        ("receptive_field", np.int64),
+    ]
+)
 
 
 def network_table(height: int, width: int) -> np.ndarray:
@@ -520,6 +576,13 @@ def network_table(height: int, width: int) -> np.ndarray:
     table = np.empty(len(LAYERS), dtype=NETWORK_TABLE)
     for i, info in enumerate(LAYERS):
         h, w = output_size(info, height, width)
-        table[i] = (info.name, info.block, h, w, info.channels, info.stride or 0,
-                    info.receptive_field or 0)
+        table[i] = (
+            info.name,
+            info.block,
+            h,
+            w,
+            info.channels,
+            info.stride or 0,
+            info.receptive_field or 0,
+        )
     return table

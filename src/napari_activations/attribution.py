@@ -1,9 +1,10 @@
 """Class attribution maps on the image's own pixel grid: Grad-CAM and occlusion sensitivity.
 
 Both answer "which parts of the image made the network give this score?" and both share the
-activations' compute path: the same preprocessing (:func:`~napari_activations.compute.network_input`),
-the network's own modules, and the same exact placement of a layer's pixel ``i`` over input
-pixel ``O + S*i`` (:func:`~napari_activations.alignment.align`).
+activations' compute path: the same preprocessing
+(:func:`~napari_activations.compute.network_input`), the network's own modules, and the same
+exact placement of a layer's pixel ``i`` over input pixel ``O + S*i``
+(:func:`~napari_activations.alignment.align`).
 
 - :func:`grad_cam`: the Grad-CAM map (Selvaraju et al. 2017) of a target at a network layer,
   ``relu(sum_k alpha_k A_k)`` with ``alpha_k`` the spatial mean of the target's gradient with
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .alignment import align
-from .compute import ImageError, Progress, network_input
+from .compute import Progress, network_input
 from .layers import LayerInfo, find_layer, output_size
 from .tiling import estimate_forward_bytes, memory_budget
 
@@ -94,14 +95,18 @@ def resolve_target(net: Network, target: Any) -> Target:
         name = getattr(target, "__name__", type(target).__name__)
         return Target(None, "<lambda>" if name == "<lambda>" else name, target)
     if isinstance(target, (bool, np.bool_)):
-        raise AttributionError("A target is a class index, a category name or a function of "
-                               f"the network's output, not {target!r}.")
+        raise AttributionError(
+            "A target is a class index, a category name or a function of "
+            f"the network's output, not {target!r}."
+        )
     if isinstance(target, (int, np.integer)):
         i = int(target)
         n = len(categories)
         if not 0 <= i < n:
-            raise AttributionError(f"Class index {i} is out of range: this network has {n} "
-                                   f"classes, numbered 0 to {n - 1}.")
+            raise AttributionError(
+                f"Class index {i} is out of range: this network has {n} "
+                f"classes, numbered 0 to {n - 1}."
+            )
         return Target(i, categories[i], _class_score(i))
     if isinstance(target, str):
         key = target.strip().lower()
@@ -110,16 +115,22 @@ def resolve_target(net: Network, target: Any) -> Target:
             i = lowered.index(key)
             return Target(i, categories[i], _class_score(i))
         close = difflib.get_close_matches(key, lowered, n=5, cutoff=0.6)
-        hint = (f" Closest: {', '.join(repr(categories[lowered.index(c)]) for c in close)}."
-                if close else " See net.categories for the names.")
+        hint = (
+            f" Closest: {', '.join(repr(categories[lowered.index(c)]) for c in close)}."
+            if close
+            else " See net.categories for the names."
+        )
         raise AttributionError(f"No category named {target!r}.{hint}")
-    raise AttributionError("A target is a class index, a category name or a function of the "
-                           f"network's output, not {type(target).__name__}.")
+    raise AttributionError(
+        "A target is a class index, a category name or a function of the "
+        f"network's output, not {type(target).__name__}."
+    )
 
 
 def _class_score(i: int) -> Callable[[Any], Any]:
     def class_score(output: Any) -> Any:
         return output.reshape(output.shape[0], -1)[:, i]
+
     return class_score
 
 
@@ -132,19 +143,22 @@ def _scalar(value: Any, target: Target, *, need_tensor: bool) -> Any:
             raise AttributionError(
                 f"The target function {target.label!r} returned shape {tuple(value.shape)}; "
                 "it must reduce the network's output to one number, e.g. "
-                "lambda out: out[0, 281] or lambda out: out[0, 3, 10:20, 10:20].mean().")
+                "lambda out: out[0, 281] or lambda out: out[0, 3, 10:20, 10:20].mean()."
+            )
         return value.reshape(())
     if need_tensor:
         raise AttributionError(
             f"The target function {target.label!r} returned {type(value).__name__}; "
             "Grad-CAM needs a torch tensor computed from the network's output "
-            "(differentiable), e.g. lambda out: out[0, 281].")
+            "(differentiable), e.g. lambda out: out[0, 281]."
+        )
     try:
         return float(value)
     except (TypeError, ValueError):
         raise AttributionError(
             f"The target function {target.label!r} returned {type(value).__name__}; it must "
-            "reduce the network's output to one number.") from None
+            "reduce the network's output to one number."
+        ) from None
 
 
 def default_feature_layer(net: Network) -> LayerInfo:
@@ -166,7 +180,8 @@ def feature_layer(net: Network, layer: str | LayerInfo | None) -> LayerInfo:
         raise AttributionError(
             f"Layer {info.name!r} comes after global pooling: it has one pixel, so a map of it "
             f"shows nothing about where. Use a spatial layer such as {last.name!r} (the "
-            "default) or 'fire9-concat'.")
+            "default) or 'fire9-concat'."
+        )
     return info
 
 
@@ -174,21 +189,33 @@ def feature_layer(net: Network, layer: str | LayerInfo | None) -> LayerInfo:
 # Grad-CAM
 
 
-def iter_grad_cam(net: Network, image: Any, target: Any, *, layer: str | LayerInfo | None = None,
-                  resize: bool = True, input_scale: float = 1.0,
-                  intensity_range: tuple[float, float] | None = None,
-                  rgb: bool | None = None, memory_budget: int | str | None = None,
-                  ) -> Generator[Progress, None, np.ndarray]:
+def iter_grad_cam(
+    net: Network,
+    image: Any,
+    target: Any,
+    *,
+    layer: str | LayerInfo | None = None,
+    resize: bool = True,
+    input_scale: float = 1.0,
+    intensity_range: tuple[float, float] | None = None,
+    rgb: bool | None = None,
+    memory_budget: int | str | None = None,
+) -> Generator[Progress, None, np.ndarray]:
     """The compute of :func:`grad_cam` as a generator of :class:`Progress` (one step)."""
     import torch
 
     info = feature_layer(net, layer)
     goal = resolve_target(net, target)
     # the whole network runs (to its output), so the image must be large enough for all of it
-    x, hw, scale, _ = network_input(net, image, default_feature_layer(net),
-                                    input_scale=input_scale,
-                                    intensity_range=intensity_range, rgb=rgb,
-                                    memory_budget=memory_budget)
+    x, hw, scale, _ = network_input(
+        net,
+        image,
+        default_feature_layer(net),
+        input_scale=input_scale,
+        intensity_range=intensity_range,
+        rgb=rgb,
+        memory_budget=memory_budget,
+    )
     yield Progress(0, 1, f"Grad-CAM {goal.label}: forward and backward pass")
     native = _grad_cam_native(net, x, info, goal)
     yield Progress(1, 1, f"Grad-CAM {goal.label}: done")
@@ -198,8 +225,7 @@ def iter_grad_cam(net: Network, image: Any, target: Any, *, layer: str | LayerIn
         return align(native[None], info, hw, scale)[0]
 
 
-def _grad_cam_native(net: Network, x: torch.Tensor, info: LayerInfo, goal: Target
-                     ) -> np.ndarray:
+def _grad_cam_native(net: Network, x: torch.Tensor, info: LayerInfo, goal: Target) -> np.ndarray:
     """``(h, w)`` Grad-CAM at the layer's own resolution (float32, non-negative)."""
     import torch
 
@@ -225,7 +251,8 @@ def _grad_cam_native(net: Network, x: torch.Tensor, info: LayerInfo, goal: Targe
             raise AttributionError(
                 f"The target function {goal.label!r} returned a value that does not depend "
                 "on the network's output; reduce the output itself, e.g. "
-                "lambda out: out[0, 281].")
+                "lambda out: out[0, 281]."
+            )
         (grad,) = torch.autograd.grad(score, captured[0])
     acts = captured[0].detach()
     weights = grad.mean(dim=(2, 3), keepdim=True)  # alpha_k: (1, C, 1, 1)
@@ -233,10 +260,18 @@ def _grad_cam_native(net: Network, x: torch.Tensor, info: LayerInfo, goal: Targe
     return cam.to("cpu", torch.float32).numpy()
 
 
-def grad_cam(net: Network, image: Any, target: Any, *, layer: str | LayerInfo | None = None,
-             resize: bool = True, input_scale: float = 1.0,
-             intensity_range: tuple[float, float] | None = None,
-             rgb: bool | None = None, memory_budget: int | str | None = None) -> np.ndarray:
+def grad_cam(
+    net: Network,
+    image: Any,
+    target: Any,
+    *,
+    layer: str | LayerInfo | None = None,
+    resize: bool = True,
+    input_scale: float = 1.0,
+    intensity_range: tuple[float, float] | None = None,
+    rgb: bool | None = None,
+    memory_budget: int | str | None = None,
+) -> np.ndarray:
     """Grad-CAM map of ``target`` at a network layer.
 
     Parameters
@@ -270,9 +305,19 @@ def grad_cam(net: Network, image: Any, target: Any, *, layer: str | LayerInfo | 
         Bad target or a layer after global pooling. :class:`~napari_activations.ImageError`
         for an unusable image.
     """
-    return _drain(iter_grad_cam(net, image, target, layer=layer, resize=resize,
-                                input_scale=input_scale, intensity_range=intensity_range,
-                                rgb=rgb, memory_budget=memory_budget))
+    return _drain(
+        iter_grad_cam(
+            net,
+            image,
+            target,
+            layer=layer,
+            resize=resize,
+            input_scale=input_scale,
+            intensity_range=intensity_range,
+            rgb=rgb,
+            memory_budget=memory_budget,
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,8 +344,10 @@ def _pair(value: Any, name: str) -> tuple[int, int]:
     except (TypeError, ValueError):
         ok = False
     if not ok or a < 1 or b < 1:
-        raise AttributionError(f"{name} must be a positive number of pixels or a pair of "
-                               f"them (rows, columns); got {value!r}.")
+        raise AttributionError(
+            f"{name} must be a positive number of pixels or a pair of "
+            f"them (rows, columns); got {value!r}."
+        )
     return a, b
 
 
@@ -376,8 +423,7 @@ def _reuse_bytes(blocks: list[_Block], height: int, width: int) -> int:
     total = 3 * height * width
     for block in blocks:
         h, w = output_size(block.info, height, width)
-        total += block.info.channels * h * w * (2 if getattr(block.module, "inplace", False)
-                                                else 1)
+        total += block.info.channels * h * w * (2 if getattr(block.module, "inplace", False) else 1)
     return 4 * total
 
 
@@ -389,21 +435,25 @@ class _Occluder:
     values: Any  # (1, C, r1 - r0, c1 - c0) tensor
 
 
-def _fill_tensor(net: Network, x: torch.Tensor, fill: Any,
-                 bounds: tuple[float, float] | None) -> torch.Tensor:
+def _fill_tensor(
+    net: Network, x: torch.Tensor, fill: Any, bounds: tuple[float, float] | None
+) -> torch.Tensor:
     """The occluder's value in network-input units, ``(1, 3, 1, 1)``."""
     import torch
 
     if isinstance(fill, str):
         if fill.lower() != "mean":
-            raise AttributionError(f"fill must be 'mean' (the image's mean colour) or a "
-                                   f"number in the image's intensities; got {fill!r}.")
+            raise AttributionError(
+                f"fill must be 'mean' (the image's mean colour) or a "
+                f"number in the image's intensities; got {fill!r}."
+            )
         return x.mean(dim=(2, 3), keepdim=True)
     try:
         v = float(fill)
     except (TypeError, ValueError):
-        raise AttributionError(f"fill must be 'mean' or a number in the image's intensities; "
-                               f"got {fill!r}.") from None
+        raise AttributionError(
+            f"fill must be 'mean' or a number in the image's intensities; got {fill!r}."
+        ) from None
     if not math.isfinite(v):
         raise AttributionError(f"fill must be a finite number; got {fill!r}.")
     if bounds is None:
@@ -417,11 +467,19 @@ def _fill_tensor(net: Network, x: torch.Tensor, fill: Any,
 
 
 def iter_occlusion_sensitivity(
-        net: Network, image: Any, target: Any, *, window: int | tuple[int, int] | None = None,
-        stride: int | tuple[int, int] | None = None, fill: Any = "mean",
-        batch: int | None = None, reuse: bool = True, input_scale: float = 1.0,
-        intensity_range: tuple[float, float] | None = None, rgb: bool | None = None,
-        memory_budget: int | str | None = None,
+    net: Network,
+    image: Any,
+    target: Any,
+    *,
+    window: int | tuple[int, int] | None = None,
+    stride: int | tuple[int, int] | None = None,
+    fill: Any = "mean",
+    batch: int | None = None,
+    reuse: bool = True,
+    input_scale: float = 1.0,
+    intensity_range: tuple[float, float] | None = None,
+    rgb: bool | None = None,
+    memory_budget: int | str | None = None,
 ) -> Generator[Progress, None, np.ndarray]:
     """The compute of :func:`occlusion_sensitivity` as a generator of :class:`Progress`.
 
@@ -430,30 +488,42 @@ def iter_occlusion_sensitivity(
     import torch
 
     goal = resolve_target(net, target)
-    x, hw, scale, bounds = network_input(net, image, default_feature_layer(net),
-                                         input_scale=input_scale,
-                                         intensity_range=intensity_range, rgb=rgb,
-                                         memory_budget=memory_budget)
+    x, hw, scale, bounds = network_input(
+        net,
+        image,
+        default_feature_layer(net),
+        input_scale=input_scale,
+        intensity_range=intensity_range,
+        rgb=rgb,
+        memory_budget=memory_budget,
+    )
     H, W = x.shape[-2:]
     auto_window, auto_stride = occlusion_defaults(H, W)
     wy, wx = _pair(window if window is not None else auto_window, "window")
-    sy, sx = _pair(stride if stride is not None else (min(auto_stride, wy), min(auto_stride, wx)),
-                   "stride")
+    sy, sx = _pair(
+        stride if stride is not None else (min(auto_stride, wy), min(auto_stride, wx)), "stride"
+    )
     if wy > H or wx > W:
         raise AttributionError(
             f"The window ({wy}x{wx} pixels) is larger than the image as the network sees it "
             f"({H}x{W}). Use a window of at most {H}x{W}"
-            f"{' (or a larger input_scale)' if input_scale < 1 else ''}.")
+            f"{' (or a larger input_scale)' if input_scale < 1 else ''}."
+        )
     if sy > wy or sx > wx:
-        raise AttributionError(f"The stride ({sy}x{sx}) is larger than the window ({wy}x{wx}): "
-                               "pixels between windows would never be covered. Use a stride "
-                               "of at most the window.")
+        raise AttributionError(
+            f"The stride ({sy}x{sx}) is larger than the window ({wy}x{wx}): "
+            "pixels between windows would never be covered. Use a stride "
+            "of at most the window."
+        )
     if batch is not None and (not isinstance(batch, (int, np.integer)) or batch < 1):
         raise AttributionError(f"batch must be a positive whole number; got {batch!r}.")
     with torch.inference_mode():
         baseline = _fill_tensor(net, x, fill, bounds)
-        windows = [(y, min(H, y + wy), c, min(W, c + wx))
-                   for y in _positions(H, wy, sy) for c in _positions(W, wx, sx)]
+        windows = [
+            (y, min(H, y + wy), c, min(W, c + wx))
+            for y in _positions(H, wy, sy)
+            for c in _positions(W, wx, sx)
+        ]
         budget = memory_budget_bytes(memory_budget)
         blocks = _blocks(net) if reuse else None
         if blocks is not None and _reuse_bytes(blocks, H, W) > budget:
@@ -471,7 +541,7 @@ def iter_occlusion_sensitivity(
     with torch.inference_mode():
         base_score = _score(net.model(x) if blocks is None else engine.output(), goal)
     for start in range(0, total, size):
-        chunk = windows[start:start + size]
+        chunk = windows[start : start + size]
         with torch.inference_mode():
             if blocks is None:
                 outputs = _occluded_outputs(net, x, baseline, chunk)
@@ -483,11 +553,11 @@ def iter_occlusion_sensitivity(
         yield Progress(done, total, f"occlusion {goal.label}: {done}/{total} positions")
     total_map = np.zeros((H, W), dtype=np.float64)
     count = np.zeros((H, W), dtype=np.float64)
-    for (y0, y1, c0, c1), d in zip(windows, drops):
+    for (y0, y1, c0, c1), d in zip(windows, drops, strict=False):
         total_map[y0:y1, c0:c1] += d
         count[y0:y1, c0:c1] += 1
     native = (total_map / np.maximum(count, 1)).astype(np.float32)
-    if (H, W) == tuple(hw):
+    if tuple(hw) == (H, W):
         return native
     return align(native, INPUT_GRID, hw, scale)
 
@@ -503,16 +573,16 @@ def _score(output: Any, goal: Target) -> float:
     return float(_scalar(goal.reduce(output), goal, need_tensor=False))
 
 
-def _occluded_outputs(net: Network, x: torch.Tensor, baseline: torch.Tensor,
-                      windows: list[tuple[int, int, int, int]]) -> list[Any]:
+def _occluded_outputs(
+    net: Network, x: torch.Tensor, baseline: torch.Tensor, windows: list[tuple[int, int, int, int]]
+) -> list[Any]:
     """The network's output for each occluded copy of ``x``: one batched forward pass."""
-    import torch
 
     xs = x.expand(len(windows), -1, -1, -1).clone()
     for i, (y0, y1, c0, c1) in enumerate(windows):
         xs[i, :, y0:y1, c0:c1] = baseline[0]
     out = net.model(xs)
-    return [out[i:i + 1] for i in range(len(windows))]
+    return [out[i : i + 1] for i in range(len(windows))]
 
 
 class _ReuseEngine:
@@ -542,10 +612,12 @@ class _ReuseEngine:
         """The unoccluded network output ``(1, C)``."""
         return (self.base_sum / self.n).float()
 
-    def occluded_outputs(self, baseline: torch.Tensor,
-                         windows: list[tuple[int, int, int, int]]) -> list[Any]:
-        occluders = [_Occluder(w, baseline.expand(1, -1, w[1] - w[0], w[3] - w[2]))
-                     for w in windows]
+    def occluded_outputs(
+        self, baseline: torch.Tensor, windows: list[tuple[int, int, int, int]]
+    ) -> list[Any]:
+        occluders = [
+            _Occluder(w, baseline.expand(1, -1, w[1] - w[0], w[3] - w[2])) for w in windows
+        ]
         for level, block in enumerate(self.blocks):
             self._step(level, block, occluders)
         last = self.acts[-1]
@@ -581,23 +653,34 @@ class _ReuseEngine:
                 # the changed values that fall inside the crop
                 y0, y1, x0, x1 = max(r0, lo), min(r1, hi), max(c0, clo), min(c1, chi)
                 if y0 < y1 and x0 < x1:
-                    crop[:, :, y0 - lo:y1 - lo, x0 - clo:x1 - clo] = occluders[i].values[
-                        :, :, y0 - r0:y1 - r0, x0 - c0:x1 - c0]
+                    crop[:, :, y0 - lo : y1 - lo, x0 - clo : x1 - clo] = occluders[i].values[
+                        :, :, y0 - r0 : y1 - r0, x0 - c0 : x1 - c0
+                    ]
                 crops.append(crop)
             result = block.module(torch.cat(crops) if len(crops) > 1 else crops[0])
             for j, i in enumerate(members):
                 a0, a1, b0, b1, lo, hi, clo, chi = plans[i]
                 j0, k0 = a0 - lo // block.stride, b0 - clo // block.stride
-                occluders[i] = _Occluder((a0, a1, b0, b1),
-                                         result[j:j + 1, :, j0:j0 + a1 - a0, k0:k0 + b1 - b0])
+                occluders[i] = _Occluder(
+                    (a0, a1, b0, b1), result[j : j + 1, :, j0 : j0 + a1 - a0, k0 : k0 + b1 - b0]
+                )
 
 
 def occlusion_sensitivity(
-        net: Network, image: Any, target: Any, *, window: int | tuple[int, int] | None = None,
-        stride: int | tuple[int, int] | None = None, fill: Any = "mean",
-        batch: int | None = None, reuse: bool = True, input_scale: float = 1.0,
-        intensity_range: tuple[float, float] | None = None, rgb: bool | None = None,
-        memory_budget: int | str | None = None) -> np.ndarray:
+    net: Network,
+    image: Any,
+    target: Any,
+    *,
+    window: int | tuple[int, int] | None = None,
+    stride: int | tuple[int, int] | None = None,
+    fill: Any = "mean",
+    batch: int | None = None,
+    reuse: bool = True,
+    input_scale: float = 1.0,
+    intensity_range: tuple[float, float] | None = None,
+    rgb: bool | None = None,
+    memory_budget: int | str | None = None,
+) -> np.ndarray:
     """Occlusion sensitivity: how much the target's score drops when a window is covered.
 
     Windows of ``window`` pixels start at ``0, stride, 2*stride, ...`` along each axis until
@@ -633,10 +716,22 @@ def occlusion_sensitivity(
         ``(H, W)`` float32 on the image grid: positive where covering the pixel lowered the
         score (score units, e.g. class score before softmax).
     """
-    return _drain(iter_occlusion_sensitivity(
-        net, image, target, window=window, stride=stride, fill=fill, batch=batch, reuse=reuse,
-        input_scale=input_scale, intensity_range=intensity_range, rgb=rgb,
-        memory_budget=memory_budget))
+    return _drain(
+        iter_occlusion_sensitivity(
+            net,
+            image,
+            target,
+            window=window,
+            stride=stride,
+            fill=fill,
+            batch=batch,
+            reuse=reuse,
+            input_scale=input_scale,
+            intensity_range=intensity_range,
+            rgb=rgb,
+            memory_budget=memory_budget,
+        )
+    )
 
 
 def _drain(gen: Generator) -> Any:

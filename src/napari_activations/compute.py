@@ -74,21 +74,23 @@ def is_rgb(shape: tuple[int, ...], rgb: bool | None = None) -> bool:
     """
     if rgb is not None:
         if rgb and (len(shape) < 3 or shape[-1] not in (3, 4)):
-            raise ImageError(f"rgb=True needs a last axis of 3 (RGB) or 4 (RGBA) values; "
-                             f"this image has shape {tuple(shape)}.")
+            raise ImageError(
+                f"rgb=True needs a last axis of 3 (RGB) or 4 (RGBA) values; "
+                f"this image has shape {tuple(shape)}."
+            )
         return bool(rgb)
     return len(shape) > 2 and shape[-1] in (3, 4) and all(d > 30 for d in shape[-3:-1])
 
 
-def image_planes_shape(shape: tuple[int, ...], rgb: bool | None = None
-                       ) -> tuple[tuple[int, ...], tuple[int, int], bool]:
+def image_planes_shape(
+    shape: tuple[int, ...], rgb: bool | None = None
+) -> tuple[tuple[int, ...], tuple[int, int], bool]:
     """Split an image shape into (leading axes, (H, W), is_rgb)."""
     shape = tuple(int(s) for s in shape)
     colour = is_rgb(shape, rgb)
     spatial = shape[:-1] if colour else shape
     if len(spatial) < 2:
-        raise ImageError(f"An image needs at least two axes (H, W); this one has shape "
-                         f"{shape}.")
+        raise ImageError(f"An image needs at least two axes (H, W); this one has shape {shape}.")
     return spatial[:-2], (spatial[-2], spatial[-1]), colour
 
 
@@ -99,22 +101,27 @@ def _as_image(image: Any) -> Any:
     try:
         return np.asarray(image)
     except ValueError as exc:  # ragged nesting, e.g. the levels of a multiscale pyramid
-        raise ImageError("The image is a list of arrays of different shapes (the levels of a "
-                         "multiscale pyramid?); pass one array, e.g. image[0].") from exc
+        raise ImageError(
+            "The image is a list of arrays of different shapes (the levels of a "
+            "multiscale pyramid?); pass one array, e.g. image[0]."
+        ) from exc
 
 
 def _check_dtype(dtype: np.dtype) -> None:
-    if dtype == bool or np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating):
+    if dtype == np.bool_ or np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating):
         return
     if np.issubdtype(dtype, np.complexfloating):
-        raise ImageError("The image has complex values; pass a real image such as "
-                         "np.abs(image) or image.real.")
-    raise ImageError(f"The image has values of type {dtype}; pass numbers (integers, floats "
-                     "or booleans).")
+        raise ImageError(
+            "The image has complex values; pass a real image such as np.abs(image) or image.real."
+        )
+    raise ImageError(
+        f"The image has values of type {dtype}; pass numbers (integers, floats or booleans)."
+    )
 
 
-def _intensity_bounds(image: Any, intensity_range: tuple[float, float] | None,
-                      colour: bool = False) -> tuple[float, float] | None:
+def _intensity_bounds(
+    image: Any, intensity_range: tuple[float, float] | None, colour: bool = False
+) -> tuple[float, float] | None:
     """(low, high) that map to 0 and 1; ``None`` for uint8 scaled by 255.
 
     For colour images only R, G and B count: an opaque alpha at the top of the dtype's range
@@ -126,13 +133,14 @@ def _intensity_bounds(image: Any, intensity_range: tuple[float, float] | None,
         except (TypeError, ValueError) as exc:
             raise ImageError("intensity_range must be two numbers (low, high).") from exc
         if not (math.isfinite(low) and math.isfinite(high) and high > low):
-            raise ImageError(f"intensity_range must be finite with high > low; got "
-                             f"({low}, {high}).")
+            raise ImageError(
+                f"intensity_range must be finite with high > low; got ({low}, {high})."
+            )
         return low, high
     dtype = np.dtype(image.dtype)
     if dtype == np.uint8:
         return None
-    if dtype == bool:
+    if dtype == np.bool_:
         return 0.0, 1.0
     if colour:
         image = image[..., :3]
@@ -140,9 +148,11 @@ def _intensity_bounds(image: Any, intensity_range: tuple[float, float] | None,
         finite = _where_finite(image)
         low, high = _reduce(finite, "nanmin"), _reduce(finite, "nanmax")
         if not (math.isfinite(low) and math.isfinite(high)):
-            raise ImageError("The image has no finite values (all NaN or infinite): give the "
-                             "range to show as intensity_range=(low, high), or replace them, "
-                             "e.g. np.nan_to_num(image).")
+            raise ImageError(
+                "The image has no finite values (all NaN or infinite): give the "
+                "range to show as intensity_range=(low, high), or replace them, "
+                "e.g. np.nan_to_num(image)."
+            )
         return low, high
     return _reduce(image, "min"), _reduce(image, "max")
 
@@ -191,8 +201,14 @@ def _input_buffer(shape: tuple[int, ...]) -> torch.Tensor:
     return buffer
 
 
-def _plane_tensor(plane: Any, colour: bool, bounds: tuple[float, float] | None,
-                  net: Network, size: tuple[int, int], normalise: bool = True) -> torch.Tensor:
+def _plane_tensor(
+    plane: Any,
+    colour: bool,
+    bounds: tuple[float, float] | None,
+    net: Network,
+    size: tuple[int, int],
+    normalise: bool = True,
+) -> torch.Tensor:
     """One (H, W[, C]) plane -> normalised (1, 3, h, w) float32 tensor on the net's device.
 
     ``normalise=False`` stops at the intensities in [0, 1], for a runner whose network does
@@ -228,8 +244,9 @@ def _plane_tensor(plane: Any, colour: bool, bounds: tuple[float, float] | None,
         low, high = bounds
         inv = 1.0 / (high - low) if high > low else 0.0
         # at float32 precision at least (float16 would round v - low), grey broadcast to 3
-        np.subtract(src, low, out=out, dtype=np.promote_types(src.dtype, np.float32),
-                    casting="unsafe")
+        np.subtract(
+            src, low, out=out, dtype=np.promote_types(src.dtype, np.float32), casting="unsafe"
+        )
         out *= inv
         np.nan_to_num(out, copy=False, nan=0.0)  # NaN counts as low
         np.clip(out, 0.0, 1.0, out=out)
@@ -247,8 +264,10 @@ def _channels_hint(shape: tuple[int, ...], colour: bool) -> str:
     """Advice for a stack whose last axis is short: probably channels, not image width."""
     if colour or len(shape) < 3 or shape[-1] > 4:
         return ""
-    return (f" Its last axis has only {shape[-1]} values: if those are channels, pass one of "
-            "them (image[..., 0]) or put them first (np.moveaxis(image, -1, 0)).")
+    return (
+        f" Its last axis has only {shape[-1]} values: if those are channels, pass one of "
+        "them (image[..., 0]) or put them first (np.moveaxis(image, -1, 0))."
+    )
 
 
 def _network_size(hw: tuple[int, int], input_scale: float) -> tuple[int, int]:
@@ -311,19 +330,35 @@ class _Request:
 
             def region(y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
                 if not resized:
-                    resized.append(_plane_tensor(plane, self.colour, self.bounds, self.net,
-                                                 self.size, normalise=normalise))
+                    resized.append(
+                        _plane_tensor(
+                            plane,
+                            self.colour,
+                            self.bounds,
+                            self.net,
+                            self.size,
+                            normalise=normalise,
+                        )
+                    )
                 return resized[0][..., y0:y1, x0:x1]
         else:
+
             def region(y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
-                return _plane_tensor(plane[y0:y1, x0:x1], self.colour, self.bounds, self.net,
-                                     (y1 - y0, x1 - x0), normalise=normalise)
+                return _plane_tensor(
+                    plane[y0:y1, x0:x1],
+                    self.colour,
+                    self.bounds,
+                    self.net,
+                    (y1 - y0, x1 - x0),
+                    normalise=normalise,
+                )
 
         def run(x: torch.Tensor, info: LayerInfo) -> Generator[None, None, np.ndarray]:
             return self.runner(info).run(x)
 
-        return (yield from _inference_steps(tiled_forward(run, region, self.size, self.info,
-                                                          self.tile)))
+        return (
+            yield from _inference_steps(tiled_forward(run, region, self.size, self.info, self.tile))
+        )
 
     def compute_plane(self, idx: tuple[int, ...]) -> np.ndarray:
         return _drain(self.forward_plane(idx))
@@ -346,15 +381,24 @@ def _inference_steps(gen: Generator[None, None, Any]) -> Generator[None, None, A
         yield
 
 
-def _make_request(net: Network, image: Any, layer: str | LayerInfo, input_scale: float,
-                  intensity_range: tuple[float, float] | None, rgb: bool | None,
-                  tile: int | None, memory_budget: int | str | None,
-                  backend: str | None = "auto", precision: str | None = "float32") -> _Request:
+def _make_request(
+    net: Network,
+    image: Any,
+    layer: str | LayerInfo,
+    input_scale: float,
+    intensity_range: tuple[float, float] | None,
+    rgb: bool | None,
+    tile: int | None,
+    memory_budget: int | str | None,
+    backend: str | None = "auto",
+    precision: str | None = "float32",
+) -> _Request:
     info = find_layer(layer)
     backend = backends.resolve_backend(backend, net.device)
     precision = backends.check_precision(precision, net.device, backend)
-    if not (isinstance(input_scale, (int, float)) and math.isfinite(input_scale)
-            and input_scale > 0):
+    if not (
+        isinstance(input_scale, (int, float)) and math.isfinite(input_scale) and input_scale > 0
+    ):
         raise ImageError(f"input_scale must be a positive number; got {input_scale!r}.")
     image = _as_image(image)
     _check_dtype(np.dtype(image.dtype))
@@ -370,7 +414,8 @@ def _make_request(net: Network, image: Any, layer: str | LayerInfo, input_scale:
             f"The image is too small for layer {info.name!r}: it needs at least {need}x{need} "
             f"pixels, and the network sees {size[0]}x{size[1]}{at}. Use a larger image"
             f"{', a larger input_scale' if input_scale < 1 else ''} or an earlier layer."
-            f"{_channels_hint(image.shape, colour)}")
+            f"{_channels_hint(image.shape, colour)}"
+        )
     if tile is None:
         try:
             tile = choose_tile(info, *size, memory_budget)
@@ -437,15 +482,23 @@ class LazyNative:
             key = (key,)
         n_lead = self.ndim - 3
         if any(k is None or k is Ellipsis for k in key[:n_lead]) or not all(
-                isinstance(k, (int, np.integer, slice)) for k in key[:n_lead]):
+            isinstance(k, (int, np.integer, slice)) for k in key[:n_lead]
+        ):
             return np.asarray(self)[key]
         lead_key = key[:n_lead] + (slice(None),) * max(0, n_lead - len(key))
-        ranges = [np.arange(n)[k] for n, k in zip(self.shape[:n_lead], lead_key)]
-        kept = tuple(np.size(r) for r, k in zip(ranges, lead_key) if isinstance(k, slice))
-        planes = [self.plane(tuple(int(i) for i in idx))
-                  for idx in _product([np.atleast_1d(r) for r in ranges])]
-        stacked = (np.stack(planes).reshape(kept + self.shape[-3:]) if planes  # none: empty
-                   else np.empty(kept + self.shape[-3:], dtype=np.float32))
+        ranges = [np.arange(n)[k] for n, k in zip(self.shape[:n_lead], lead_key, strict=False)]
+        kept = tuple(
+            np.size(r) for r, k in zip(ranges, lead_key, strict=False) if isinstance(k, slice)
+        )
+        planes = [
+            self.plane(tuple(int(i) for i in idx))
+            for idx in _product([np.atleast_1d(r) for r in ranges])
+        ]
+        stacked = (
+            np.stack(planes).reshape(kept + self.shape[-3:])
+            if planes  # none: empty
+            else np.empty(kept + self.shape[-3:], dtype=np.float32)
+        )
         if len(key) <= n_lead:
             return stacked
         # The rest of the key indexes (C, h, w), after the lead axes that slices kept.
@@ -458,10 +511,16 @@ def _product(ranges: list[np.ndarray]) -> list[tuple[int, ...]]:
     return [(int(i),) + rest for i in ranges[0] for rest in _product(ranges[1:])]
 
 
-def _tile_task(net: Network, region: np.ndarray, colour: bool,
-               bounds: tuple[float, float] | None, layer: str,
-               crop: tuple[int, int, int, int], backend: str = "torch",
-               precision: str = "float32") -> np.ndarray:
+def _tile_task(
+    net: Network,
+    region: np.ndarray,
+    colour: bool,
+    bounds: tuple[float, float] | None,
+    layer: str,
+    crop: tuple[int, int, int, int],
+    backend: str = "torch",
+    precision: str = "float32",
+) -> np.ndarray:
     """One dask chunk: activations of one input region, cropped to the exact part.
 
     The runner is prepared by the process that runs the chunk (each distributed worker has
@@ -471,20 +530,39 @@ def _tile_task(net: Network, region: np.ndarray, colour: bool,
 
     runner = backends.prepare(net, find_layer(layer), backend, precision)
     with torch.inference_mode():
-        x = _plane_tensor(region, colour, bounds, net, tuple(region.shape[:2]),
-                          normalise=runner.normalised_input)
+        x = _plane_tensor(
+            region, colour, bounds, net, tuple(region.shape[:2]), normalise=runner.normalised_input
+        )
         out = _drain(runner.run(x))[0]
         r0, r1, c0, c1 = crop
         return np.ascontiguousarray(out[:, r0:r1, c0:c1])
 
 
-def _plane_task(net: Network, plane: np.ndarray, colour: bool,
-                bounds: tuple[float, float] | None, layer: str, size: tuple[int, int],
-                tile: int | None, backend: str = "torch", precision: str = "float32"
-                ) -> np.ndarray:
+def _plane_task(
+    net: Network,
+    plane: np.ndarray,
+    colour: bool,
+    bounds: tuple[float, float] | None,
+    layer: str,
+    size: tuple[int, int],
+    tile: int | None,
+    backend: str = "torch",
+    precision: str = "float32",
+) -> np.ndarray:
     """One dask chunk: a whole plane (used with ``input_scale`` other than 1)."""
-    req = _Request(net, plane, find_layer(layer), (), tuple(plane.shape[:2]), colour,
-                   tuple(size), bounds, tile, backend, precision)
+    req = _Request(
+        net,
+        plane,
+        find_layer(layer),
+        (),
+        tuple(plane.shape[:2]),
+        colour,
+        tuple(size),
+        bounds,
+        tile,
+        backend,
+        precision,
+    )
     return req.compute_plane(())
 
 
@@ -500,9 +578,17 @@ def _dask_activations(req: _Request) -> Any:
     for idx in np.ndindex(*req.lead) if req.lead else [()]:
         plane = req.image[idx] if idx else req.image
         if req.size != req.hw:
-            d = dask.delayed(_plane_task, pure=True)(req.net, plane, req.colour, req.bounds,
-                                                     info.name, req.size, req.tile,
-                                                     req.backend, req.precision)
+            d = dask.delayed(_plane_task, pure=True)(
+                req.net,
+                plane,
+                req.colour,
+                req.bounds,
+                info.name,
+                req.size,
+                req.tile,
+                req.backend,
+                req.precision,
+            )
             planes.append(da.from_delayed(d, shape=req.native_shape[-3:], dtype=np.float32))
             continue
         tile = req.tile if req.tile is not None else max(req.size)
@@ -511,15 +597,30 @@ def _dask_activations(req: _Request) -> Any:
         for r in rows:
             line = []
             for c in cols:
-                region = plane[r.start:r.stop, c.start:c.stop]
-                crop = (r.local_start, r.local_start + r.out_stop - r.out_start,
-                        c.local_start, c.local_start + c.out_stop - c.out_start)
-                d = dask.delayed(_tile_task, pure=True)(req.net, region, req.colour,
-                                                        req.bounds, geo.name, crop,
-                                                        req.backend, req.precision)
-                line.append(da.from_delayed(
-                    d, shape=(C, r.out_stop - r.out_start, c.out_stop - c.out_start),
-                    dtype=np.float32))
+                region = plane[r.start : r.stop, c.start : c.stop]
+                crop = (
+                    r.local_start,
+                    r.local_start + r.out_stop - r.out_start,
+                    c.local_start,
+                    c.local_start + c.out_stop - c.out_start,
+                )
+                d = dask.delayed(_tile_task, pure=True)(
+                    req.net,
+                    region,
+                    req.colour,
+                    req.bounds,
+                    geo.name,
+                    crop,
+                    req.backend,
+                    req.precision,
+                )
+                line.append(
+                    da.from_delayed(
+                        d,
+                        shape=(C, r.out_stop - r.out_start, c.out_stop - c.out_start),
+                        dtype=np.float32,
+                    )
+                )
             grid.append(line)
         native = da.block(grid)
         if info.is_global:
@@ -533,13 +634,20 @@ def _dask_activations(req: _Request) -> Any:
     return out
 
 
-def iter_activations(net: Network, image: Any, layer: str | LayerInfo, *,
-                     resize: bool = False, input_scale: float = 1.0,
-                     intensity_range: tuple[float, float] | None = None,
-                     rgb: bool | None = None, tile: int | None = None,
-                     memory_budget: int | str | None = None, backend: str = "auto",
-                     precision: str = "float32",
-                     ) -> Generator[Progress, None, np.ndarray | AlignedActivations]:
+def iter_activations(
+    net: Network,
+    image: Any,
+    layer: str | LayerInfo,
+    *,
+    resize: bool = False,
+    input_scale: float = 1.0,
+    intensity_range: tuple[float, float] | None = None,
+    rgb: bool | None = None,
+    tile: int | None = None,
+    memory_budget: int | str | None = None,
+    backend: str = "auto",
+    precision: str = "float32",
+) -> Generator[Progress, None, np.ndarray | AlignedActivations]:
     """The compute of :func:`activations` as a generator of :class:`Progress`.
 
     Closing the generator (``gen.close()``) between steps cancels the computation; nothing is
@@ -548,8 +656,18 @@ def iter_activations(net: Network, image: Any, layer: str | LayerInfo, *,
     the fast path"`` (``total`` 0: its length is unknown), while the network is exported or
     loaded from the disk cache.
     """
-    req = _make_request(net, image, layer, input_scale, intensity_range, rgb, tile,
-                        memory_budget, backend, precision)
+    req = _make_request(
+        net,
+        image,
+        layer,
+        input_scale,
+        intensity_range,
+        rgb,
+        tile,
+        memory_budget,
+        backend,
+        precision,
+    )
     info, lead = req.info, req.lead
     if _is_dask(req.image) and not resize:
         yield Progress(1, 1, f"{info.name}: dask graph built")
@@ -594,8 +712,7 @@ def iter_activations(net: Network, image: Any, layer: str | LayerInfo, *,
                 break
             done += 1
             plane = f" plane {idx}" if lead else ""
-            yield Progress(done, total, f"{info.name}{plane}: step {done % steps or steps}"
-                                        f"/{steps}")
+            yield Progress(done, total, f"{info.name}{plane}: step {done % steps or steps}/{steps}")
     if resize:
         return AlignedActivations(out, info, req.hw, req.scale, req.backend_used)
     return out
@@ -605,8 +722,12 @@ def _prepare(req: _Request) -> Generator[Progress, None, None]:
     """Prepare the request's runner, as a progress step of its own when that is real work."""
     if backends.needs_preparing(req.net, req.run_info, req.backend, req.precision):
         title = backends.BACKEND_TITLES[req.backend]
-        yield Progress(0, 0, f"{req.info.name}: preparing the fast path ({title}; the first "
-                             "time, an export of a few seconds)")
+        yield Progress(
+            0,
+            0,
+            f"{req.info.name}: preparing the fast path ({title}; the first "
+            "time, an export of a few seconds)",
+        )
         req.runner()
 
 
@@ -641,7 +762,8 @@ def _check_memory(req: _Request, planes: int, budget: int | str | None) -> None:
         f"Layer {req.info.name!r} of this image would need about {need / 2**30:.1f} GiB "
         f"({planes_text} of {C}x{h}x{w} float32 activations), more than the "
         f"{available / 2**30:.1f} GiB of memory free. Use {advice}, a smaller region of the "
-        "image, or a dask array (its activations stay lazy, computed chunk by chunk).")
+        "image, or a dask array (its activations stay lazy, computed chunk by chunk)."
+    )
 
 
 def _is_dask(a: Any) -> bool:
@@ -656,11 +778,20 @@ def _drain(gen: Generator) -> Any:
             return stop.value
 
 
-def activations(net: Network, image: Any, layer: str | LayerInfo, *, resize: bool = False,
-                input_scale: float = 1.0, intensity_range: tuple[float, float] | None = None,
-                rgb: bool | None = None, tile: int | None = None,
-                memory_budget: int | str | None = None, backend: str = "auto",
-                precision: str = "float32") -> np.ndarray | AlignedActivations:
+def activations(
+    net: Network,
+    image: Any,
+    layer: str | LayerInfo,
+    *,
+    resize: bool = False,
+    input_scale: float = 1.0,
+    intensity_range: tuple[float, float] | None = None,
+    rgb: bool | None = None,
+    tile: int | None = None,
+    memory_budget: int | str | None = None,
+    backend: str = "auto",
+    precision: str = "float32",
+) -> np.ndarray | AlignedActivations:
     """Activations of one network layer for an image or a stack of images.
 
     Parameters
@@ -719,15 +850,31 @@ def activations(net: Network, image: Any, layer: str | LayerInfo, *, resize: boo
         Unusable image (empty, complex, too small for the layer, ...); the message says what
         to do. :class:`UnknownLayerError` for a layer name that does not exist.
     """
-    return _drain(iter_activations(net, image, layer, resize=resize, input_scale=input_scale,
-                                   intensity_range=intensity_range, rgb=rgb, tile=tile,
-                                   memory_budget=memory_budget, backend=backend,
-                                   precision=precision))
+    return _drain(
+        iter_activations(
+            net,
+            image,
+            layer,
+            resize=resize,
+            input_scale=input_scale,
+            intensity_range=intensity_range,
+            rgb=rgb,
+            tile=tile,
+            memory_budget=memory_budget,
+            backend=backend,
+            precision=precision,
+        )
+    )
 
 
-def classify(net: Network, image: Any, top: int = 5, *,
-             intensity_range: tuple[float, float] | None = None,
-             rgb: bool | None = None) -> list[tuple[str, float]]:
+def classify(
+    net: Network,
+    image: Any,
+    top: int = 5,
+    *,
+    intensity_range: tuple[float, float] | None = None,
+    rgb: bool | None = None,
+) -> list[tuple[str, float]]:
     """The ``top`` ImageNet classes of an image, as ``[(category, probability), ...]``.
 
     The whole image is resized to 227x227 (SqueezeNet's training size), after the same
@@ -739,8 +886,10 @@ def classify(net: Network, image: Any, top: int = 5, *,
     _check_dtype(np.dtype(image.dtype))
     lead, hw, colour = image_planes_shape(image.shape, rgb)
     if lead:
-        raise ImageError(f"classify takes one image, (H, W) or (H, W, 3); this is a stack of "
-                         f"shape {tuple(image.shape)}. Pass one plane, e.g. image[0].")
+        raise ImageError(
+            f"classify takes one image, (H, W) or (H, W, 3); this is a stack of "
+            f"shape {tuple(image.shape)}. Pass one plane, e.g. image[0]."
+        )
     if min(hw) == 0:
         raise ImageError(f"The image is empty (shape {tuple(image.shape)}).")
     bounds = _intensity_bounds(image, intensity_range, colour)
@@ -750,14 +899,22 @@ def classify(net: Network, image: Any, top: int = 5, *,
         prob = _drain(torch_backend.forward(net.model, x, find_layer("prob")))[0, :, 0, 0].cpu()
         k = max(1, min(int(top), prob.numel()))
         values, indices = torch.topk(prob, k)
-    return [(net.categories[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
+    return [
+        (net.categories[i], float(v))
+        for v, i in zip(values.tolist(), indices.tolist(), strict=False)
+    ]
 
 
-def network_input(net: Network, image: Any, layer: str | LayerInfo, *,
-                  input_scale: float = 1.0, intensity_range: tuple[float, float] | None = None,
-                  rgb: bool | None = None, memory_budget: int | str | None = None,
-                  ) -> tuple[torch.Tensor, tuple[int, int], tuple[float, float],
-                             tuple[float, float] | None]:
+def network_input(
+    net: Network,
+    image: Any,
+    layer: str | LayerInfo,
+    *,
+    input_scale: float = 1.0,
+    intensity_range: tuple[float, float] | None = None,
+    rgb: bool | None = None,
+    memory_budget: int | str | None = None,
+) -> tuple[torch.Tensor, tuple[int, int], tuple[float, float], tuple[float, float] | None]:
     """The normalised network input of one image, as :func:`activations` makes it.
 
     For computations that need the whole input at once (attribution maps): the image is
@@ -780,12 +937,13 @@ def network_input(net: Network, image: Any, layer: str | LayerInfo, *,
     ImageError
         Unusable image, a stack, or an image whose forward pass exceeds the memory budget.
     """
-    req = _make_request(net, image, layer, input_scale, intensity_range, rgb, None,
-                        memory_budget)
+    req = _make_request(net, image, layer, input_scale, intensity_range, rgb, None, memory_budget)
     if req.lead:
-        raise ImageError(f"Attribution maps take one image, (H, W) or (H, W, 3); this is a "
-                         f"stack of shape {tuple(req.image.shape)}. Pass one plane, e.g. "
-                         "image[0].")
+        raise ImageError(
+            f"Attribution maps take one image, (H, W) or (H, W, 3); this is a "
+            f"stack of shape {tuple(req.image.shape)}. Pass one plane, e.g. "
+            "image[0]."
+        )
     if req.tile is not None:
         most = math.sqrt(budget_bytes(memory_budget) / estimate_forward_bytes(1, 1))
         advice = min(1.0, math.floor(100 * most / max(req.hw)) / 100)
@@ -793,6 +951,7 @@ def network_input(net: Network, image: Any, layer: str | LayerInfo, *,
             f"The network would see {req.size[0]}x{req.size[1]} pixels, more than one forward "
             f"pass may hold in the memory budget ({budget_bytes(memory_budget) / 2**30:.1f} "
             f"GiB). Use input_scale={advice:g} or less, a region of the image, or a larger "
-            "memory_budget.")
+            "memory_budget."
+        )
     x = _plane_tensor(req.image, req.colour, req.bounds, req.net, req.size)
     return x.clone(), req.hw, req.scale, req.bounds

@@ -73,9 +73,11 @@ class ExportError(ValueError):
     """The activations cannot be saved as asked; the message says why and what to do."""
 
 
-def activations_metadata(stack: AlignedActivations, network: Network | None = None,
-                         intensity_range: tuple[float, float] | None = None
-                         ) -> dict[str, Any]:
+def activations_metadata(
+    stack: AlignedActivations,
+    network: Network | None = None,
+    intensity_range: tuple[float, float] | None = None,
+) -> dict[str, Any]:
     """What explains a stack later: network layer, geometry, input scale, weights (JSON-able).
 
     The same keys as an activation layer's napari metadata; ``weights`` and the mean and std
@@ -84,25 +86,42 @@ def activations_metadata(stack: AlignedActivations, network: Network | None = No
     info = stack.layer
     out: dict[str, Any] = {
         "network": NETWORK_NAME,
-        "layer": {"name": info.name, "module": info.module, "channels": info.channels,
-                  "after_relu": info.after_relu, "block": info.block},
-        "geometry": {"stride": info.stride, "offset": info.offset,
-                     "receptive_field": info.receptive_field,
-                     "native_shape": list(stack.native.shape)},
+        "layer": {
+            "name": info.name,
+            "module": info.module,
+            "channels": info.channels,
+            "after_relu": info.after_relu,
+            "block": info.block,
+        },
+        "geometry": {
+            "stride": info.stride,
+            "offset": info.offset,
+            "receptive_field": info.receptive_field,
+            "native_shape": list(stack.native.shape),
+        },
         "input_scale": list(stack.scale),
-        "normalisation": {"intensity_range": (None if intensity_range is None else
-                                              [float(v) for v in intensity_range])},
+        "normalisation": {
+            "intensity_range": (
+                None if intensity_range is None else [float(v) for v in intensity_range]
+            )
+        },
     }
     if network is not None:
-        out["weights"] = {"description": network.description, "name": network.weights,
-                          "sha256": network.sha256, "trained": bool(network.trained)}
+        out["weights"] = {
+            "description": network.description,
+            "name": network.weights,
+            "sha256": network.sha256,
+            "trained": bool(network.trained),
+        }
         out["normalisation"].update(mean=list(network.mean), std=list(network.std))
     return out
 
 
-def native_placement(stack: AlignedActivations, pixel_size: Sequence[float] = (1.0, 1.0),
-                     origin: Sequence[float] = (0.0, 0.0)
-                     ) -> tuple[tuple[float, float], tuple[float, float]]:
+def native_placement(
+    stack: AlignedActivations,
+    pixel_size: Sequence[float] = (1.0, 1.0),
+    origin: Sequence[float] = (0.0, 0.0),
+) -> tuple[tuple[float, float], tuple[float, float]]:
     """Pixel size and origin of the native maps' rows and columns in the image's world.
 
     ``pixel_size`` and ``origin`` are the image's (rows, columns), e.g. a napari layer's
@@ -128,13 +147,19 @@ def _lead_names(n_lead: int, lead_axes: Sequence[str] | None) -> tuple[str, ...]
             raise ExportError(
                 f"OME-Zarr images have at most 5 axes (t, c, z, y, x); these activations have "
                 f"{n_lead} axes before the channel axis. Export one plane or one time point "
-                "at a time (index the stack first).")
+                "at a time (index the stack first)."
+            )
         return _LEAD_AXES[n_lead]
     names = tuple(str(a).lower() for a in lead_axes)
-    if len(names) != n_lead or any(a not in ("t", "z") for a in names) or (
-            len(set(names)) != len(names)):
-        raise ExportError(f"lead_axes must name each of the {n_lead} axes before the channel "
-                          f"axis 't' or 'z', each once; got {tuple(lead_axes)!r}.")
+    if (
+        len(names) != n_lead
+        or any(a not in ("t", "z") for a in names)
+        or (len(set(names)) != len(names))
+    ):
+        raise ExportError(
+            f"lead_axes must name each of the {n_lead} axes before the channel "
+            f"axis 't' or 'z', each once; got {tuple(lead_axes)!r}."
+        )
     return names
 
 
@@ -146,16 +171,21 @@ def _ome_order(lead: tuple[str, ...]) -> list[str]:
 def _check_target(path: Path, overwrite: bool) -> None:
     parent = path.parent
     if not parent.is_dir():
-        raise ExportError(f"The folder {str(parent)!r} does not exist: create it, or choose "
-                          "another place to save to.")
+        raise ExportError(
+            f"The folder {str(parent)!r} does not exist: create it, or choose "
+            "another place to save to."
+        )
     if path.exists() or path.is_symlink():
         if not overwrite:
-            raise ExportError(f"{str(path)!r} exists already: choose another name, or delete "
-                              "it first (the API's overwrite=True replaces an OME-Zarr image).")
-        if not (path.is_dir() and (path / "zarr.json").is_file()
-                or (path / ".zgroup").is_file()):
-            raise ExportError(f"{str(path)!r} exists and is not a Zarr store: it is not "
-                              "replaced. Choose another name.")
+            raise ExportError(
+                f"{str(path)!r} exists already: choose another name, or delete "
+                "it first (the API's overwrite=True replaces an OME-Zarr image)."
+            )
+        if not (path.is_dir() and (path / "zarr.json").is_file() or (path / ".zgroup").is_file()):
+            raise ExportError(
+                f"{str(path)!r} exists and is not a Zarr store: it is not "
+                "replaced. Choose another name."
+            )
 
 
 def _block_plan(shape: tuple[int, int, int], budget: int) -> tuple[int, int]:
@@ -171,15 +201,20 @@ def _block_plan(shape: tuple[int, int, int], budget: int) -> tuple[int, int]:
     return 1, rows
 
 
-def iter_export_activations(activations: AlignedActivations, path: str | os.PathLike, *,
-                            kind: str = "aligned", scale: Sequence[float] | None = None,
-                            translate: Sequence[float] | None = None,
-                            lead_axes: Sequence[str] | None = None,
-                            units: Sequence[str | None] | None = None,
-                            metadata: dict[str, Any] | None = None,
-                            network: Network | None = None, overwrite: bool = False,
-                            memory_budget: int | str | None = None,
-                            ) -> Generator[Progress, None, Path]:
+def iter_export_activations(
+    activations: AlignedActivations,
+    path: str | os.PathLike,
+    *,
+    kind: str = "aligned",
+    scale: Sequence[float] | None = None,
+    translate: Sequence[float] | None = None,
+    lead_axes: Sequence[str] | None = None,
+    units: Sequence[str | None] | None = None,
+    metadata: dict[str, Any] | None = None,
+    network: Network | None = None,
+    overwrite: bool = False,
+    memory_budget: int | str | None = None,
+) -> Generator[Progress, None, Path]:
     """The work of :func:`export_activations` as a generator of :class:`Progress`.
 
     Closing the generator between steps cancels the export and removes what was written.
@@ -188,7 +223,8 @@ def iter_export_activations(activations: AlignedActivations, path: str | os.Path
     if not isinstance(activations, AlignedActivations):
         raise ExportError(
             "Export needs the activations as returned by activations(..., resize=True) (an "
-            f"AlignedActivations, which knows its geometry); got {type(activations).__name__}.")
+            f"AlignedActivations, which knows its geometry); got {type(activations).__name__}."
+        )
     if kind not in EXPORT_KINDS:
         raise ExportError(f"kind must be one of {EXPORT_KINDS}; got {kind!r}.")
     stack, info = activations, activations.layer
@@ -199,12 +235,14 @@ def iter_export_activations(activations: AlignedActivations, path: str | os.Path
     pixel = [1.0] * n_space if scale is None else [float(v) for v in scale]
     origin = [0.0] * n_space if translate is None else [float(v) for v in translate]
     if len(pixel) != n_space or len(origin) != n_space:
-        raise ExportError(f"scale and translate need {n_space} values (the image's axes "
-                          f"{lead + ('y', 'x')}); got {len(pixel)} and {len(origin)}.")
+        raise ExportError(
+            f"scale and translate need {n_space} values (the image's axes "
+            f"{lead + ('y', 'x')}); got {len(pixel)} and {len(origin)}."
+        )
     if not all(math.isfinite(v) and v > 0 for v in pixel) or not all(
-            math.isfinite(v) for v in origin):
-        raise ExportError(f"scale must be positive and translate finite; got {pixel}, "
-                          f"{origin}.")
+        math.isfinite(v) for v in origin
+    ):
+        raise ExportError(f"scale must be positive and translate finite; got {pixel}, {origin}.")
     C = native.shape[-3]
     if kind == "aligned":
         H, W = stack.image_shape
@@ -230,8 +268,8 @@ def iter_export_activations(activations: AlignedActivations, path: str | os.Path
     chunks = tuple(side.get(a, 1) for a in axes)
     transforms = [
         {"type": "scale", "scale": [space[a][0] if a in space else 1.0 for a in axes]},
-        {"type": "translation",
-         "translation": [space[a][1] if a in space else 0.0 for a in axes]}]
+        {"type": "translation", "translation": [space[a][1] if a in space else 0.0 for a in axes]},
+    ]
     axes_units = _known_units(lead + ("y", "x"), units)
 
     channels, rows = _block_plan((C, H, W), budget_bytes(memory_budget))
@@ -245,8 +283,14 @@ def iter_export_activations(activations: AlignedActivations, path: str | os.Path
     tmp = Path(_make_temp_dir(path))
     try:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=CurrentFormat().zarr_format)
-        out = group.create_array("0", shape=ome_shape, chunks=chunks, dtype="float32",
-                                 fill_value=0.0, dimension_names=axes)
+        out = group.create_array(
+            "0",
+            shape=ome_shape,
+            chunks=chunks,
+            dtype="float32",
+            fill_value=0.0,
+            dimension_names=axes,
+        )
         done = 0
         for idx in planes:
             plane = native[idx] if idx else native  # (C, h, w); a lazy stack computes it here
@@ -256,46 +300,65 @@ def iter_export_activations(activations: AlignedActivations, path: str | os.Path
                     block = np.asarray(plane[c0:c1, r0:r1], dtype=np.float32)
                 else:
                     row_index = None if (r0, r1) == (0, H) else np.arange(r0, r1)
-                    block = align(plane[c0:c1], info, stack.image_shape, stack.scale,
-                                  rows=row_index)
-                sel = tuple(idx[where[a]] if a in where else
-                            slice(c0, c1) if a == "c" else
-                            slice(r0, r1) if a == "y" else slice(None) for a in axes)
+                    block = align(
+                        plane[c0:c1], info, stack.image_shape, stack.scale, rows=row_index
+                    )
+                sel = tuple(
+                    idx[where[a]]
+                    if a in where
+                    else slice(c0, c1)
+                    if a == "c"
+                    else slice(r0, r1)
+                    if a == "y"
+                    else slice(None)
+                    for a in axes
+                )
                 out[sel] = block
                 del block
                 done += 1
                 yield Progress(done, total, f"Saving {info.name} ({kind}): block {done}/{total}")
-        described = dict(metadata) if metadata is not None else activations_metadata(
-            stack, network)
+        described = dict(metadata) if metadata is not None else activations_metadata(stack, network)
         described.setdefault("network", NETWORK_NAME)
-        described["export"] = {"kind": kind, "axes": axes,
-                               "stack_axes": list(lead) + ["c", "y", "x"]}
+        described["export"] = {
+            "kind": kind,
+            "axes": axes,
+            "stack_axes": list(lead) + ["c", "y", "x"],
+        }
         write_multiscales_metadata(
-            group, [{"path": "0", "coordinateTransformations": transforms}],
-            axes=axes, axes_units=axes_units,
-            name=f"{info.name} activations, {kind}")
+            group,
+            [{"path": "0", "coordinateTransformations": transforms}],
+            axes=axes,
+            axes_units=axes_units,
+            name=f"{info.name} activations, {kind}",
+        )
         group.attrs[METADATA_KEY] = _jsonable(described)
         if path.exists():  # overwrite=True, checked above to be a Zarr store
             shutil.rmtree(path)
         os.replace(tmp, path)
     except OSError as exc:
-        raise ExportError(f"Could not write {str(path)!r}: {exc.strerror or exc}. Choose a "
-                          "folder you can write to, with enough free space.") from exc
+        raise ExportError(
+            f"Could not write {str(path)!r}: {exc.strerror or exc}. Choose a "
+            "folder you can write to, with enough free space."
+        ) from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
-def _known_units(names: tuple[str, ...], units: Sequence[str | None] | None
-                 ) -> dict[str, str] | None:
+def _known_units(
+    names: tuple[str, ...], units: Sequence[str | None] | None
+) -> dict[str, str] | None:
     """The units OME-Zarr knows (``micrometer``, ``second``, ...); napari's ``pixel`` is not."""
     if units is None:
         return None
     from ome_zarr.axes import KNOWN_SPATIAL_UNITS, KNOWN_TEMPORAL_UNITS
 
-    known = {a: str(u) for a, u in zip(names, units) if u is not None and str(u) in (
-        KNOWN_TEMPORAL_UNITS if a == "t" else KNOWN_SPATIAL_UNITS)}
+    known = {
+        a: str(u)
+        for a, u in zip(names, units, strict=False)
+        if u is not None and str(u) in (KNOWN_TEMPORAL_UNITS if a == "t" else KNOWN_SPATIAL_UNITS)
+    }
     return known or None
 
 
@@ -306,8 +369,10 @@ def _make_temp_dir(path: Path) -> str:
         os.mkdir(tmp)
         return str(tmp)
     except OSError as exc:
-        raise ExportError(f"Cannot write in {str(path.parent)!r}: {exc.strerror or exc}. "
-                          "Choose a folder you can write to.") from exc
+        raise ExportError(
+            f"Cannot write in {str(path.parent)!r}: {exc.strerror or exc}. "
+            "Choose a folder you can write to."
+        ) from exc
 
 
 def _jsonable(value: Any) -> Any:
@@ -325,14 +390,20 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def export_activations(activations: AlignedActivations, path: str | os.PathLike, *,
-                       kind: str = "aligned", scale: Sequence[float] | None = None,
-                       translate: Sequence[float] | None = None,
-                       lead_axes: Sequence[str] | None = None,
-                       units: Sequence[str | None] | None = None,
-                       metadata: dict[str, Any] | None = None,
-                       network: Network | None = None, overwrite: bool = False,
-                       memory_budget: int | str | None = None) -> Path:
+def export_activations(
+    activations: AlignedActivations,
+    path: str | os.PathLike,
+    *,
+    kind: str = "aligned",
+    scale: Sequence[float] | None = None,
+    translate: Sequence[float] | None = None,
+    lead_axes: Sequence[str] | None = None,
+    units: Sequence[str | None] | None = None,
+    metadata: dict[str, Any] | None = None,
+    network: Network | None = None,
+    overwrite: bool = False,
+    memory_budget: int | str | None = None,
+) -> Path:
     """Save activations as an OME-Zarr image, streamed block by block.
 
     Parameters
@@ -374,10 +445,19 @@ def export_activations(activations: AlignedActivations, path: str | os.PathLike,
         The target exists, its folder does not or cannot be written, or the arguments do not
         fit the activations; the message says what to do.
     """
-    gen = iter_export_activations(activations, path, kind=kind, scale=scale,
-                                  translate=translate, lead_axes=lead_axes, units=units,
-                                  metadata=metadata, network=network, overwrite=overwrite,
-                                  memory_budget=memory_budget)
+    gen = iter_export_activations(
+        activations,
+        path,
+        kind=kind,
+        scale=scale,
+        translate=translate,
+        lead_axes=lead_axes,
+        units=units,
+        metadata=metadata,
+        network=network,
+        overwrite=overwrite,
+        memory_budget=memory_budget,
+    )
     while True:
         try:
             next(gen)

@@ -43,9 +43,10 @@ from __future__ import annotations
 import copy
 import math
 import operator
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import fx, nn
@@ -107,8 +108,10 @@ class AxisSupport:
 
     def _hull(self) -> tuple[Fraction, Fraction]:
         s = self.stride
-        return (min(self.lo[r] - s * r for r in range(self.period)),
-                max(self.hi[r] - s * r for r in range(self.period)))
+        return (
+            min(self.lo[r] - s * r for r in range(self.period)),
+            max(self.hi[r] - s * r for r in range(self.period)),
+        )
 
     @property
     def offset(self) -> Fraction:
@@ -127,8 +130,9 @@ class AxisSupport:
         """The input itself: pixel ``j`` sees input pixel ``j``."""
         return cls(1, 1, (0,), (0,))
 
-    def gather(self, taps: Callable[[int], Sequence[int]], new_per: int, old_per: int
-               ) -> AxisSupport:
+    def gather(
+        self, taps: Callable[[int], Sequence[int]], new_per: int, old_per: int
+    ) -> AxisSupport:
         """Support after an operation whose output pixel ``j`` reads input pixels ``taps(j)``.
 
         ``taps(j + new_per)`` must be ``taps(j)`` shifted by ``old_per``: a convolution with
@@ -162,8 +166,10 @@ class AxisSupport:
             if self.period % q or (self.step * q) % self.period:
                 continue
             p = self.step * q // self.period
-            if all(self.lo[r + q] == self.lo[r] + p and self.hi[r + q] == self.hi[r] + p
-                   for r in range(self.period - q)):
+            if all(
+                self.lo[r + q] == self.lo[r] + p and self.hi[r + q] == self.hi[r] + p
+                for r in range(self.period - q)
+            ):
                 return AxisSupport(p, q, self.lo[:q], self.hi[:q])
         return self
 
@@ -172,8 +178,7 @@ def _conv_taps(k: int, s: int, p: int, d: int) -> tuple[Callable[[int], list[int
     return (lambda j: [s * j - p + t * d for t in range(k)]), 1, s
 
 
-def _transposed_taps(k: int, s: int, p: int, d: int
-                     ) -> tuple[Callable[[int], list[int]], int, int]:
+def _transposed_taps(k: int, s: int, p: int, d: int) -> tuple[Callable[[int], list[int]], int, int]:
     # output j = s * i - p + t * d  for input i and kernel tap t
     return (lambda j: [(j + p - t * d) // s for t in range(k) if (j + p - t * d) % s == 0]), s, 1
 
@@ -250,25 +255,52 @@ class NodeGeometry:
     source: str = "traced"
     block: str = ""
     note: str = ""
-    support: tuple[AxisSupport, AxisSupport] | None = field(default=None, repr=False,
-                                                           compare=False)
+    support: tuple[AxisSupport, AxisSupport] | None = field(default=None, repr=False, compare=False)
     dims: tuple[int, int] | None = field(default=None, repr=False, compare=False)
 
 
 def _row(name: str, op: str, channels: int | None, value: Any, source: str) -> NodeGeometry:
     block = name.split(".")[0]
     if isinstance(value, _Global):
-        return NodeGeometry(name, op, channels, None, None, None, value.nonneg, True, True,
-                            False, source, block)
+        return NodeGeometry(
+            name, op, channels, None, None, None, value.nonneg, True, True, False, source, block
+        )
     if isinstance(value, _Unaligned):
-        return NodeGeometry(name, op, channels, None, None, None, value.nonneg, False, False,
-                            value.context, source, block, value.note, None, value.dims)
+        return NodeGeometry(
+            name,
+            op,
+            channels,
+            None,
+            None,
+            None,
+            value.nonneg,
+            False,
+            False,
+            value.context,
+            source,
+            block,
+            value.note,
+            None,
+            value.dims,
+        )
     axes = value.axes
     return NodeGeometry(
-        name, op, channels,
-        tuple(float(a.stride) for a in axes), tuple(float(a.offset) for a in axes),
-        tuple(float(a.receptive_field) for a in axes), value.nonneg, value.aligned, False,
-        value.context, source, block, value.note, axes, value.dims)
+        name,
+        op,
+        channels,
+        tuple(float(a.stride) for a in axes),
+        tuple(float(a.offset) for a in axes),
+        tuple(float(a.receptive_field) for a in axes),
+        value.nonneg,
+        value.aligned,
+        False,
+        value.context,
+        source,
+        block,
+        value.note,
+        axes,
+        value.dims,
+    )
 
 
 # --- values flowing through the graph --------------------------------------------------------
@@ -306,41 +338,174 @@ class _Seq:
 
 _CONST = None  # a value that does not depend on the input (weights, sizes, constants)
 
-_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU,
-                nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh,
-                nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Softsign, nn.Tanhshrink, nn.LogSigmoid,
-                nn.Threshold, nn.Hardshrink, nn.Softshrink)
+_ACTIVATIONS = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.RReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Hardtanh,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Softplus,
+    nn.Softsign,
+    nn.Tanhshrink,
+    nn.LogSigmoid,
+    nn.Threshold,
+    nn.Hardshrink,
+    nn.Softshrink,
+)
 _NONNEG_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardsigmoid, nn.Sigmoid, nn.Softplus)
-_SIGN_KEEPING_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
-                         nn.AlphaDropout, nn.FeatureAlphaDropout, nn.MaxPool2d, nn.AvgPool2d,
-                         nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten,
-                         nn.PixelShuffle, nn.PixelUnshuffle)
-_PER_PIXEL_MODULES = (_ACTIVATIONS + (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d,
-                                      nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
-                                      nn.BatchNorm2d, nn.SyncBatchNorm, nn.LocalResponseNorm,
-                                      nn.Softmax2d))
+_SIGN_KEEPING_MODULES = (
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.Flatten,
+    nn.PixelShuffle,
+    nn.PixelUnshuffle,
+)
+_PER_PIXEL_MODULES = _ACTIVATIONS + (
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+    nn.BatchNorm2d,
+    nn.SyncBatchNorm,
+    nn.LocalResponseNorm,
+    nn.Softmax2d,
+)
 
-_RELU_FUNCS = {F.relu, F.relu_, torch.relu, torch.relu_, F.relu6, F.hardsigmoid, torch.sigmoid,
-               F.sigmoid, F.softplus}
+_RELU_FUNCS = {
+    F.relu,
+    F.relu_,
+    torch.relu,
+    torch.relu_,
+    F.relu6,
+    F.hardsigmoid,
+    torch.sigmoid,
+    F.sigmoid,
+    F.softplus,
+}
 _POINTWISE_FUNCS = _RELU_FUNCS | {
-    F.hardtanh, F.hardtanh_, F.leaky_relu, F.leaky_relu_, F.elu, F.selu, F.celu, F.gelu,
-    F.silu, F.mish, F.hardswish, torch.tanh, F.tanh, F.dropout, F.dropout2d, F.alpha_dropout,
-    F.batch_norm, torch.clamp, torch.clip, operator.neg, torch.neg, torch.exp, torch.abs,
-    torch.sqrt, operator.pow, torch.pow, torch.square, F.local_response_norm}
+    F.hardtanh,
+    F.hardtanh_,
+    F.leaky_relu,
+    F.leaky_relu_,
+    F.elu,
+    F.selu,
+    F.celu,
+    F.gelu,
+    F.silu,
+    F.mish,
+    F.hardswish,
+    torch.tanh,
+    F.tanh,
+    F.dropout,
+    F.dropout2d,
+    F.alpha_dropout,
+    F.batch_norm,
+    torch.clamp,
+    torch.clip,
+    operator.neg,
+    torch.neg,
+    torch.exp,
+    torch.abs,
+    torch.sqrt,
+    operator.pow,
+    torch.pow,
+    torch.square,
+    F.local_response_norm,
+}
 # functions that torch.fx keeps whole (torch.fx.wrap) and that act on each sample or pixel
 _POINTWISE_NAMES = {"stochastic_depth", "drop_path", "drop_block2d"}
-_POINTWISE_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "clamp",
-                      "clamp_", "clamp_min", "clamp_min_", "contiguous", "clone", "float",
-                      "double", "half", "to", "type_as", "detach", "exp", "abs", "neg", "pow",
-                      "sqrt", "square", "hardtanh_", "mul_", "add_", "sub_", "div_"}
+_POINTWISE_METHODS = {
+    "relu",
+    "relu_",
+    "sigmoid",
+    "sigmoid_",
+    "tanh",
+    "tanh_",
+    "clamp",
+    "clamp_",
+    "clamp_min",
+    "clamp_min_",
+    "contiguous",
+    "clone",
+    "float",
+    "double",
+    "half",
+    "to",
+    "type_as",
+    "detach",
+    "exp",
+    "abs",
+    "neg",
+    "pow",
+    "sqrt",
+    "square",
+    "hardtanh_",
+    "mul_",
+    "add_",
+    "sub_",
+    "div_",
+}
 _NONNEG_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "abs", "exp", "sqrt", "square"}
-_BINARY_FUNCS = {operator.add, operator.iadd, torch.add, operator.mul, operator.imul, torch.mul,
-                 operator.sub, operator.isub, torch.sub, operator.truediv, operator.itruediv,
-                 torch.div, torch.maximum, torch.minimum, torch.where}
+_BINARY_FUNCS = {
+    operator.add,
+    operator.iadd,
+    torch.add,
+    operator.mul,
+    operator.imul,
+    torch.mul,
+    operator.sub,
+    operator.isub,
+    torch.sub,
+    operator.truediv,
+    operator.itruediv,
+    torch.div,
+    torch.maximum,
+    torch.minimum,
+    torch.where,
+}
 _BINARY_METHODS = {"add", "add_", "mul", "mul_", "sub", "sub_", "div", "div_"}
-_SIGN_KEEPING_BINARY = {operator.add, operator.iadd, torch.add, operator.mul, operator.imul,
-                        torch.mul, operator.truediv, operator.itruediv, torch.div, torch.maximum,
-                        torch.minimum, "add", "add_", "mul", "mul_", "div", "div_"}
+_SIGN_KEEPING_BINARY = {
+    operator.add,
+    operator.iadd,
+    torch.add,
+    operator.mul,
+    operator.imul,
+    torch.mul,
+    operator.truediv,
+    operator.itruediv,
+    torch.div,
+    torch.maximum,
+    torch.minimum,
+    "add",
+    "add_",
+    "mul",
+    "mul_",
+    "div",
+    "div_",
+}
 
 
 def _pair(v: Any) -> tuple[int, int]:
@@ -442,8 +607,9 @@ class _Deriver:
             self.ops[node] = type(module).__name__
             return self._module(node, module)
         target = node.target
-        self.ops[node] = target if isinstance(target, str) else getattr(target, "__name__",
-                                                                          str(target))
+        self.ops[node] = (
+            target if isinstance(target, str) else getattr(target, "__name__", str(target))
+        )
         if node.op == "call_method":
             return self._method(node, target)
         return self._function(node, target)
@@ -451,8 +617,11 @@ class _Deriver:
     def _module(self, node: fx.Node, m: nn.Module) -> Any:
         x = self._first(node)
         if isinstance(m, _PER_PIXEL_MODULES):
-            return self._pointwise(x, nonneg=isinstance(m, _NONNEG_MODULES) or (
-                isinstance(m, _SIGN_KEEPING_MODULES) and _nonneg(x)))
+            return self._pointwise(
+                x,
+                nonneg=isinstance(m, _NONNEG_MODULES)
+                or (isinstance(m, _SIGN_KEEPING_MODULES) and _nonneg(x)),
+            )
         if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.LPPool2d)):
             if isinstance(m, nn.Conv2d):
                 k, s, d = m.kernel_size, m.stride, m.dilation
@@ -466,9 +635,14 @@ class _Deriver:
         if isinstance(m, nn.ConvTranspose2d):
             if m.padding == "same" or isinstance(m.padding, str):
                 return _unaligned(x, "transposed convolution with string padding")
-            return self._spread(x, [_transposed_taps(m.kernel_size[i], m.stride[i],
-                                                     m.padding[i], m.dilation[i])
-                                    for i in range(2)], False)
+            return self._spread(
+                x,
+                [
+                    _transposed_taps(m.kernel_size[i], m.stride[i], m.padding[i], m.dilation[i])
+                    for i in range(2)
+                ],
+                False,
+            )
         if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
             return self._adaptive(node, x, m.output_size)
         if isinstance(m, nn.Flatten):
@@ -478,10 +652,8 @@ class _Deriver:
         if isinstance(m, nn.PixelShuffle):
             f = m.upscale_factor
             return self._spread(x, [_upsample_taps(f, "nearest")] * 2, _nonneg(x))
-        if isinstance(m, (nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d,
-                          nn.ReplicationPad2d)):
-            return self._pad(node, x, m.padding,
-                             _nonneg(x) and not isinstance(m, nn.ConstantPad2d))
+        if isinstance(m, (nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d)):
+            return self._pad(node, x, m.padding, _nonneg(x) and not isinstance(m, nn.ConstantPad2d))
         if isinstance(m, nn.Linear):
             return self._last_dim(node, x, nonneg=False)
         if isinstance(m, nn.LayerNorm):
@@ -502,8 +674,11 @@ class _Deriver:
         tensors = []
         for a in args:
             meta = a.meta.get("tensor_meta") if isinstance(a, fx.Node) else None
-            tensors.append(torch.zeros(meta.shape, dtype=meta.dtype, device=_device(m))
-                           if meta is not None and hasattr(meta, "shape") else a)
+            tensors.append(
+                torch.zeros(meta.shape, dtype=meta.dtype, device=_device(m))
+                if meta is not None and hasattr(meta, "shape")
+                else a
+            )
         try:
             _shape_prop(sub, tensors)
         except Exception as err:  # noqa: BLE001
@@ -514,11 +689,13 @@ class _Deriver:
     def _function(self, node: fx.Node, f: Any) -> Any:
         x = self._first(node)
         if f in _POINTWISE_FUNCS or getattr(f, "__name__", None) in _POINTWISE_NAMES:
-            return self._pointwise(x, nonneg=f in _RELU_FUNCS or (
-                f not in _POINTWISE_FUNCS and _nonneg(x)))
+            return self._pointwise(
+                x, nonneg=f in _RELU_FUNCS or (f not in _POINTWISE_FUNCS and _nonneg(x))
+            )
         if f in _BINARY_FUNCS:
-            return self._merge(self._inputs(node), nonneg=f in _SIGN_KEEPING_BINARY
-                               and _positive_constants(node))
+            return self._merge(
+                self._inputs(node), nonneg=f in _SIGN_KEEPING_BINARY and _positive_constants(node)
+            )
         if f in (torch.cat, torch.concat, torch.concatenate):
             tensors = self._arg(self._param(node, 0, "tensors", ()))
             dim = self._param(node, 1, "dim", 0)
@@ -542,12 +719,17 @@ class _Deriver:
         if f in (F.adaptive_avg_pool2d, F.adaptive_max_pool2d):
             return self._adaptive(node, x, self._param(node, 1, "output_size", None))
         if f is torch.flatten:
-            return self._flatten(node, x, self._param(node, 1, "start_dim", 0),
-                                 self._param(node, 2, "end_dim", -1))
+            return self._flatten(
+                node, x, self._param(node, 1, "start_dim", 0), self._param(node, 2, "end_dim", -1)
+            )
         if f is F.interpolate:
-            return self._upsample(node, x, self._param(node, 2, "scale_factor", None),
-                                  self._param(node, 3, "mode", "nearest"),
-                                  self._param(node, 4, "align_corners", None))
+            return self._upsample(
+                node,
+                x,
+                self._param(node, 2, "scale_factor", None),
+                self._param(node, 3, "mode", "nearest"),
+                self._param(node, 4, "align_corners", None),
+            )
         if f is F.pixel_shuffle:
             r = self._param(node, 1, "upscale_factor", 1)
             return self._spread(x, [_upsample_taps(r, "nearest")] * 2, _nonneg(x))
@@ -566,8 +748,7 @@ class _Deriver:
         if f in (torch.reshape,):
             return self._reshape(node, x)
         if f in (torch.mean, torch.sum, torch.amax, torch.amin):
-            return self._reduce(node, x, self._param(node, 1, "dim", None),
-                                nonneg=_nonneg(x))
+            return self._reduce(node, x, self._param(node, 1, "dim", None), nonneg=_nonneg(x))
         if f in (F.softmax, torch.softmax):
             return self._reduce_like(node, x, [self._param(node, 1, "dim", None)], nonneg=True)
         if f in (torch.chunk, torch.split, torch.tensor_split, torch.unbind):
@@ -583,23 +764,34 @@ class _Deriver:
         if name in ("size", "dim", "numel", "__len__"):
             return _CONST
         if name in _BINARY_METHODS:
-            return self._merge(self._inputs(node), nonneg=name in _SIGN_KEEPING_BINARY
-                               and _positive_constants(node))
+            return self._merge(
+                self._inputs(node),
+                nonneg=name in _SIGN_KEEPING_BINARY and _positive_constants(node),
+            )
         if name in _POINTWISE_METHODS:
-            return self._pointwise(x, nonneg=name in _NONNEG_METHODS or (
-                name in ("contiguous", "clone", "float", "double", "to", "detach")
-                and _nonneg(x)))
+            return self._pointwise(
+                x,
+                nonneg=name in _NONNEG_METHODS
+                or (
+                    name in ("contiguous", "clone", "float", "double", "to", "detach")
+                    and _nonneg(x)
+                ),
+            )
         if name == "permute":
-            dims = node.args[1] if len(node.args) == 2 and isinstance(node.args[1], (tuple, list)
-                                                                     ) else node.args[1:]
+            dims = (
+                node.args[1]
+                if len(node.args) == 2 and isinstance(node.args[1], (tuple, list))
+                else node.args[1:]
+            )
             return self._permute(x, dims)
         if name == "transpose":
             return self._transpose(node, x, node.args[1], node.args[2])
         if name in ("view", "reshape"):
             return self._reshape(node, x)
         if name == "flatten":
-            return self._flatten(node, x, self._param(node, 1, "start_dim", 0),
-                                 self._param(node, 2, "end_dim", -1))
+            return self._flatten(
+                node, x, self._param(node, 1, "start_dim", 0), self._param(node, 2, "end_dim", -1)
+            )
         if name in ("mean", "sum", "amax", "amin"):
             return self._reduce(node, x, self._param(node, 1, "dim", None), nonneg=_nonneg(x))
         if name == "softmax":
@@ -618,8 +810,9 @@ class _Deriver:
         if not isinstance(x, _Local):
             return _pointwise_of(x, nonneg)
         try:
-            axes = tuple(a.gather(*_conv_taps(k[i], s[i], pad[i], d[i]))
-                         for i, a in enumerate(x.axes))
+            axes = tuple(
+                a.gather(*_conv_taps(k[i], s[i], pad[i], d[i])) for i, a in enumerate(x.axes)
+            )
         except GeometryError as err:
             return _unaligned(x, str(err))
         return replace(x, axes=axes, nonneg=nonneg)
@@ -628,7 +821,7 @@ class _Deriver:
         if not isinstance(x, _Local):
             return _pointwise_of(x, nonneg)
         try:
-            axes = tuple(a.gather(*t) for a, t in zip(x.axes, taps))
+            axes = tuple(a.gather(*t) for a, t in zip(x.axes, taps, strict=False))
         except GeometryError as err:
             return _unaligned(x, str(err))
         return replace(x, axes=axes, nonneg=nonneg)
@@ -646,8 +839,7 @@ class _Deriver:
                 axes[a] = axes[a].gather(lambda j, p=before: [j - p], 1, 1)
         return replace(x, axes=tuple(axes), nonneg=nonneg)
 
-    def _upsample(self, node: fx.Node, x: Any, scale: Any, mode: str, align_corners: Any
-                  ) -> Any:
+    def _upsample(self, node: fx.Node, x: Any, scale: Any, mode: str, align_corners: Any) -> Any:
         if not isinstance(x, _Local):
             return x
         if align_corners:
@@ -674,8 +866,9 @@ class _Deriver:
         size = size if isinstance(size, (tuple, list)) else (size, size)
         if all(s == 1 for s in size):
             return _Global(_nonneg(x))
-        return _Unaligned(x.dims, _nonneg(x), x.context,
-                          "adaptive pooling: its grid depends on the input size")
+        return _Unaligned(
+            x.dims, _nonneg(x), x.context, "adaptive pooling: its grid depends on the input size"
+        )
 
     def _flatten(self, node: fx.Node, x: Any, start: int, end: int) -> Any:
         if not isinstance(x, (_Local, _Unaligned)) or x.dims is None:
@@ -688,9 +881,12 @@ class _Deriver:
         return _shift_dims(x, lambda d: d - shift if d > end else d)
 
     def _last_dim(self, node: fx.Node, x: Any, nonneg: bool) -> Any:
-        if isinstance(x, (_Local, _Unaligned)) and x.dims is not None:
-            if _ndim(node.args[0]) - 1 in x.dims:
-                return _Global(nonneg)
+        if (
+            isinstance(x, (_Local, _Unaligned))
+            and x.dims is not None
+            and _ndim(node.args[0]) - 1 in x.dims
+        ):
+            return _Global(nonneg)
         return _pointwise_of(x, nonneg)
 
     def _norm_over(self, node: fx.Node, x: Any, n_last: int) -> Any:
@@ -721,8 +917,10 @@ class _Deriver:
             return _unaligned(x, "a reduction over one spatial axis")
         if keep:
             return _pointwise_of(x, nonneg)
-        return _shift_dims(replace(x, nonneg=nonneg) if isinstance(x, _Local) else x,
-                           lambda d: d - sum(1 for r in dims if r < d))
+        return _shift_dims(
+            replace(x, nonneg=nonneg) if isinstance(x, _Local) else x,
+            lambda d: d - sum(1 for r in dims if r < d),
+        )
 
     def _permute(self, x: Any, perm: Sequence[int]) -> Any:
         if not isinstance(x, (_Local, _Unaligned)) or x.dims is None:
@@ -755,9 +953,12 @@ class _Deriver:
         return _Global(_nonneg(x))
 
     def _split(self, node: fx.Node, x: Any, dim: int) -> Any:
-        if isinstance(x, (_Local, _Unaligned)) and x.dims is not None:
-            if dim % _ndim(node.args[0]) in x.dims:
-                return _unaligned(x, "a split along a spatial axis")
+        if (
+            isinstance(x, (_Local, _Unaligned))
+            and x.dims is not None
+            and dim % _ndim(node.args[0]) in x.dims
+        ):
+            return _unaligned(x, "a split along a spatial axis")
         return _Repeat(x)
 
     def _getitem(self, node: fx.Node, x: Any, index: Any) -> Any:
@@ -807,9 +1008,12 @@ class _Deriver:
     def _cat(self, node: fx.Node, parts: Sequence[Any], dim: int) -> Any:
         live = [p for p in parts if p is not _CONST]
         for p in live:
-            if isinstance(p, (_Local, _Unaligned)) and p.dims is not None:
-                if dim % _ndim(node) in p.dims:
-                    return _unaligned(p, "concatenation along a spatial axis")
+            if (
+                isinstance(p, (_Local, _Unaligned))
+                and p.dims is not None
+                and dim % _ndim(node) in p.dims
+            ):
+                return _unaligned(p, "concatenation along a spatial axis")
         return self._merge(live, nonneg=all(_nonneg(p) for p in live))
 
     def _merge(self, parts: Sequence[Any], nonneg: bool) -> Any:
@@ -822,8 +1026,9 @@ class _Deriver:
         nonneg = nonneg and all(_nonneg(p) for p in parts)
         if unaligned:
             u = unaligned[0]
-            return _Unaligned(u.dims, nonneg, any(_context(p) for p in parts) or bool(globals_),
-                              u.note)
+            return _Unaligned(
+                u.dims, nonneg, any(_context(p) for p in parts) or bool(globals_), u.note
+            )
         if not local:
             return _Global(nonneg)
         context = bool(globals_) or any(p.context for p in local)
@@ -837,9 +1042,11 @@ class _Deriver:
             for a in range(2):
                 if (p.axes[a].stride, p.axes[a].offset) != (axes[a].stride, axes[a].offset):
                     aligned = False
-                    note = note or (f"branches disagree: S={_fmt(axes[a].stride)}, "
-                                    f"O={_fmt(axes[a].offset)} vs S={_fmt(p.axes[a].stride)}, "
-                                    f"O={_fmt(p.axes[a].offset)}")
+                    note = note or (
+                        f"branches disagree: S={_fmt(axes[a].stride)}, "
+                        f"O={_fmt(axes[a].offset)} vs S={_fmt(p.axes[a].stride)}, "
+                        f"O={_fmt(p.axes[a].offset)}"
+                    )
                 merged = axes[a].union(p.axes[a])
                 if merged is None:
                     return _Unaligned(first.dims, nonneg, context, note)
@@ -931,9 +1138,13 @@ def _first_conv_channels(model: nn.Module) -> int:
     return 3
 
 
-def derive_geometry(model: nn.Module, *, input_size: tuple[int, int] = (224, 224),
-                    in_channels: int | None = None, fallback: bool = True
-                    ) -> tuple[NodeGeometry, ...]:
+def derive_geometry(
+    model: nn.Module,
+    *,
+    input_size: tuple[int, int] = (224, 224),
+    in_channels: int | None = None,
+    fallback: bool = True,
+) -> tuple[NodeGeometry, ...]:
     """Geometry of every node of ``model`` that carries an activation, in execution order.
 
     Parameters
@@ -969,7 +1180,8 @@ def derive_geometry(model: nn.Module, *, input_size: tuple[int, int] = (224, 224
         if not fallback:
             raise GeometryError(
                 f"torch.fx cannot trace this model ({_root_cause(err)}). "
-                "Use fallback=True to measure its geometry with forward hooks instead.") from err
+                "Use fallback=True to measure its geometry with forward hooks instead."
+            ) from err
         return _hooked_geometry(model, input_size, c)
     with _eval_mode(model):
         try:
@@ -978,7 +1190,8 @@ def derive_geometry(model: nn.Module, *, input_size: tuple[int, int] = (224, 224
             raise GeometryError(
                 f"The model cannot run on a {c}-channel {input_size[0]}x{input_size[1]} input "
                 f"({_root_cause(err)}). Pass input_size= and in_channels= that it "
-                "accepts.") from err
+                "accepts."
+            ) from err
         deriver = _Deriver(gm)
         start = _Local((AxisSupport.identity(), AxisSupport.identity()), (2, 3))
         deriver.run([start])
@@ -986,13 +1199,21 @@ def derive_geometry(model: nn.Module, *, input_size: tuple[int, int] = (224, 224
     for node in gm.graph.nodes:
         value = deriver.values.get(node, _CONST)
         if node.op in ("placeholder", "output", "get_attr") or not isinstance(
-                value, (_Local, _Global, _Unaligned)):
+            value, (_Local, _Global, _Unaligned)
+        ):
             continue
         shape = _shape(node)
         if shape is None:
             continue
-        rows.append(_row(names.get(node, node.name), deriver.ops.get(node, node.op),
-                         _channels(shape, value), value, "traced"))
+        rows.append(
+            _row(
+                names.get(node, node.name),
+                deriver.ops.get(node, node.op),
+                _channels(shape, value),
+                value,
+                "traced",
+            )
+        )
     return tuple(rows)
 
 
@@ -1031,19 +1252,47 @@ def _hold_gate(a: Any, *others: Any) -> Any:
     """
     if not isinstance(a, torch.Tensor) or a.dim() < 3 or a.shape[-1] * a.shape[-2] != 1:
         return a
-    if any(isinstance(o, torch.Tensor) and o.dim() >= 3 and o.shape[-1] * o.shape[-2] > 1
-           for o in others):
+    if any(
+        isinstance(o, torch.Tensor) and o.dim() >= 3 and o.shape[-1] * o.shape[-2] > 1
+        for o in others
+    ):
         return torch.ones_like(a)
     return a
 
 
-_MAX_TO_AVG = {F.max_pool2d: F.avg_pool2d, torch.max_pool2d: F.avg_pool2d,
-               F.adaptive_max_pool2d: F.adaptive_avg_pool2d}
-_KEEP_FUNCS = {F.batch_norm, F.dropout, F.dropout2d, F.alpha_dropout, F.local_response_norm,
-               operator.neg, torch.neg, torch.abs, torch.exp, torch.sqrt, operator.pow,
-               torch.pow, torch.square}
-_ACTIVATION_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "clamp",
-                       "clamp_", "clamp_min", "clamp_min_", "hardtanh_"}
+_MAX_TO_AVG = {
+    F.max_pool2d: F.avg_pool2d,
+    torch.max_pool2d: F.avg_pool2d,
+    F.adaptive_max_pool2d: F.adaptive_avg_pool2d,
+}
+_KEEP_FUNCS = {
+    F.batch_norm,
+    F.dropout,
+    F.dropout2d,
+    F.alpha_dropout,
+    F.local_response_norm,
+    operator.neg,
+    torch.neg,
+    torch.abs,
+    torch.exp,
+    torch.sqrt,
+    operator.pow,
+    torch.pow,
+    torch.square,
+}
+_ACTIVATION_METHODS = {
+    "relu",
+    "relu_",
+    "sigmoid",
+    "sigmoid_",
+    "tanh",
+    "tanh_",
+    "clamp",
+    "clamp_",
+    "clamp_min",
+    "clamp_min_",
+    "hardtanh_",
+}
 
 
 def _linearise_graph(gm: fx.GraphModule) -> None:
@@ -1055,28 +1304,30 @@ def _linearise_graph(gm: fx.GraphModule) -> None:
             kwargs.pop("return_indices", None)
             if node.target in (F.max_pool2d, torch.max_pool2d):
                 names = ["input", "kernel_size", "stride", "padding", "dilation", "ceil_mode"]
-                bound = dict(zip(names, node.args)) | kwargs
+                bound = dict(zip(names, node.args, strict=False)) | kwargs
                 if _pair(bound.pop("dilation", 1)) != (1, 1):
                     raise GeometryError("cannot measure a dilated max pool")
                 node.args = (bound.pop("input"),)
                 kwargs = bound
             node.target = _MAX_TO_AVG[node.target]
             node.kwargs = kwargs
-        elif ((node.op == "call_function" and node.target in _POINTWISE_FUNCS - _KEEP_FUNCS)
-              or (node.op == "call_method" and node.target in _ACTIVATION_METHODS)):
+        elif (node.op == "call_function" and node.target in _POINTWISE_FUNCS - _KEEP_FUNCS) or (
+            node.op == "call_method" and node.target in _ACTIVATION_METHODS
+        ):
             node.op, node.target = "call_function", _identity
-        elif ((node.op == "call_function" and node.target in _BINARY_FUNCS)
-              or (node.op == "call_method" and node.target in _BINARY_METHODS)):
+        elif (node.op == "call_function" and node.target in _BINARY_FUNCS) or (
+            node.op == "call_method" and node.target in _BINARY_METHODS
+        ):
             tensors = [a for a in node.args if isinstance(a, fx.Node)]
             if len(tensors) < 2:
                 continue
             held = {}
             with graph.inserting_before(node):
                 for a in tensors:
-                    held[a] = graph.call_function(_hold_gate,
-                                                  (a, *[b for b in tensors if b is not a]))
-            node.args = tuple(held.get(a, a) if isinstance(a, fx.Node) else a
-                              for a in node.args)
+                    held[a] = graph.call_function(
+                        _hold_gate, (a, *[b for b in tensors if b is not a])
+                    )
+            node.args = tuple(held.get(a, a) if isinstance(a, fx.Node) else a for a in node.args)
     graph.lint()
     gm.recompile()
 
@@ -1110,13 +1361,19 @@ def _measurement_copy(model: nn.Module, traced: fx.GraphModule | None) -> nn.Mod
             elif isinstance(child, nn.MaxPool2d):
                 if _pair(child.dilation) != (1, 1):
                     raise GeometryError("cannot measure a dilated max pool")
-                setattr(parent, name, nn.AvgPool2d(child.kernel_size, child.stride,
-                                                   child.padding, child.ceil_mode))
+                setattr(
+                    parent,
+                    name,
+                    nn.AvgPool2d(child.kernel_size, child.stride, child.padding, child.ceil_mode),
+                )
             elif isinstance(child, nn.AdaptiveMaxPool2d):
                 setattr(parent, name, nn.AdaptiveAvgPool2d(child.output_size))
-            elif (not isinstance(child, (nn.Sequential, nn.ModuleList, nn.ModuleDict))
-                  and not type(child).__module__.startswith("torch.nn")
-                  and not isinstance(child, fx.GraphModule) and traced is not None):
+            elif (
+                not isinstance(child, (nn.Sequential, nn.ModuleList, nn.ModuleDict))
+                and not type(child).__module__.startswith("torch.nn")
+                and not isinstance(child, fx.GraphModule)
+                and traced is not None
+            ):
                 try:
                     sub = fx.symbolic_trace(child)
                 except Exception:  # noqa: BLE001 - keep the module as it is
@@ -1160,8 +1417,10 @@ def _outputs_of(gm: fx.GraphModule, nodes: Sequence[fx.Node]) -> fx.GraphModule:
 def _support(grad: torch.Tensor, axis: int) -> tuple[int, int] | None:
     """First and last input index along ``axis`` (2 rows, 3 cols) where ``grad`` is not 0."""
     if not torch.isfinite(grad).all():
-        raise GeometryError("the gradient overflowed while measuring; this model's "
-                            "activations grow too fast to measure its geometry")
+        raise GeometryError(
+            "the gradient overflowed while measuring; this model's "
+            "activations grow too fast to measure its geometry"
+        )
     other = 3 if axis == 2 else 2
     line = grad.abs().sum(dim=(0, 1, other))
     nz = torch.nonzero(line)[:, 0]
@@ -1196,12 +1455,17 @@ def _thin_width(c: int, length: int, axis: int, gm: fx.GraphModule) -> int:
     raise GeometryError("no input width lets every node produce a pixel")
 
 
-_LENGTHS = sorted({32 * math.ceil(1.25 ** i) for i in range(40)})
+_LENGTHS = sorted({32 * math.ceil(1.25**i) for i in range(40)})
 
 
-def check_geometry(model: nn.Module, nodes: Iterable[str] | None = None, *,
-                   in_channels: int | None = None, margin: int = 32,
-                   max_length: int = 4096) -> list[GeometryMismatch]:
+def check_geometry(
+    model: nn.Module,
+    nodes: Iterable[str] | None = None,
+    *,
+    in_channels: int | None = None,
+    margin: int = 32,
+    max_length: int = 4096,
+) -> list[GeometryMismatch]:
     """Compare the derived support of traced nodes with the support of their gradients.
 
     For every node (all aligned local nodes by default) and every phase of its period, one
@@ -1216,8 +1480,9 @@ def check_geometry(model: nn.Module, nodes: Iterable[str] | None = None, *,
     list of GeometryMismatch
         Empty when every node agrees.
     """
-    table = {row.name: row for row in derive_geometry(model, in_channels=in_channels,
-                                                      fallback=False)}
+    table = {
+        row.name: row for row in derive_geometry(model, in_channels=in_channels, fallback=False)
+    }
     wanted = list(table) if nodes is None else list(nodes)
     unknown = [n for n in wanted if n not in table]
     if unknown:
@@ -1242,34 +1507,50 @@ def check_geometry(model: nn.Module, nodes: Iterable[str] | None = None, *,
             # lengths from a ladder of multiples of 32: each distinct length costs a forward
             length = next(n for n in _LENGTHS if n >= span + 2 * margin or n == _LENGTHS[-1])
             if length > max_length:
-                raise GeometryError(f"{name}: its receptive field needs an input longer than "
-                                    f"max_length={max_length}")
+                raise GeometryError(
+                    f"{name}: its receptive field needs an input longer than "
+                    f"max_length={max_length}"
+                )
             need.setdefault(length, []).append(name)
         for length, group in sorted(need.items()):
             sub = _outputs_of(measuring, [node_of[by_name[n].name] for n in group])
             width = _thin_width(c, length, axis, sub)
             size = (length, width) if axis == 2 else (width, length)
-            x = (torch.rand(1, c, *size, dtype=torch.float64,
-                            generator=torch.Generator().manual_seed(1)) + 0.5)
+            x = (
+                torch.rand(
+                    1, c, *size, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
+                )
+                + 0.5
+            )
             x.requires_grad_(True)
             outs = sub(x)
-            for name, out in zip(group, outs):
+            for name, out in zip(group, outs, strict=False):
                 sup = table[name].support[a]
                 dims = table[name].dims or (2, 3)
                 mismatches += _check_node(name, out, dims, sup, axis, x, length, margin // 2)
     return mismatches
 
 
-def _check_node(name: str, out: torch.Tensor, dims: tuple[int, int], sup: AxisSupport,
-                axis: int, x: torch.Tensor, length: int, margin: int
-                ) -> list[GeometryMismatch]:
+def _check_node(
+    name: str,
+    out: torch.Tensor,
+    dims: tuple[int, int],
+    sup: AxisSupport,
+    axis: int,
+    x: torch.Tensor,
+    length: int,
+    margin: int,
+) -> list[GeometryMismatch]:
     a = axis - 2
     n = out.shape[dims[a]]
     # pixels whose derived support is inside the input with a margin, one per phase
     lo_ok = [j for j in range(n) if sup.first(j) >= margin and sup.last(j) < length - margin]
     if len(lo_ok) < sup.period:
-        return [GeometryMismatch(name, "rows" if a == 0 else "cols", -1,
-                                 (sup.first(0), sup.last(0)), None)]
+        return [
+            GeometryMismatch(
+                name, "rows" if a == 0 else "cols", -1, (sup.first(0), sup.last(0)), None
+            )
+        ]
     mid = lo_ok[len(lo_ok) // 2]
     start = min(mid, lo_ok[-1] - sup.period + 1)
     found = []
@@ -1288,9 +1569,15 @@ def _check_node(name: str, out: torch.Tensor, dims: tuple[int, int], sup: AxisSu
     return found
 
 
-def measure_geometry(model: nn.Module, node: str, *, in_channels: int | None = None,
-                     start_size: int = 64, max_size: int = 2048, pixels: int = 8
-                     ) -> NodeGeometry:
+def measure_geometry(
+    model: nn.Module,
+    node: str,
+    *,
+    in_channels: int | None = None,
+    start_size: int = 64,
+    max_size: int = 2048,
+    pixels: int = 8,
+) -> NodeGeometry:
     """Measure one node's S, O and RF from gradients alone, without using the graph's rules.
 
     In a float64 copy of the model with pointwise activations as identity, max pools as
@@ -1326,8 +1613,10 @@ def measure_geometry(model: nn.Module, node: str, *, in_channels: int | None = N
     if gm is not None:
         by_name = {name: n for n, name in names.items()}
         if node not in by_name:
-            raise GeometryError(f"{type(model).__name__} has no node {node!r}; "
-                                "see derive_geometry(model) for the names")
+            raise GeometryError(
+                f"{type(model).__name__} has no node {node!r}; "
+                "see derive_geometry(model) for the names"
+            )
         run = _measurement_copy(model, _outputs_of(gm, [by_name[node]]))
 
         def forward(x: torch.Tensor) -> torch.Tensor:
@@ -1341,6 +1630,7 @@ def measure_geometry(model: nn.Module, node: str, *, in_channels: int | None = N
 
         def forward(x: torch.Tensor) -> torch.Tensor:
             return _hooked_output(measuring, module, x)
+
     return _measure(node, forward, c, start_size, max_size, pixels)
 
 
@@ -1368,8 +1658,15 @@ class _functional_max_as_avg:
     def __enter__(self):
         self._saved = F.max_pool2d
 
-        def avg(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-                return_indices=False):
+        def avg(
+            input,
+            kernel_size,
+            stride=None,
+            padding=0,
+            dilation=1,
+            ceil_mode=False,
+            return_indices=False,
+        ):
             return F.avg_pool2d(input, kernel_size, stride, padding, ceil_mode)
 
         F.max_pool2d = avg
@@ -1380,8 +1677,14 @@ class _functional_max_as_avg:
         return False
 
 
-def _measure(name: str, forward: Callable[[torch.Tensor], torch.Tensor], c: int,
-             start_size: int, max_size: int, pixels: int) -> NodeGeometry:
+def _measure(
+    name: str,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    c: int,
+    start_size: int,
+    max_size: int,
+    pixels: int,
+) -> NodeGeometry:
     size = start_size
     generator = torch.Generator().manual_seed(1)
     while True:
@@ -1393,8 +1696,9 @@ def _measure(name: str, forward: Callable[[torch.Tensor], torch.Tensor], c: int,
             raise
         except Exception as err:  # noqa: BLE001 - too small an input for this network
             if size >= max_size:
-                raise GeometryError(f"{name}: the model does not run on inputs up to "
-                                    f"{max_size}x{max_size} ({err})") from err
+                raise GeometryError(
+                    f"{name}: the model does not run on inputs up to {max_size}x{max_size} ({err})"
+                ) from err
             size *= 2
             continue
         channels = out.shape[1] if out.dim() >= 2 else None
@@ -1402,17 +1706,30 @@ def _measure(name: str, forward: Callable[[torch.Tensor], torch.Tensor], c: int,
             g = torch.autograd.grad(out.sum(), x)[0]
             whole = (_support(g, 2), _support(g, 3)) == ((0, size - 1), (0, size - 1))
             if not whole:
-                raise GeometryError(f"{name}: a single-pixel output that does not see the "
-                                    "whole input")
-            return NodeGeometry(name, "measured", int(math.prod(out.shape[1:])), None, None,
-                                None, bool((out >= 0).all()), True, True, False, "measured",
-                                name.split(".")[0])
+                raise GeometryError(
+                    f"{name}: a single-pixel output that does not see the whole input"
+                )
+            return NodeGeometry(
+                name,
+                "measured",
+                int(math.prod(out.shape[1:])),
+                None,
+                None,
+                None,
+                bool((out >= 0).all()),
+                True,
+                True,
+                False,
+                "measured",
+                name.split(".")[0],
+            )
         h, w = out.shape[-2], out.shape[-1]
         i0 = (min(h, w) - pixels - 1) // 2
         if i0 < 0:
             if size >= max_size:
-                raise GeometryError(f"{name}: fewer than {pixels + 1} activation pixels at "
-                                    f"{max_size}x{max_size}")
+                raise GeometryError(
+                    f"{name}: fewer than {pixels + 1} activation pixels at {max_size}x{max_size}"
+                )
             size *= 2
             continue
         supports = []
@@ -1431,7 +1748,8 @@ def _measure(name: str, forward: Callable[[torch.Tensor], torch.Tensor], c: int,
         if size >= max_size:
             raise GeometryError(
                 f"{name}: the receptive field does not fit in {max_size}x{max_size}; it may "
-                "depend on the whole image (a global branch). Pass a larger max_size.")
+                "depend on the whole image (a global branch). Pass a larger max_size."
+            )
         size *= 2
     axes = []
     for a in range(2):
@@ -1441,41 +1759,53 @@ def _measure(name: str, forward: Callable[[torch.Tensor], torch.Tensor], c: int,
         axis = None
         for period in (q for q in range(1, pixels + 1) if pixels % q == 0):
             step = lo[period] - lo[0]
-            if all(lo[t + period] == lo[t] + step and hi[t + period] == hi[t] + step
-                   for t in range(pixels + 1 - period)):
+            if all(
+                lo[t + period] == lo[t] + step and hi[t + period] == hi[t] + step
+                for t in range(pixels + 1 - period)
+            ):
                 ts = [(r - i0) % period for r in range(period)]  # pixel i0 + t has phase r
-                axis = AxisSupport(step, period,
-                                   tuple(lo[t] - step * ((i0 + t) // period) for t in ts),
-                                   tuple(hi[t] - step * ((i0 + t) // period) for t in ts))
+                axis = AxisSupport(
+                    step,
+                    period,
+                    tuple(lo[t] - step * ((i0 + t) // period) for t in ts),
+                    tuple(hi[t] - step * ((i0 + t) // period) for t in ts),
+                )
                 break
         if axis is None:
-            raise GeometryError(f"{name}: the supports of {pixels + 1} neighbouring pixels do "
-                                "not repeat; pass a larger pixels=")
+            raise GeometryError(
+                f"{name}: the supports of {pixels + 1} neighbouring pixels do "
+                "not repeat; pass a larger pixels="
+            )
         axes.append(axis._reduced())
     value = _Local(tuple(axes), (2, 3), bool((out >= 0).all()))
     return _row(name, "measured", channels, value, "measured")
 
 
-def _hooked_geometry(model: nn.Module, input_size: tuple[int, int], c: int
-                     ) -> tuple[NodeGeometry, ...]:
+def _hooked_geometry(
+    model: nn.Module, input_size: tuple[int, int], c: int
+) -> tuple[NodeGeometry, ...]:
     """Forward hooks on every leaf module, in call order; geometry measured for each."""
     order: list[str] = []
     shapes: dict[str, tuple] = {}
     handles = []
     for name, module in model.named_modules():
         if name and not list(module.children()):
+
             def hook(m, i, o, name=name):
                 if name not in shapes and isinstance(o, torch.Tensor):
                     order.append(name)
                     shapes[name] = tuple(o.shape)
+
             handles.append(module.register_forward_hook(hook))
     try:
         with torch.no_grad(), _eval_mode(model):
             model(torch.zeros(1, c, *input_size, dtype=_dtype(model), device=_device(model)))
     except Exception as err:  # noqa: BLE001
-        raise GeometryError(f"The model cannot run on a {c}-channel {input_size[0]}x"
-                            f"{input_size[1]} input ({_root_cause(err)}). Pass input_size= "
-                            "and in_channels= that it accepts.") from err
+        raise GeometryError(
+            f"The model cannot run on a {c}-channel {input_size[0]}x"
+            f"{input_size[1]} input ({_root_cause(err)}). Pass input_size= "
+            "and in_channels= that it accepts."
+        ) from err
     finally:
         for h in handles:
             h.remove()

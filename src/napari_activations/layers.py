@@ -82,11 +82,31 @@ class LayerInfo:
 
 # (kernel, stride, padding, ceil_mode) of the spatial operations, in order, and the channel
 # widths of the fire modules: (squeeze, expand) for fire2 ... fire9.
-_FIRE_WIDTHS = {2: (16, 64), 3: (16, 64), 4: (32, 128), 5: (32, 128),
-                6: (48, 192), 7: (48, 192), 8: (64, 256), 9: (64, 256)}
-_FEATURE_INDEX = {"conv1": 0, "relu_conv1": 1, "pool1": 2, "fire2": 3, "fire3": 4, "pool3": 5,
-                  "fire4": 6, "fire5": 7, "pool5": 8, "fire6": 9, "fire7": 10, "fire8": 11,
-                  "fire9": 12}
+_FIRE_WIDTHS = {
+    2: (16, 64),
+    3: (16, 64),
+    4: (32, 128),
+    5: (32, 128),
+    6: (48, 192),
+    7: (48, 192),
+    8: (64, 256),
+    9: (64, 256),
+}
+_FEATURE_INDEX = {
+    "conv1": 0,
+    "relu_conv1": 1,
+    "pool1": 2,
+    "fire2": 3,
+    "fire3": 4,
+    "pool3": 5,
+    "fire4": 6,
+    "fire5": 7,
+    "pool5": 8,
+    "fire6": 9,
+    "fire7": 10,
+    "fire8": 11,
+    "fire9": 12,
+}
 
 
 def _build_table() -> tuple[LayerInfo, ...]:
@@ -97,8 +117,9 @@ def _build_table() -> tuple[LayerInfo, ...]:
     def conv(k: int, s: int, p: int) -> tuple[int, float, int]:
         return stride * s, offset + ((k - 1) / 2 - p) * stride, rf + (k - 1) * stride
 
-    def add(name: str, module: str, ch: int, geom: tuple[int, float, int], relu: bool,
-            block: str) -> None:
+    def add(
+        name: str, module: str, ch: int, geom: tuple[int, float, int], relu: bool, block: str
+    ) -> None:
         s, o, r = geom
         rows.append(LayerInfo(name, module, ch, s, float(o), r, relu, block))
 
@@ -106,8 +127,19 @@ def _build_table() -> tuple[LayerInfo, ...]:
     add("conv1", "features.0", 64, (stride, offset, rf), False, "conv1")
     add("relu_conv1", "features.1", 64, (stride, offset, rf), True, "conv1")
     channels = 64
-    for block in ["pool1", "fire2", "fire3", "pool3", "fire4", "fire5", "pool5",
-                  "fire6", "fire7", "fire8", "fire9"]:
+    for block in [
+        "pool1",
+        "fire2",
+        "fire3",
+        "pool3",
+        "fire4",
+        "fire5",
+        "pool5",
+        "fire6",
+        "fire7",
+        "fire8",
+        "fire9",
+    ]:
         idx = _FEATURE_INDEX[block]
         if block.startswith("pool"):
             stride, offset, rf = conv(3, 2, 0)
@@ -138,8 +170,10 @@ LAYERS: tuple[LayerInfo, ...] = _build_table()
 """Every layer of SqueezeNet v1.1, in network order."""
 
 _INDEX = {info.name: i for i, info in enumerate(LAYERS)}
-_BY_NAME = {**{info.name.lower(): info for info in LAYERS},
-            **{info.module.lower(): info for info in LAYERS}}
+_BY_NAME = {
+    **{info.name.lower(): info for info in LAYERS},
+    **{info.module.lower(): info for info in LAYERS},
+}
 
 
 def layer_names() -> list[str]:
@@ -159,7 +193,8 @@ def find_layer(layer: str | LayerInfo) -> LayerInfo:
     if not isinstance(layer, str):
         raise UnknownLayerError(
             f"A layer is named by a string such as 'conv1' or 'fire6-squeeze1x1', "
-            f"not {type(layer).__name__}.")
+            f"not {type(layer).__name__}."
+        )
     key = layer.strip().lower()
     if key in _BY_NAME:
         return _BY_NAME[key]
@@ -169,8 +204,11 @@ def find_layer(layer: str | LayerInfo) -> LayerInfo:
     candidates = list(_BY_NAME)
     close = difflib.get_close_matches(key, candidates, n=5, cutoff=0.5)
     close_names = list(dict.fromkeys(_BY_NAME[c].name for c in close))
-    hint = (f" Closest: {', '.join(repr(c) for c in close_names)}." if close_names
-            else " Valid names run from 'conv1' to 'prob'; see napari_activations.LAYERS.")
+    hint = (
+        f" Closest: {', '.join(repr(c) for c in close_names)}."
+        if close_names
+        else " Valid names run from 'conv1' to 'prob'; see napari_activations.LAYERS."
+    )
     raise UnknownLayerError(f"SqueezeNet v1.1 has no layer {layer!r}.{hint}")
 
 

@@ -42,9 +42,9 @@ WEIGHTS_ENV = "NAPARI_ACTIVATIONS_WEIGHTS"
 
 WEIGHTS_CHOICES = {
     "caffe": "the original SqueezeNet v1.1 ImageNet weights (Caffe release, as in MATLAB), "
-             "built in",
+    "built in",
     "torchvision": "torchvision's SqueezeNet1_1_Weights.IMAGENET1K_V1 (downloaded once into "
-                   "the torch hub cache)",
+    "the torch hub cache)",
 }
 """The named weights: ``weights="caffe"`` (the default) or ``weights="torchvision"``."""
 
@@ -108,8 +108,10 @@ class Network:
     def description(self) -> str:
         """One line for people: the weights and the device."""
         if not self.trained:
-            return (f"SqueezeNet v1.1 with RANDOM, UNTRAINED weights on {self.device} "
-                    "(for tests only: its activations mean nothing)")
+            return (
+                f"SqueezeNet v1.1 with RANDOM, UNTRAINED weights on {self.device} "
+                "(for tests only: its activations mean nothing)"
+            )
         if self.weights == "caffe":
             what = "original Caffe ImageNet weights (MATLAB's, built in)"
         elif self.weights == "torchvision":
@@ -126,8 +128,13 @@ class Network:
     def __dask_tokenize__(self) -> tuple:
         # dask names each chunk's task by hashing its arguments; hashing the dataclass would
         # walk every weight tensor, once per chunk (seconds for a graph of a few hundred).
-        return ("napari_activations.Network", self.weights, self.sha256, str(self.device),
-                id(self.model))
+        return (
+            "napari_activations.Network",
+            self.weights,
+            self.sha256,
+            str(self.device),
+            id(self.model),
+        )
 
     def __reduce__(self):
         # Pickled as how to load it, not as tensors: a dask worker loads (and caches) its own
@@ -139,7 +146,7 @@ _CACHE: dict[tuple, Network] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def resolve_device(device: Any = "auto") -> "torch.device":
+def resolve_device(device: Any = "auto") -> torch.device:
     """``"auto"`` picks CUDA, then Apple MPS, then the CPU; anything else is checked."""
     import torch
 
@@ -153,14 +160,21 @@ def resolve_device(device: Any = "auto") -> "torch.device":
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"{device!r} is not a device; use 'auto', 'cpu', 'cuda' or 'mps'.") from exc
+        raise ValueError(
+            f"{device!r} is not a device; use 'auto', 'cpu', 'cuda' or 'mps'."
+        ) from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceUnavailableError("device='cuda' was asked for, but PyTorch sees no CUDA GPU here; "
-                         "use device='auto' or 'cpu'.")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None)
-                                  and torch.backends.mps.is_available()):
-        raise DeviceUnavailableError("device='mps' was asked for, but Apple MPS is not available here; "
-                         "use device='auto' or 'cpu'.")
+        raise DeviceUnavailableError(
+            "device='cuda' was asked for, but PyTorch sees no CUDA GPU here; "
+            "use device='auto' or 'cpu'."
+        )
+    if dev.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise DeviceUnavailableError(
+            "device='mps' was asked for, but Apple MPS is not available here; "
+            "use device='auto' or 'cpu'."
+        )
     return dev
 
 
@@ -215,30 +229,43 @@ def _read_state_dict(path: Path) -> dict:
     import torch
 
     if not path.is_file():
-        raise WeightsError(f"No weights file at {path}. Check the path, or use "
-                           "weights='DEFAULT' for the built-in weights.")
+        raise WeightsError(
+            f"No weights file at {path}. Check the path, or use "
+            "weights='DEFAULT' for the built-in weights."
+        )
     if path.stat().st_size == 0:
         raise WeightsError(f"The weights file {path} is empty. Download it again.")
     try:
         with warnings.catch_warnings():  # torch's note on pickle protocols, for any raw pickle
             warnings.simplefilter("ignore", UserWarning)
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
-            OSError) as exc:
-        unsafe = [g for g in (_pickle_globals(path) or [])
-                  if g.split(".")[0] not in _SAFE_GLOBAL_MODULES]
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        ValueError,
+        OSError,
+    ) as exc:
+        unsafe = [
+            g for g in (_pickle_globals(path) or []) if g.split(".")[0] not in _SAFE_GLOBAL_MODULES
+        ]
         if unsafe:
             raise WeightsError(
                 f"Refused to load {path}: it is a pickle that would import and call "
                 f"{unsafe[0]!r}, so loading it could run code. Only plain weights are "
-                "loaded: save them with torch.save(model.state_dict(), path).") from exc
+                "loaded: save them with torch.save(model.state_dict(), path)."
+            ) from exc
         if isinstance(exc, pickle.UnpicklingError) and "global" in str(exc).lower():
             raise WeightsError(
                 f"Refused to load {path}: it holds Python objects other than tensors, and "
                 "loading it could run code. Use a plain state_dict saved with "
-                "torch.save(model.state_dict(), path).") from exc
-        raise WeightsError(f"Could not read {path}: it is damaged or not a PyTorch weights "
-                           f"file ({type(exc).__name__}). Download or save it again.") from exc
+                "torch.save(model.state_dict(), path)."
+            ) from exc
+        raise WeightsError(
+            f"Could not read {path}: it is damaged or not a PyTorch weights "
+            f"file ({type(exc).__name__}). Download or save it again."
+        ) from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
@@ -277,8 +304,9 @@ def _apply_state_dict(model: Any, state: dict, source: str) -> None:
             detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]!r})")
         if not detail:
             detail.append("tensor shapes differ")
-        raise WeightsError(f"{source} is not a SqueezeNet 1.1 state_dict: "
-                           f"{'; '.join(detail)}.") from exc
+        raise WeightsError(
+            f"{source} is not a SqueezeNet 1.1 state_dict: {'; '.join(detail)}."
+        ) from exc
 
 
 def _download_default(progress: bool) -> dict:
@@ -302,7 +330,8 @@ def _download_default(progress: bool) -> dict:
             f"  URL: {weights.url}\n"
             f"  A file downloaded by hand is picked up at: {path}\n"
             f"  Or point the environment variable {WEIGHTS_ENV} at a SqueezeNet 1.1 "
-            "state_dict file, or pass weights='path/to/file.pth'.") from exc
+            "state_dict file, or pass weights='path/to/file.pth'."
+        ) from exc
 
 
 def _choice(weights: str) -> str | None:
@@ -317,8 +346,9 @@ def _choice(weights: str) -> str | None:
     return None
 
 
-def load_squeezenet(weights: str | os.PathLike | None = "DEFAULT", *, device: Any = "auto",
-                    progress: bool = True) -> Network:
+def load_squeezenet(
+    weights: str | os.PathLike | None = "DEFAULT", *, device: Any = "auto", progress: bool = True
+) -> Network:
     """Build SqueezeNet v1.1 with pretrained or given weights, ready for inference.
 
     Parameters
@@ -361,8 +391,10 @@ def load_squeezenet(weights: str | os.PathLike | None = "DEFAULT", *, device: An
         if env:
             path = Path(env).expanduser()
             if not path.is_file():
-                raise WeightsError(f"{WEIGHTS_ENV} names {path}, but there is no file there. "
-                                   f"Fix or unset {WEIGHTS_ENV}.")
+                raise WeightsError(
+                    f"{WEIGHTS_ENV} names {path}, but there is no file there. "
+                    f"Fix or unset {WEIGHTS_ENV}."
+                )
             key = _file_key(path)
         else:
             key = ("caffe",)
@@ -371,12 +403,16 @@ def load_squeezenet(weights: str | os.PathLike | None = "DEFAULT", *, device: An
     elif isinstance(weights, (str, os.PathLike)):
         path = Path(weights).expanduser()
         if not path.is_file():
-            raise WeightsError(f"No weights file at {path}. Check the path, or use "
-                               "weights='caffe' (built in) or 'torchvision'.")
+            raise WeightsError(
+                f"No weights file at {path}. Check the path, or use "
+                "weights='caffe' (built in) or 'torchvision'."
+            )
         key = _file_key(path)
     else:
-        raise WeightsError(f"weights must be 'DEFAULT', 'caffe', 'torchvision', a file path or "
-                           f"None, not {type(weights).__name__}.")
+        raise WeightsError(
+            f"weights must be 'DEFAULT', 'caffe', 'torchvision', a file path or "
+            f"None, not {type(weights).__name__}."
+        )
     key = key + (str(dev),)
 
     with _CACHE_LOCK:
@@ -405,8 +441,15 @@ def load_squeezenet(weights: str | os.PathLike | None = "DEFAULT", *, device: An
         model.eval().to(dev)
         for p in model.parameters():
             p.requires_grad_(False)
-        net = Network(model=model, weights=name, trained=trained, categories=categories,
-                      device=dev, sha256=sha, source=source)
+        net = Network(
+            model=model,
+            weights=name,
+            trained=trained,
+            categories=categories,
+            device=dev,
+            sha256=sha,
+            source=source,
+        )
         _CACHE[key] = net
         return net
 
@@ -415,8 +458,11 @@ def loaded_network(sha256: str | None, device: Any = None) -> Network | None:
     """A network already loaded with the weights of this hash (on ``device``, if given)."""
     with _CACHE_LOCK:
         for net in _CACHE.values():
-            if sha256 is not None and net.sha256 == sha256 and (
-                    device is None or str(net.device) == str(device)):
+            if (
+                sha256 is not None
+                and net.sha256 == sha256
+                and (device is None or str(net.device) == str(device))
+            ):
                 return net
     return None
 

@@ -8,10 +8,11 @@ are kept, so the stitched result equals the untiled forward pass up to float rou
 
 Memory: an untiled forward pass of SqueezeNet peaks at about :data:`FORWARD_BYTES_PER_PIXEL`
 bytes per network-input pixel (measured on CPU, float32, 2048x2048 RGB, for conv1 through
-fire9-concat, with torch; ONNX Runtime's peak was lower, 137 to 144 bytes against torch's 147
-to 151 at 1024x1024 for conv1 and fire9-concat, so one budget serves both backends). Images whose estimate exceeds the memory budget are tiled. The budget defaults
-to :data:`DEFAULT_MEMORY_BUDGET` and is set by ``$NAPARI_ACTIVATIONS_MEMORY_BUDGET`` (bytes,
-or with a K/M/G suffix) or per call.
+fire9-concat, with torch; ONNX Runtime's peak was lower, 137 to 144 bytes against torch's 147 to
+151 at 1024x1024 for conv1 and fire9-concat, so one budget serves both backends). Images whose
+estimate exceeds the memory budget are tiled. The budget defaults to
+:data:`DEFAULT_MEMORY_BUDGET` and is set by ``$NAPARI_ACTIVATIONS_MEMORY_BUDGET`` (bytes, or
+with a K/M/G suffix) or per call.
 """
 
 from __future__ import annotations
@@ -60,8 +61,10 @@ def memory_budget(budget: int | str | None = None) -> int:
         return int(value)
     m = re.fullmatch(r"\s*([0-9.]+)\s*([kKmMgGtT]?)i?[bB]?\s*", str(value))
     if not m:
-        raise ValueError(f"Cannot read the memory budget {value!r}: use bytes, or a number "
-                         f"with K, M or G, e.g. '2G' (from {MEMORY_BUDGET_ENV} or the call).")
+        raise ValueError(
+            f"Cannot read the memory budget {value!r}: use bytes, or a number "
+            f"with K, M or G, e.g. '2G' (from {MEMORY_BUDGET_ENV} or the call)."
+        )
     factor = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2).lower()]
     out = int(float(m.group(1)) * factor)
     if out <= 0:
@@ -78,8 +81,9 @@ def _halo(info: LayerInfo) -> int:
     return (info.receptive_field - 1) // 2
 
 
-def choose_tile(layer: str | LayerInfo, height: int, width: int,
-                budget: int | str | None = None) -> int | None:
+def choose_tile(
+    layer: str | LayerInfo, height: int, width: int, budget: int | str | None = None
+) -> int | None:
     """Tile side (network-input pixels) that keeps one forward pass inside the budget.
 
     ``None`` when the whole image fits. The side is a multiple of the layer's total stride.
@@ -95,7 +99,8 @@ def choose_tile(layer: str | LayerInfo, height: int, width: int,
         raise MemoryError(
             f"Layer {info.name!r} needs {geo.receptive_field}-pixel tiles at least, more than "
             f"a memory budget of {limit / 2**20:.0f} MiB allows. Raise the budget "
-            f"({MEMORY_BUDGET_ENV} or memory_budget=) or use a smaller input_scale.")
+            f"({MEMORY_BUDGET_ENV} or memory_budget=) or use a smaller input_scale."
+        )
     return side
 
 
@@ -130,10 +135,13 @@ def plan_axis(n: int, info: LayerInfo, tile: int) -> list[AxisTile]:
     return tiles
 
 
-def tiled_forward(run: Callable[[Any, LayerInfo], Generator[None, None, np.ndarray]],
-                  region: Callable[[int, int, int, int], Any], size: tuple[int, int],
-                  info: LayerInfo, tile: int | None,
-                  ) -> Generator[None, None, np.ndarray]:
+def tiled_forward(
+    run: Callable[[Any, LayerInfo], Generator[None, None, np.ndarray]],
+    region: Callable[[int, int, int, int], Any],
+    size: tuple[int, int],
+    info: LayerInfo,
+    tile: int | None,
+) -> Generator[None, None, np.ndarray]:
     """Forward one plane, whole or in tiles; yields after each network block of each tile.
 
     ``run(x, layer)`` is the forward generator of an input tensor up to ``layer`` (a backend's
@@ -152,11 +160,15 @@ def tiled_forward(run: Callable[[Any, LayerInfo], Generator[None, None, np.ndarr
     for r in rows:
         for c in cols:
             part = yield from run(region(r.start, r.stop, c.start, c.stop), geo)
-            part = part[0, :, r.local_start:r.local_start + r.out_stop - r.out_start,
-                        c.local_start:c.local_start + c.out_stop - c.out_start]
+            part = part[
+                0,
+                :,
+                r.local_start : r.local_start + r.out_stop - r.out_start,
+                c.local_start : c.local_start + c.out_stop - c.out_start,
+            ]
             if out is None:
                 out = np.empty((part.shape[0], h, w), dtype=np.float32)
-            out[:, r.out_start:r.out_stop, c.out_start:c.out_stop] = part
+            out[:, r.out_start : r.out_stop, c.out_start : c.out_stop] = part
     assert out is not None
     if not info.is_global:
         return out

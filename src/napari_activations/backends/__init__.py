@@ -10,9 +10,9 @@ A *backend* runs a network up to one layer. Behind this seam:
 
 ``backend="auto"`` takes ``$NAPARI_ACTIVATIONS_BACKEND`` when that is set, else torch: ONNX
 Runtime is opt-in (``backend="onnxruntime"``) until its speed targets are measured on a quiet
-machine and the whole suite has passed with it (see the README's "Backends"). A backend that cannot run a layer (the export or the
-check against torch failed) falls back to torch, says so once per network, and the result
-records the backend that really ran (:attr:`Runner.backend`).
+machine and the whole suite has passed with it (see the README's "Backends"). A backend that
+cannot run a layer (the export or the check against torch failed) falls back to torch, says so
+once per network, and the result records the backend that really ran (:attr:`Runner.backend`).
 
 Preparing is the slow part (an export takes about a second per layer, the first time only):
 :func:`needs_preparing` tells the compute when to show it as a progress step.
@@ -110,25 +110,32 @@ def resolve_backend(backend: str | None, device: Any) -> str:
     kind = getattr(device, "type", str(device).split(":")[0])
     name = "auto" if backend is None else str(backend).strip().lower()
     if name not in BACKENDS:
-        raise BackendError(f"backend must be one of {', '.join(repr(b) for b in BACKENDS)}; "
-                           f"got {backend!r}.")
+        raise BackendError(
+            f"backend must be one of {', '.join(repr(b) for b in BACKENDS)}; got {backend!r}."
+        )
     if name == "auto":
         env = os.environ.get(BACKEND_ENV, "").strip().lower()
         if env and env != "auto":
             if env not in BACKENDS:
-                raise BackendError(f"{BACKEND_ENV}={env!r} is not a backend; use one of "
-                                   f"{', '.join(repr(b) for b in BACKENDS)}, or unset it.")
+                raise BackendError(
+                    f"{BACKEND_ENV}={env!r} is not a backend; use one of "
+                    f"{', '.join(repr(b) for b in BACKENDS)}, or unset it."
+                )
             if env in available_backends(kind):
                 return env
         return "torch"
     if name == "onnxruntime":
         if kind != "cpu":
-            raise BackendError(f"backend='onnxruntime' runs on the CPU; this network is on "
-                               f"{kind}. Use backend='torch' (or 'auto'), or load the network "
-                               "with device='cpu'.")
+            raise BackendError(
+                f"backend='onnxruntime' runs on the CPU; this network is on "
+                f"{kind}. Use backend='torch' (or 'auto'), or load the network "
+                "with device='cpu'."
+            )
         if not onnxruntime_installed():
-            raise BackendError("backend='onnxruntime' needs the onnxruntime and onnx packages: "
-                               "pip install onnxruntime onnx, or use backend='torch'.")
+            raise BackendError(
+                "backend='onnxruntime' needs the onnxruntime and onnx packages: "
+                "pip install onnxruntime onnx, or use backend='torch'."
+            )
     return name
 
 
@@ -136,12 +143,15 @@ def check_precision(precision: str | None, device: Any, backend: str) -> str:
     """``precision`` checked for the device and backend: ``"float32"`` unless a GPU runs it."""
     name = "float32" if precision is None else str(precision).strip().lower()
     if name not in PRECISIONS:
-        raise BackendError(f"precision must be one of {', '.join(repr(p) for p in PRECISIONS)}; "
-                           f"got {precision!r}.")
+        raise BackendError(
+            f"precision must be one of {', '.join(repr(p) for p in PRECISIONS)}; got {precision!r}."
+        )
     kind = getattr(device, "type", str(device).split(":")[0])
     if name != "float32" and (kind == "cpu" or backend != "torch"):
-        raise BackendError(f"precision={name!r} runs on a GPU only (device='cuda' or 'mps', "
-                           "backend='torch'); on the CPU activations are float32.")
+        raise BackendError(
+            f"precision={name!r} runs on a GPU only (device='cuda' or 'mps', "
+            "backend='torch'); on the CPU activations are float32."
+        )
     return name
 
 
@@ -177,8 +187,9 @@ def _key(backend: str, info: LayerInfo, precision: str) -> tuple:
     return (backend, info.name, precision, threads)
 
 
-def needs_preparing(net: Network, info: LayerInfo, backend: str,
-                    precision: str = "float32") -> bool:
+def needs_preparing(
+    net: Network, info: LayerInfo, backend: str, precision: str = "float32"
+) -> bool:
     """Whether :func:`prepare` would do real work (export or load a cached export)."""
     if backend == "torch" and precision == "float32":
         return False
@@ -211,9 +222,13 @@ def prepare(net: Network, info: LayerInfo, backend: str, precision: str = "float
                 runner = torch_backend.TorchRunner(net, info, precision, note=str(exc))
                 if not state.warned:
                     state.warned = True
-                    warnings.warn(f"ONNX Runtime cannot run this network ({exc}); using torch "
-                                  "instead, which is slower on the CPU but gives the same "
-                                  "activations.", BackendFallbackWarning, stacklevel=3)
+                    warnings.warn(
+                        f"ONNX Runtime cannot run this network ({exc}); using torch "
+                        "instead, which is slower on the CPU but gives the same "
+                        "activations.",
+                        BackendFallbackWarning,
+                        stacklevel=3,
+                    )
         else:
             runner = torch_backend.TorchRunner(net, info, precision)
         state.runners[key] = runner

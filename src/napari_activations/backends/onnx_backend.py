@@ -89,15 +89,26 @@ def _versions() -> dict[str, str]:
     import onnxruntime
     import torch
 
-    return {"torch": torch.__version__, "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__}
+    return {
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
 
 
 def cache_path(net: Network, info: LayerInfo) -> Path:
     """The cache file of ``net`` exported up to ``info``."""
-    key = json.dumps({"network": "squeezenet1_1", "weights": weights_digest(net),
-                      "layer": info.name, "opset": OPSET, "format": _FORMAT, **_versions()},
-                     sort_keys=True)
+    key = json.dumps(
+        {
+            "network": "squeezenet1_1",
+            "weights": weights_digest(net),
+            "layer": info.name,
+            "opset": OPSET,
+            "format": _FORMAT,
+            **_versions(),
+        },
+        sort_keys=True,
+    )
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]
     return cache_dir() / f"squeezenet1_1-{info.name}-{digest}.onnx"
 
@@ -150,14 +161,23 @@ def _export(net: Network, info: LayerInfo) -> bytes:
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer and deprecation chatter
-            torch.onnx.export(_Truncated.make(net, info), (x,), buffer, dynamo=False,
-                              opset_version=OPSET, input_names=["input"],
-                              output_names=["activations"],
-                              dynamic_axes={"input": {2: "height", 3: "width"},
-                                            "activations": {2: "out_height", 3: "out_width"}})
+            torch.onnx.export(
+                _Truncated.make(net, info),
+                (x,),
+                buffer,
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=["input"],
+                output_names=["activations"],
+                dynamic_axes={
+                    "input": {2: "height", 3: "width"},
+                    "activations": {2: "out_height", 3: "out_width"},
+                },
+            )
     except Exception as exc:  # any exporter failure means: this network stays on torch
-        raise ExportError(f"export of layer {info.name!r} to ONNX failed: "
-                          f"{type(exc).__name__}: {exc}") from exc
+        raise ExportError(
+            f"export of layer {info.name!r} to ONNX failed: {type(exc).__name__}: {exc}"
+        ) from exc
     return buffer.getvalue()
 
 
@@ -170,11 +190,11 @@ def _session(model: bytes) -> Any:
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only
     try:
-        return ort.InferenceSession(model, sess_options=options,
-                                    providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
-        raise ExportError(f"ONNX Runtime cannot load the exported network: "
-                          f"{type(exc).__name__}: {exc}") from exc
+        raise ExportError(
+            f"ONNX Runtime cannot load the exported network: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _check_against_torch(session: Any, net: Network, info: LayerInfo) -> None:
@@ -201,16 +221,21 @@ def _check_against_torch(session: Any, net: Network, info: LayerInfo) -> None:
         try:
             got = session.run(None, {"input": x})[0]
         except Exception as exc:
-            raise ExportError(f"ONNX Runtime failed on a {h}x{w} input: "
-                              f"{type(exc).__name__}: {exc}") from exc
+            raise ExportError(
+                f"ONNX Runtime failed on a {h}x{w} input: {type(exc).__name__}: {exc}"
+            ) from exc
         if got.shape != want.shape:
-            raise ExportError(f"the exported network gives shape {got.shape} for a {h}x{w} "
-                              f"input, torch {want.shape}")
+            raise ExportError(
+                f"the exported network gives shape {got.shape} for a {h}x{w} "
+                f"input, torch {want.shape}"
+            )
         scale = float(np.abs(want).max()) or 1.0
         diff = float(np.abs(got - want).max()) / scale
         if not diff <= TOLERANCE:
-            raise ExportError(f"the exported network differs from torch by {diff:.1e} of the "
-                              f"layer's maximum (more than {TOLERANCE:g})")
+            raise ExportError(
+                f"the exported network differs from torch by {diff:.1e} of the "
+                f"layer's maximum (more than {TOLERANCE:g})"
+            )
 
 
 def _read_cached(path: Path) -> bytes | None:
@@ -229,9 +254,10 @@ def _write_cached(path: Path, data: bytes) -> None:
     """Write ``data`` and its hash atomically (a reader never sees half a file)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        for target, content in ((path, data),
-                                (path.with_suffix(".sha256"),
-                                 hashlib.sha256(data).hexdigest().encode())):
+        for target, content in (
+            (path, data),
+            (path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest().encode()),
+        ):
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
             try:
                 with os.fdopen(fd, "wb") as fh:
@@ -241,9 +267,13 @@ def _write_cached(path: Path, data: bytes) -> None:
                 os.unlink(tmp)
                 raise
     except OSError as exc:  # a read-only or full cache costs an export next time, no more
-        warnings.warn(f"Could not cache the exported network in {path.parent} ({exc}); it "
-                      f"will be exported again next time. Set {CACHE_ENV} to a writable "
-                      "directory.", RuntimeWarning, stacklevel=4)
+        warnings.warn(
+            f"Could not cache the exported network in {path.parent} ({exc}); it "
+            f"will be exported again next time. Set {CACHE_ENV} to a writable "
+            "directory.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
 
 _EXPORT_LOCK = threading.Lock()
@@ -293,8 +323,7 @@ class OnnxRunner:
         return cls(session, info, relu, source)
 
     def run(self, x: Any) -> Generator[None, None, np.ndarray]:
-        array = np.ascontiguousarray(x.numpy() if hasattr(x, "numpy") else x,
-                                     dtype=np.float32)
+        array = np.ascontiguousarray(x.numpy() if hasattr(x, "numpy") else x, dtype=np.float32)
         out = self.session.run(None, {"input": array})[0]
         if self.relu:
             np.maximum(out, 0, out=out)

@@ -40,8 +40,7 @@ def forward_steps(info: LayerInfo) -> int:
     return feat + 1 + (0 if cls is None else cls + 1)
 
 
-def forward(model: Any, x: torch.Tensor, info: LayerInfo
-            ) -> Generator[None, None, torch.Tensor]:
+def forward(model: Any, x: torch.Tensor, info: LayerInfo) -> Generator[None, None, torch.Tensor]:
     """Run ``model`` on ``x`` up to and including ``info``; yield after each block.
 
     The walk calls the model's own modules, so the values equal a full forward pass; it stops
@@ -114,8 +113,9 @@ class TorchRunner:
     backend = "torch"
     normalised_input = True  # takes ImageNet-normalised input
 
-    def __init__(self, net: Network, info: LayerInfo, precision: str = "float32",
-                 note: str | None = None):
+    def __init__(
+        self, net: Network, info: LayerInfo, precision: str = "float32", note: str | None = None
+    ):
         self.net = net
         self.info = info
         self.precision = precision
