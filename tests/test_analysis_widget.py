@@ -27,15 +27,21 @@ def image() -> np.ndarray:
     return img
 
 
+WIDGET = ("napari-activations", "Activation analysis")
+MAIN_WIDGET = ("napari-activations", "SqueezeNet activations")
+
+
 @pytest.fixture
 def setup(make_napari_viewer, qtbot, random_net, image):
+    """The widget as users get it: from the manifest, through napari's plugin menu."""
     from napari_activations._analysis_widget import AnalysisWidget
 
     viewer = make_napari_viewer()
     viewer.add_image(image, name="Image", rgb=True)
     act = na.show_activations(viewer, "Image", LAYER, network=random_net)
-    widget = AnalysisWidget(viewer, network=random_net)
-    viewer.window.add_dock_widget(widget, name="Activation analysis")
+    _, widget = viewer.window.add_plugin_dock_widget(*WIDGET)
+    assert isinstance(widget, AnalysisWidget)
+    widget.network = random_net
     return viewer, widget, act
 
 
@@ -52,7 +58,7 @@ def _channel(viewer, layer):
 def test_widget_finds_the_activation_layer(setup):
     _, widget, act = setup
     assert widget.layer_combo.currentText() == act.name == f"Image: {LAYER}"
-    assert widget.image_combo.currentText() == "Image"  # derived layers are not inputs
+    assert widget.network_tab.image_combo.currentText() == "Image"  # derived layers are not inputs
     assert "channel" in widget.describe()
 
 
@@ -60,7 +66,7 @@ def test_montage_tiles_every_channel_and_a_click_on_a_tile_moves_the_slider(setu
     from napari_activations._analysis_layers import montage_of
 
     viewer, widget, act = setup
-    widget.normalize_combo.setCurrentIndex(1)  # all together
+    widget.channels_tab.normalize_combo.setCurrentIndex(1)  # all together
     widget.show_montage()
     montage = viewer.layers[f"{act.name} montage"]
     labels = viewer.layers[f"{act.name} montage channels"]
@@ -79,15 +85,15 @@ def test_montage_tiles_every_channel_and_a_click_on_a_tile_moves_the_slider(setu
 
 def test_strongest_channels_are_listed_and_a_row_click_jumps(setup):
     viewer, widget, act = setup
-    widget.k_spin.setValue(4)
-    widget.by_combo.setCurrentIndex(1)  # mean
+    widget.channels_tab.k_spin.setValue(4)
+    widget.channels_tab.by_combo.setCurrentIndex(1)  # mean
     widget.find_strongest()
     native = act.data.native
     want = list(np.argsort(-native.reshape(16, -1).mean(1))[:4])
-    assert [c for c, _ in widget.strongest] == want
-    assert widget.strongest_table.rowCount() == 4
+    assert [c for c, _ in widget.channels_tab.strongest] == want
+    assert widget.channels_tab.strongest_table.rowCount() == 4
     assert _channel(viewer, act) == want[0]
-    widget.strongest_table.cellClicked.emit(2, 0)
+    widget.channels_tab.strongest_table.cellClicked.emit(2, 0)
     assert _channel(viewer, act) == want[2]
 
 
@@ -96,14 +102,14 @@ def test_region_ranking_from_shapes_fills_the_table(setup, qtbot):
     viewer.add_shapes(
         [np.array([[20, 24], [20, 47], [39, 47], [39, 24]])], shape_type="rectangle", name="Region"
     )
-    widget.region_combo.setCurrentText("Region")
+    widget.region_tab.region_combo.setCurrentText("Region")
     widget.rank_region()
     _wait(qtbot, widget)
     mask = np.zeros((64, 72), bool)
     mask[20:40, 24:48] = True
     want = na.rank_channels(act.data, region=mask)
-    np.testing.assert_array_equal(widget.ranking["channel"], want["channel"])
-    table = widget.region_table
+    np.testing.assert_array_equal(widget.region_tab.ranking["channel"], want["channel"])
+    table = widget.region_tab.region_table
     headers = [table.horizontalHeaderItem(i).text() for i in range(table.columnCount())]
     assert headers == ["channel", "inside", "outside", "ratio"]
     assert table.rowCount() == 16
@@ -117,12 +123,12 @@ def test_region_from_labels_painted_on_a_channel(setup, qtbot):
     labels = np.zeros((16, 64, 72), np.uint8)  # as napari's "new labels" button makes it,
     labels[3, 10:20, 10:30] = 1  # with the activation layer's axis labels
     viewer.add_labels(labels, name="Painted", axis_labels=act.axis_labels)
-    widget.region_combo.setCurrentText("Painted")
+    widget.region_tab.region_combo.setCurrentText("Painted")
     widget.rank_region()
     _wait(qtbot, widget)
-    assert widget.ranking is not None and len(widget.ranking) == 16
-    assert widget.ranking["inside"][0] == pytest.approx(
-        np.asarray(act.data)[widget.ranking["channel"][0], 10:20, 10:30].mean(), rel=1e-4
+    assert widget.region_tab.ranking is not None and len(widget.region_tab.ranking) == 16
+    assert widget.region_tab.ranking["inside"][0] == pytest.approx(
+        np.asarray(act.data)[widget.region_tab.ranking["channel"][0], 10:20, 10:30].mean(), rel=1e-4
     )
 
 
@@ -136,8 +142,8 @@ def test_compare_shows_both_images_side_by_side_with_a_difference(setup, qtbot, 
     )
     widget.set_ticked_images(["Image", "Covered"])
     assert [i.name for i in widget.ticked_images()] == ["Image", "Covered"]
-    widget.compare_layer_combo.setCurrentText(LAYER)
-    widget.compare_region_combo.setCurrentText("Region")
+    widget.compare_tab.compare_layer_combo.setCurrentText(LAYER)
+    widget.compare_tab.compare_region_combo.setCurrentText("Region")
     widget.compare()
     _wait(qtbot, widget)
     diff = viewer.layers[f"Image − Covered: {LAYER}"]
@@ -150,11 +156,11 @@ def test_compare_shows_both_images_side_by_side_with_a_difference(setup, qtbot, 
     mask = np.zeros((64, 72), bool)
     mask[20:40, 24:48] = True
     want = na.rank_channels(act.data, region=mask, other=second.data)
-    np.testing.assert_array_equal(widget.comparison_ranking["channel"], want["channel"])
+    np.testing.assert_array_equal(widget.compare_tab.comparison_ranking["channel"], want["channel"])
     top = int(want["channel"][0])
     # one channel slider for all compared layers
     assert _channel(viewer, act) == _channel(viewer, second) == _channel(viewer, diff) == top
-    widget.compare_table.cellClicked.emit(1, 0)
+    widget.compare_tab.compare_table.cellClicked.emit(1, 0)
     assert _channel(viewer, second) == int(want["channel"][1])
 
 
@@ -177,20 +183,23 @@ def test_compare_order_is_the_users_and_survives_new_layers(setup, image):
     widget.set_ticked_images(["Flipped", "Image"])
     viewer.add_image(image, name="Another", rgb=True)
     assert [i.name for i in widget.ticked_images()] == ["Flipped", "Image"]
-    assert widget.images_list.item(widget.images_list.count() - 1).text() == "Another"
+    assert (
+        widget.compare_tab.images_list.item(widget.compare_tab.images_list.count() - 1).text()
+        == "Another"
+    )
 
 
 def test_probe_plots_every_channel_at_the_clicked_pixel(setup):
     viewer, widget, act = setup
     widget.on_viewer_click(act.data_to_world((0, 30, 40)))
     want = na.probe(act.data, 30, 40)
-    np.testing.assert_allclose(widget.probed, want)
-    assert widget.probe_plot.labelled == [c for c, _ in na.top_channels(want, 5)]
-    assert "(30, 40)" in widget.probe_label.text()
-    widget.probe_plot.channel_clicked.emit(7)
+    np.testing.assert_allclose(widget.probe_tab.probed, want)
+    assert widget.probe_tab.probe_plot.labelled == [c for c, _ in na.top_channels(want, 5)]
+    assert "(30, 40)" in widget.probe_tab.probe_label.text()
+    widget.probe_tab.probe_plot.channel_clicked.emit(7)
     assert _channel(viewer, act) == 7
     widget.on_viewer_click((0, 500, 500))  # off the image: nothing changes
-    np.testing.assert_allclose(widget.probed, want)
+    np.testing.assert_allclose(widget.probe_tab.probed, want)
 
 
 def test_probe_follows_the_mouse_while_hovering(setup, qtbot):
@@ -209,38 +218,35 @@ def test_probe_follows_the_mouse_while_hovering(setup, qtbot):
         return row, col
 
     hover(w / 2, h / 2)
-    assert widget.probed is None  # a click probes; hovering only once ticked
-    widget.hover_check.setChecked(True)
+    assert widget.probe_tab.probed is None  # a click probes; hovering only once ticked
+    widget.probe_tab.hover_check.setChecked(True)
     pixels = [hover(w / 2, h / 2), hover(w / 2 + 0.2 * w, h / 2 - 0.2 * h)]
-    assert pixels[0] != pixels[1] and widget.probed is not None
-    np.testing.assert_allclose(widget.probed, na.probe(act.data, *pixels[1]))
-    assert f"({pixels[1][0]}, {pixels[1][1]})" in widget.probe_label.text()
-    widget.hover_check.setChecked(False)
+    assert pixels[0] != pixels[1] and widget.probe_tab.probed is not None
+    np.testing.assert_allclose(widget.probe_tab.probed, na.probe(act.data, *pixels[1]))
+    assert f"({pixels[1][0]}, {pixels[1][1]})" in widget.probe_tab.probe_label.text()
+    widget.probe_tab.hover_check.setChecked(False)
     hover(w / 2, h / 2)
-    np.testing.assert_allclose(widget.probed, na.probe(act.data, *pixels[1]))
+    np.testing.assert_allclose(widget.probe_tab.probed, na.probe(act.data, *pixels[1]))
 
 
 def test_network_table_lists_every_layer_and_a_row_chooses_it_for_run(setup, qtbot, random_net):
-    from napari_activations._widget import ActivationsWidget
-
     viewer, widget, _ = setup
-    main = ActivationsWidget(viewer, network=random_net)
-    viewer.window.add_dock_widget(main, name="SqueezeNet activations")
-    table = widget.network_table
+    _, main = viewer.window.add_plugin_dock_widget(*MAIN_WIDGET)
+    table = widget.network_tab.network_table
     assert table.rowCount() == len(na.LAYERS)
     assert table.item(0, 0).text() == "conv1" and table.item(0, 1).text() == "31x35"
     row = na.layer_names().index("fire6-squeeze1x1")
     widget.choose_network_row(row)
     assert main.selected_layer().name == "fire6-squeeze1x1"
-    assert widget.compare_layer_combo.currentText() == "fire6-squeeze1x1"
+    assert widget.compare_tab.compare_layer_combo.currentText() == "fire6-squeeze1x1"
 
 
 def test_classification_shows_five_classes(setup, qtbot):
     _, widget, _ = setup
     widget.classify()
     _wait(qtbot, widget)
-    assert len(widget.classes) == 5
-    assert len(widget.classes_label.text().splitlines()) == 5
+    assert len(widget.network_tab.classes) == 5
+    assert len(widget.network_tab.classes_label.text().splitlines()) == 5
 
 
 def test_the_plane_shown_is_the_plane_analysed(make_napari_viewer):
@@ -260,10 +266,12 @@ def test_the_plane_shown_is_the_plane_analysed(make_napari_viewer):
     for plane, channel, pixel in ((0, 2, (5, 5)), (1, 1, (7, 8))):
         viewer.dims.set_current_step(plane_axis, plane)
         widget.find_strongest()
-        assert widget.strongest[0] == (channel, float(acts[channel, plane][pixel]))
+        assert widget.channels_tab.strongest[0] == (channel, float(acts[channel, plane][pixel]))
         viewer.dims.set_current_step(plane_axis, plane)  # find_strongest moved the channel
         widget.on_viewer_click(act.data_to_world((0, plane) + pixel))
-        np.testing.assert_array_equal(widget.probed, acts[:, plane][(slice(None),) + pixel])
+        np.testing.assert_array_equal(
+            widget.probe_tab.probed, acts[:, plane][(slice(None),) + pixel]
+        )
 
 
 def test_stacks_are_analysed_plane_by_plane(make_napari_viewer, random_net):
@@ -281,11 +289,13 @@ def test_stacks_are_analysed_plane_by_plane(make_napari_viewer, random_net):
     widget.find_strongest()
     rows, cols = want.native_interior()  # the border where zero padding shows is left out
     expected = na.strongest_channels(want.native[..., rows, cols], 5)
-    assert [c for c, _ in widget.strongest] == [c for c, _ in expected]
+    assert [c for c, _ in widget.channels_tab.strongest] == [c for c, _ in expected]
     np.testing.assert_allclose(
-        [v for _, v in widget.strongest], [v for _, v in expected], rtol=1e-5
+        [v for _, v in widget.channels_tab.strongest], [v for _, v in expected], rtol=1e-5
     )
     widget.on_viewer_click(act.data_to_world((0, 1, 30, 20)))
-    np.testing.assert_allclose(widget.probed, na.probe(want, 30, 20), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(
+        widget.probe_tab.probed, na.probe(want, 30, 20), rtol=1e-5, atol=1e-4
+    )
     widget.show_montage()
     assert viewer.layers[f"{act.name} montage"].data.shape == na.montage(want.native).image.shape

@@ -19,6 +19,7 @@ from . import analysis
 from ._napari_layers import (
     METADATA_KEY,
     ActivationResult,
+    LayerInputError,
     _set_contrast,
     add_activation_layer,
     channel_contrast_limits,
@@ -185,7 +186,7 @@ def region_mask(region_layer: Layer, grid_layer: Layer) -> np.ndarray:
     r_trans = np.asarray(region_layer.translate[-2:], dtype=float)
     if isinstance(region_layer, Shapes):
         if not len(region_layer.data):
-            raise ValueError(
+            raise LayerInputError(
                 f"The Shapes layer {region_layer.name!r} has no shapes; draw the region first."
             )
         vertices = [
@@ -200,14 +201,14 @@ def region_mask(region_layer: Layer, grid_layer: Layer) -> np.ndarray:
         if not (
             np.allclose(r_scale, a_scale) and np.allclose(r_trans, a_trans) and mask.shape == (h, w)
         ):
-            raise ValueError(
+            raise LayerInputError(
                 f"The Labels layer {region_layer.name!r} ({mask.shape[0]}x"
                 f"{mask.shape[1]}) is not on the {h}x{w} grid of "
                 f"{grid_layer.name!r}; paint the region on a Labels layer "
                 "of the image's size."
             )
         return mask
-    raise ValueError(
+    raise LayerInputError(
         f"{region_layer.name!r} is a {type(region_layer).__name__} layer; a "
         "region is a Shapes or a Labels layer."
     )
@@ -353,7 +354,7 @@ def compare_images(
     """
     info = find_layer(layer)
     if len(images) < 2:
-        raise ValueError("Comparing needs two or more image layers.")
+        raise LayerInputError("Comparing needs two or more image layers.")
     results = []
     for image in images:
         result = yield from compute_for_image_layer(network, image, info, weights=weights)
@@ -361,7 +362,7 @@ def compare_images(
         results.append(result)
     first, second = results[0].activations, results[1].activations
     if first.shape != second.shape or first.ndim != 3:
-        raise ValueError(
+        raise LayerInputError(
             f"The images to compare must be single planes of one size; "
             f"{images[0].name!r} gives {first.shape} and {images[1].name!r} "
             f"{second.shape}."

@@ -25,6 +25,7 @@ from .layers import LAYERS, LayerInfo, find_layer, output_size
 
 __all__ = [
     "Montage",
+    "RegionError",
     "difference",
     "grid_shape",
     "montage",
@@ -35,6 +36,11 @@ __all__ = [
     "strongest_channels",
     "top_channels",
 ]
+
+
+class RegionError(ValueError):
+    """The region cannot rank channels (empty, or all of the image); the message says why."""
+
 
 # Activation blocks read at once by the reductions (bytes of float32).
 _BLOCK_BYTES = 32 * 2**20
@@ -447,13 +453,13 @@ def rank_channels(
         n_in = int(mask.sum())
         n_out = count - n_in
         if n_in == 0 and whole_in > 0:
-            raise ValueError(
+            raise RegionError(
                 "The region lies within half a receptive field of the image edge, "
                 "where the network's zero padding shows, and such pixels are left "
                 "out: mark a region further in, or pass include_border=True."
             )
         if n_in == 0 or n_out == 0:
-            raise ValueError(
+            raise RegionError(
                 f"The region covers {n_in} of {count} pixels; it must cover some "
                 "pixels and leave some outside."
             )
@@ -491,7 +497,7 @@ def rank_channels(
         sums[2] += (np.abs(d) if change == "absolute" else d).sum(axis=1, dtype=np.float64)
         count += a.shape[1]
     if count == 0:
-        raise ValueError("The region covers no pixels.")
+        raise RegionError("The region covers no pixels.")
     means = sums / count
     table = np.empty(n, dtype=RANK_BY_CHANGE)
     table["channel"] = np.arange(n)
