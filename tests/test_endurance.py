@@ -28,9 +28,12 @@ NETWORK_LAYERS = ["conv1", "pool1", "fire2-relu_squeeze1x1", "fire3-concat", "po
 
 
 def _runs_holding_a_layer() -> int:
-    from napari_activations._widget import _RunState
+    """Finished runs that still hold their work or their callbacks (and so the layers)."""
+    from napari_activations._qt.worker import BackgroundRun
 
-    return sum(isinstance(o, _RunState) and o.source is not None for o in gc.get_objects())
+    return sum(
+        isinstance(o, BackgroundRun) and not o.running and not o.released for o in gc.get_objects()
+    )
 
 
 def _rss() -> int:

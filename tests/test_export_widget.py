@@ -255,16 +255,17 @@ def test_weights_file_is_remembered_for_the_next_launch(viewer, tmp_path, monkey
     from napari_activations._widget import ActivationsWidget
 
     again = ActivationsWidget(viewer)  # as a fresh widget at the next launch
-    assert again._weights == str(weights) and weights.name in again.weights_label.text()
-    again.use_named_weights("torchvision")
+    assert again.weights_choice.weights == str(weights)
+    assert weights.name in again.weights_label.text()
+    again.weights_choice.use_named_weights("torchvision")
     assert remembered(WEIGHTS_FILE) == ""
     remember(WEIGHTS_FILE, str(weights))
-    again.weights_default_button.click()
+    again.weights_choice.default_button.click()
     assert remembered(WEIGHTS_FILE) == ""
-    assert ActivationsWidget(viewer)._weights == "DEFAULT"
+    assert ActivationsWidget(viewer).weights_choice.weights == "DEFAULT"
     weights.unlink()
     remember(WEIGHTS_FILE, str(weights))  # a file that has gone: the default, not an error
-    assert ActivationsWidget(viewer)._weights == "DEFAULT"
+    assert ActivationsWidget(viewer).weights_choice.weights == "DEFAULT"
 
 
 def test_a_sheared_layer_keeps_its_shear_in_the_metadata(placed, tmp_path):

@@ -366,7 +366,7 @@ def test_cancel_after_the_last_step_but_before_the_result_still_adds_nothing(
 
     widget.set_network_layer("conv1")
     widget.run()
-    worker = widget._run.worker
+    worker = widget.worker
     deadline = time.monotonic() + 120
     while worker.is_running and time.monotonic() < deadline:  # no Qt events: result queued
         time.sleep(0.01)

@@ -150,6 +150,11 @@ class BackgroundRun:
         """True from :meth:`start` until the run is over (its end callback has run)."""
         return not self._over
 
+    @property
+    def released(self) -> bool:
+        """True once the run let go of its work and its callbacks (and what they hold)."""
+        return self._gen is None and not any(self._callbacks.values())
+
     def start(self) -> BackgroundRun:
         """Open the progress bar, then start the worker."""
         if self._description is not None:
