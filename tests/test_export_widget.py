@@ -217,7 +217,8 @@ def test_export_can_be_cancelled(viewer, placed, tmp_path, qtbot, monkeypatch):
 
     monkeypatch.setattr(export_widget, "iter_export_activation_layer", slow)
     row.export(placed, str(tmp_path))
-    qtbot.waitUntil(lambda: row._progress is not None, timeout=30_000)
+    with qtbot.waitSignal(row.worker.yielded, timeout=30_000):  # writing has begun
+        pass
     row.button.click()  # "Cancel export"
     qtbot.waitUntil(lambda: not row.busy, timeout=30_000)
     assert os.listdir(tmp_path) == []

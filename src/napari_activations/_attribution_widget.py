@@ -10,7 +10,7 @@ the result becomes, or updates, the layer ``"<image>: Grad-CAM <class>"``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtWidgets import (
@@ -19,7 +19,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -29,12 +28,12 @@ from ._attribution_layers import (
     add_attribution_layer,
     compute_attribution_for_image_layer,
 )
-from ._napari_layers import LayerInputError, avoid_triton_llvm_crash, unproxy
-from ._widget import _RunState
-from .attribution import AttributionError
-from .compute import ImageError, Progress
-from .layers import LAYERS, UnknownLayerError
-from .network import DeviceUnavailableError, WeightsError
+from ._napari_layers import avoid_triton_llvm_crash, unproxy
+from ._qt.attribution_method import AttributionMethod
+from ._qt.layer_choice import input_images, refill_combo
+from ._qt.network_tab import top_classes
+from ._qt.worker import BackgroundRun
+from .compute import Progress
 
 if TYPE_CHECKING:
     import napari
@@ -43,39 +42,6 @@ if TYPE_CHECKING:
     from .network import Network
 
 __all__ = ["AttributionWidget"]
-
-USER_ERRORS = (
-    ImageError,
-    WeightsError,
-    LayerInputError,
-    UnknownLayerError,
-    DeviceUnavailableError,
-    AttributionError,
-)
-AUTO = 0  # spin-box value meaning "the default for this image"
-
-
-def _guarded(gen: Generator) -> Generator[Progress, None, Any]:
-    """Run ``gen``; an error meant for users is returned as its message (a str)."""
-    try:
-        return (yield from gen)
-    except USER_ERRORS as exc:
-        return str(exc)
-
-
-def _top5(
-    network: Network | None, weights: Any, data: Any, intensity_range: Any, rgb: bool
-) -> Generator[Progress, None, Any]:
-    from . import compute
-
-    avoid_triton_llvm_crash()
-    if network is None:
-        yield Progress(0, 1, "Loading SqueezeNet")
-        from .network import load_squeezenet
-
-        network = load_squeezenet(weights, progress=False)
-    yield Progress(0, 1, "Classifying")
-    return compute.classify(network, data, 5, intensity_range=intensity_range, rgb=rgb)
 
 
 class AttributionWidget(QWidget):
@@ -101,19 +67,21 @@ class AttributionWidget(QWidget):
         self.viewer = unproxy(napari_viewer)
         self._network = network
         self._weights = weights
-        self._run = _RunState()
+        self._run: BackgroundRun | None = None
+        self._outcome = "Ready."
         self._build()
         self.viewer.layers.events.inserted.connect(self.refresh_images)
         self.viewer.layers.events.removed.connect(self.refresh_images)
-        self.destroyed.connect(self._disconnect)
+        # A lambda, not a method: it must run while the widget is being destroyed.
+        self.destroyed.connect(lambda *_: self._disconnect())
         self.refresh_images()
 
     def _build(self) -> None:
         self.image_combo = QComboBox()
         self.image_combo.setToolTip("The image layer to explain (Image layers only).")
-        self.method_combo = QComboBox()
-        self.method_combo.addItem("Grad-CAM", "grad-cam")
-        self.method_combo.addItem("Occlusion sensitivity", "occlusion")
+        self.method = AttributionMethod()
+        for name in ("method_combo", "layer_combo", "window_spin", "stride_spin"):
+            setattr(self, name, getattr(self.method, name))
         self.target_combo = QComboBox()
         self.target_combo.setEditable(True)
         self.target_combo.setToolTip(
@@ -121,24 +89,6 @@ class AttributionWidget(QWidget):
             "most likely classes, or type a category name or index."
         )
         self.top5_button = QPushButton("Top 5")
-        self.layer_combo = QComboBox()
-        for info in LAYERS:
-            if not info.is_global:
-                self.layer_combo.addItem(info.name, info.name)
-        self.layer_combo.setCurrentIndex(self.layer_combo.count() - 1)  # relu_conv10
-        self.layer_combo.setToolTip(
-            "Grad-CAM weights this network layer's channels by the "
-            "class score's gradient; default: the last one before "
-            "global pooling."
-        )
-        self.window_spin = QSpinBox()
-        self.window_spin.setRange(AUTO, 4096)
-        self.window_spin.setSpecialValueText("auto (a fifth of the shorter side)")
-        self.window_spin.setSuffix(" px")
-        self.stride_spin = QSpinBox()
-        self.stride_spin.setRange(AUTO, 4096)
-        self.stride_spin.setSpecialValueText("auto (half the window)")
-        self.stride_spin.setSuffix(" px")
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
         self.status_label = QLabel()
@@ -146,15 +96,11 @@ class AttributionWidget(QWidget):
 
         form = QFormLayout()
         form.addRow("Image", self.image_combo)
-        form.addRow("Method", self.method_combo)
         target_row = QHBoxLayout()
         target_row.addWidget(self.target_combo, 1)
         target_row.addWidget(self.top5_button)
         form.addRow("Class", target_row)
-        form.addRow("Network layer", self.layer_combo)
-        form.addRow("Window", self.window_spin)
-        form.addRow("Stride", self.stride_spin)
-        self._form = form
+        form.addRow(self.method)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
@@ -164,39 +110,23 @@ class AttributionWidget(QWidget):
         layout.addWidget(self.status_label)
         layout.addStretch(1)
 
-        self.method_combo.currentIndexChanged.connect(self._on_method_changed)
         self.top5_button.clicked.connect(self.fill_top5)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
-        self._on_method_changed()
         self._set_busy(False)
 
-    def _disconnect(self, *args: Any) -> None:
+    def _disconnect(self) -> None:
+        if self._run is not None:
+            self._run.detach()
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             with contextlib.suppress(RuntimeError, TypeError, ValueError):
                 event.disconnect(self.refresh_images)
 
     # -- state --------------------------------------------------------------------------------
 
-    def _image_layers(self) -> list[Image]:
-        from napari.layers import Image
-
-        return [
-            layer
-            for layer in self.viewer.layers
-            if isinstance(layer, Image) and not _is_attribution(layer)
-        ]
-
     def refresh_images(self, event: Any = None) -> None:
-        """Refill the image list (attribution layers are not offered as images)."""
-        current = self.image_combo.currentText()
-        names = [layer.name for layer in self._image_layers()]
-        self.image_combo.blockSignals(True)
-        self.image_combo.clear()
-        self.image_combo.addItems(names)
-        if current in names:
-            self.image_combo.setCurrentText(current)
-        self.image_combo.blockSignals(False)
+        """Refill the image list (the plugin's own results are not offered as images)."""
+        refill_combo(self.image_combo, [layer.name for layer in input_images(self.viewer)])
 
     def selected_image(self) -> Image | None:
         name = self.image_combo.currentText()
@@ -212,7 +142,8 @@ class AttributionWidget(QWidget):
         self._network = network
 
     def set_method(self, method: str) -> None:
-        self.method_combo.setCurrentIndex(self.method_combo.findData(method))
+        """Choose "grad-cam" or "occlusion" for the next run."""
+        self.method.set_method(method)
 
     def set_target(self, target: str | int) -> None:
         self.target_combo.setCurrentText(str(target))
@@ -228,19 +159,14 @@ class AttributionWidget(QWidget):
             return data
         return int(text) if text.lstrip("-").isdigit() else text
 
-    def _on_method_changed(self, *args: Any) -> None:
-        grad_cam = self.method_combo.currentData() == "grad-cam"
-        for field, visible in (
-            (self.layer_combo, grad_cam),
-            (self.window_spin, not grad_cam),
-            (self.stride_spin, not grad_cam),
-        ):
-            field.setVisible(visible)  # QFormLayout.setRowVisible needs Qt 6.4
-            self._form.labelForField(field).setVisible(visible)
-
     @property
     def busy(self) -> bool:
-        return self._run.worker is not None
+        return self._run is not None
+
+    @property
+    def worker(self) -> Any:
+        """The running napari worker, or None when ready."""
+        return self._run.worker if self._run is not None else None
 
     def _set_busy(self, busy: bool, message: str = "Ready.") -> None:
         self.run_button.setEnabled(not busy)
@@ -250,19 +176,20 @@ class AttributionWidget(QWidget):
 
     # -- actions ------------------------------------------------------------------------------
 
-    def _start(self, gen: Generator, on_returned: Any, message: str) -> None:
-        from napari.qt.threading import create_worker
-
-        worker = create_worker(_guarded, gen, _start_thread=False)
-        run = _RunState(worker, self.selected_image())
-        self._run = run
-        worker.yielded.connect(run.show_progress)
-        worker.returned.connect(on_returned)
-        worker.aborted.connect(self._on_aborted)
-        worker.finished.connect(self._on_finished)
-        worker.finished.connect(lambda: run.release())
+    def _start(
+        self, gen: Generator[Progress, None, Any], on_result: Callable, message: str
+    ) -> None:
+        self._outcome = "Ready."
+        self._run = BackgroundRun(
+            gen,
+            on_result=on_result,
+            on_failure=self._on_failure,
+            on_cancelled=self._on_cancelled,
+            on_end=self._on_finished,
+            description=message,
+        )
         self._set_busy(True, message)
-        worker.start()
+        self._run.start()
 
     def _no_image(self) -> bool:
         from napari.utils.notifications import show_error
@@ -280,7 +207,8 @@ class AttributionWidget(QWidget):
         if self.busy or self._no_image():
             return
         source = self.selected_image()
-        gen = _top5(
+        avoid_triton_llvm_crash()  # before the worker first imports torch
+        gen = top_classes(
             self._network,
             self._weights,
             source.data,
@@ -290,17 +218,11 @@ class AttributionWidget(QWidget):
         self._start(gen, self._on_top5, f"Classifying {source.name!r}…")
 
     def _on_top5(self, result: Any) -> None:
-        from napari.utils.notifications import show_error
-
-        if isinstance(result, str):
-            self._run.outcome = "Ready. Classifying failed: see the notification."
-            show_error(result)
-            return
         self.target_combo.clear()
         for name, p in result:
             self.target_combo.addItem(f"{name} ({p:.0%})", name)
         self.target_combo.setCurrentIndex(0)
-        self._run.outcome = f"Top class: {result[0][0]}."
+        self._outcome = f"Top class: {result[0][0]}."
 
     def run(self) -> None:
         """Compute the map for the chosen image, method and class (does nothing while busy)."""
@@ -314,6 +236,7 @@ class AttributionWidget(QWidget):
             return
         source = self.selected_image()
         method = self.method_combo.currentData()
+        avoid_triton_llvm_crash()  # before the worker first imports torch
         gen = compute_attribution_for_image_layer(
             self._network,
             source,
@@ -326,46 +249,40 @@ class AttributionWidget(QWidget):
         )
         self._start(
             gen,
-            self._on_returned,
+            lambda result: self._on_returned(source, result),
             f"Computing {self.method_combo.currentText()} of {target!r} for {source.name!r}…",
         )
 
     def cancel(self) -> None:
         """Stop the running computation; nothing is added."""
-        if self._run.worker is not None:
-            self._run.worker.quit()
+        if self._run is not None:
+            self._run.cancel()
             self.status_label.setText("Cancelling…")
 
-    def _on_returned(self, result: AttributionResult | str) -> None:
-        from napari.utils.notifications import show_error, show_warning
+    def _on_returned(self, source: Image, result: AttributionResult) -> None:
+        from napari.utils.notifications import show_warning
 
-        source = self._run.source
-        if isinstance(result, str):
-            self._run.outcome = "Ready. The last run failed: see the notification."
-            show_error(result)
-            return
-        if source is None or source not in self.viewer.layers:
+        if source not in self.viewer.layers:
             return
         layer = add_attribution_layer(self.viewer, source, result)
-        self._run.outcome = f"Showing {layer.name!r}."
+        self._outcome = f"Showing {layer.name!r}."
         if not result.network.trained:
             show_warning(
                 f"{layer.name!r} was computed with random, untrained weights: it means nothing."
             )
 
-    def _on_aborted(self) -> None:
+    def _on_failure(self, message: str) -> None:
+        from napari.utils.notifications import show_error
+
+        self._outcome = "Ready. The last run failed: see the notification."
+        show_error(message)
+
+    def _on_cancelled(self) -> None:
         from napari.utils.notifications import show_info
 
-        self._run.outcome = "Cancelled."
+        self._outcome = "Cancelled."
         show_info("Computation cancelled; nothing was added.")
 
     def _on_finished(self) -> None:
-        outcome = self._run.outcome
-        self._run = _RunState()
-        self._set_busy(False, outcome)
-
-
-def _is_attribution(layer: Any) -> bool:
-    from ._attribution_layers import ATTRIBUTION_KEY
-
-    return ATTRIBUTION_KEY in getattr(layer, "metadata", {})
+        self._run = None
+        self._set_busy(False, self._outcome)
