@@ -299,3 +299,39 @@ def test_stacks_are_analysed_plane_by_plane(make_napari_viewer, random_net):
     )
     widget.show_montage()
     assert viewer.layers[f"{act.name} montage"].data.shape == na.montage(want.native).image.shape
+
+
+def test_a_user_error_is_said_plainly_and_a_bug_is_not_swallowed(setup, qtbot, monkeypatch):
+    """The worker helper shows the package's own errors as plain notifications; anything else
+    (here a ValueError from inside the ranking) is raised again on napari's thread, where
+    napari's exception hook reports it with its traceback. The analysis widget once showed
+    every ValueError and IndexError as a plain message."""
+    from _robustness import assert_error_notified, record_notifications
+
+    from napari_activations import analysis
+
+    viewer, widget, act = setup
+    notifications = record_notifications(monkeypatch)
+    viewer.add_shapes(  # the whole image: nothing is left outside to compare with
+        [np.array([[-5, -5], [-5, 80], [70, 80], [70, -5]])], shape_type="rectangle", name="All"
+    )
+    widget.region_tab.region_combo.setCurrentText("All")
+    widget.border_check.setChecked(True)
+    widget.rank_region()
+    _wait(qtbot, widget)
+    assert_error_notified(notifications, "leave some outside")
+    assert widget.status_label.text().startswith("Failed: The region covers")
+    assert widget.region_tab.ranking is None
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug, not the user's doing")
+
+    monkeypatch.setattr(analysis, "rank_channels", broken)
+    shown = len(notifications)
+    with qtbot.capture_exceptions() as raised:
+        widget.rank_region()
+        _wait(qtbot, widget)
+    assert [str(error) for _, error, _ in raised] == ["a bug, not the user's doing"]
+    assert not any("a bug" in message for _, _, message in notifications[shown:])
+    assert "a bug" not in widget.status_label.text()
+    assert widget.region_tab.rank_button.isEnabled()  # ready for the next try
