@@ -28,7 +28,7 @@ from ._attribution_layers import (
     add_attribution_layer,
     compute_attribution_for_image_layer,
 )
-from ._napari_layers import avoid_triton_llvm_crash, unproxy
+from ._napari_layers import avoid_triton_llvm_crash
 from ._qt.attribution_method import AttributionMethod
 from ._qt.layer_choice import input_images, refill_combo
 from ._qt.network_tab import top_classes
@@ -64,7 +64,7 @@ class AttributionWidget(QWidget):
         weights: Any = "DEFAULT",
     ):
         super().__init__()
-        self.viewer = unproxy(napari_viewer)
+        self.viewer = napari_viewer
         self._network = network
         self._weights = weights
         self._run: BackgroundRun | None = None

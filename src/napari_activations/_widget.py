@@ -22,7 +22,7 @@ from qtpy.QtWidgets import (
 )
 
 from ._export_widget import ExportRow
-from ._napari_layers import ActivationResult, add_activation_layer, compute_for_image_layer, unproxy
+from ._napari_layers import ActivationResult, add_activation_layer, compute_for_image_layer
 from ._qt.image_choice import ImageChoice
 from ._qt.layer_choice import input_images
 from ._qt.network_layer_choice import NetworkLayerChoice
@@ -67,7 +67,7 @@ class ActivationsWidget(QWidget):
         weights: Any = "DEFAULT",
     ):
         super().__init__()
-        self.viewer = unproxy(napari_viewer)
+        self.viewer = napari_viewer
         self._run: BackgroundRun | None = None
         self._outcome = "Ready."
         self._source: Image | None = None  # the image of the run under way
@@ -288,5 +288,9 @@ class ActivationsWidget(QWidget):
             self.status_label.setText("Ready.")
 
     def _on_layer_removed(self, event: Any) -> None:
-        if self._run is not None and event.value is self._source:
+        # napari hands plugins proxies of its layers, made afresh on each access: compare ids.
+        source = self._source
+        if self._run is None or source is None:
+            return
+        if event.value.unique_id == source.unique_id:
             self._run.abandon()  # the image went away while computing: nothing is added
