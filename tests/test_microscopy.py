@@ -144,10 +144,10 @@ def test_widgets_leave_the_border_out_unless_asked(make_napari_viewer, qtbot, re
         if not count_border:
             analysis = AnalysisWidget(viewer, network=real_net)
             analysis.find_strongest()
-            assert analysis.strongest[0][0] == starts[0] != BORDER_CHANNEL
+            assert analysis.channels_tab.strongest[0][0] == starts[0] != BORDER_CHANNEL
             analysis.border_check.setChecked(True)
             analysis.find_strongest()
-            assert analysis.strongest[0][0] == BORDER_CHANNEL
+            assert analysis.channels_tab.strongest[0][0] == BORDER_CHANNEL
         viewer.layers.remove(layer)
     assert starts[1] == BORDER_CHANNEL
 
