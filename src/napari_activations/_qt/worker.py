@@ -189,21 +189,32 @@ class BackgroundRun:
     # -- the worker's signals, on the GUI thread ----------------------------------------------
 
     def _on_step(self, step: Progress) -> None:
-        bar = self.progress
-        if not (self._over or self.updating or bar is None):
-            self.updating = True
-            try:
-                if bar.total != step.total:
-                    bar.total = step.total
-                bar.set_description(step.message)
-                bar.update(step.done - bar.n)
-            finally:
-                self.updating = False
+        self.show_progress(step)
         if not self.updating:
             self._call("step", step)
         while self.deferred and not self.updating:
             callback, args = self.deferred.pop(0)
             callback(*args)
+
+    def show_progress(self, step: Progress) -> None:
+        """Move the bar to ``step``.
+
+        napari's bar processes Qt events while it moves, so the worker's later signals can
+        arrive inside this call: a step is then skipped (the next one shows), and the result,
+        the end and the clean-up wait until this call is over, so that a layer is never added
+        to the viewer from inside napari's progress machinery.
+        """
+        bar = self.progress
+        if self._over or self.updating or bar is None:
+            return
+        self.updating = True
+        try:
+            if bar.total != step.total:
+                bar.total = step.total
+            bar.set_description(step.message)
+            bar.update(step.done - bar.n)
+        finally:
+            self.updating = False
 
     def _after_step(self, callback: Callable, *args: Any) -> None:
         """Call now, or once the progress-bar move under way is over."""
