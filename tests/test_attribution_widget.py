@@ -126,3 +126,27 @@ def test_bad_target_and_window_are_plain_notifications(
     assert len(viewer.layers) == n_layers
     np.testing.assert_array_equal(face_layer.data, original)
     assert widget.status_label.text().startswith("Ready.")
+
+
+def test_cancel_after_the_last_step_but_before_the_result_adds_nothing(
+    viewer, widget, face_layer, qtbot, notifications
+):
+    """Cancel pressed while the finished worker's result waits in Qt's event queue: the
+    attribution widget runs through the same helper as the others, so nothing is added."""
+    import time
+
+    widget.set_method("grad-cam")
+    widget.set_target("Egyptian cat")
+    widget.run()
+    worker = widget.worker
+    deadline = time.monotonic() + 120
+    for running in (True, False):  # started, then done; no Qt events: the result is queued
+        while worker.is_running != running and time.monotonic() < deadline:
+            time.sleep(0.001)
+    assert not worker.is_running and time.monotonic() < deadline
+    widget.cancel()
+    wait(qtbot, widget)
+    assert list(viewer.layers) == [face_layer]
+    assert any("cancelled" in m for _, m in notifications)
+    assert widget.status_label.text() == "Cancelled."
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()

@@ -368,9 +368,12 @@ def test_cancel_after_the_last_step_but_before_the_result_still_adds_nothing(
     widget.run()
     worker = widget.worker
     deadline = time.monotonic() + 120
-    while worker.is_running and time.monotonic() < deadline:  # no Qt events: result queued
-        time.sleep(0.01)
-    assert not worker.is_running
+    # Started, then done (a worker not started yet is not running either); no Qt events
+    # meanwhile, so the result waits in the queue.
+    for running in (True, False):
+        while worker.is_running != running and time.monotonic() < deadline:
+            time.sleep(0.001)
+    assert not worker.is_running and time.monotonic() < deadline
     widget.cancel()
     qtbot.waitUntil(lambda: not widget.busy, timeout=30_000)
     assert list(viewer.layers) == [face_layer]
