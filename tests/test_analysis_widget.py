@@ -251,7 +251,6 @@ def test_classification_shows_five_classes(setup, qtbot):
 
 def test_the_plane_shown_is_the_plane_analysed(make_napari_viewer):
     from napari_activations._analysis_layers import METADATA_KEY
-    from napari_activations._analysis_widget import AnalysisWidget
 
     viewer = make_napari_viewer()
     acts = np.zeros((3, 2, 20, 24), np.float32)  # (C, Z, H, W), as a stack layer holds it
@@ -260,7 +259,7 @@ def test_the_plane_shown_is_the_plane_analysed(make_napari_viewer):
     act = viewer.add_image(
         acts, name="Stack: conv1", metadata={METADATA_KEY: {"layer": {"name": "conv1"}}}
     )
-    widget = AnalysisWidget(viewer)
+    _, widget = viewer.window.add_plugin_dock_widget(*WIDGET)
     assert widget.layer_combo.currentText() == act.name
     plane_axis = viewer.dims.ndim - 3
     for plane, channel, pixel in ((0, 2, (5, 5)), (1, 1, (7, 8))):
@@ -275,14 +274,13 @@ def test_the_plane_shown_is_the_plane_analysed(make_napari_viewer):
 
 
 def test_stacks_are_analysed_plane_by_plane(make_napari_viewer, random_net):
-    from napari_activations._analysis_widget import AnalysisWidget
-
     viewer = make_napari_viewer()
     stack = np.random.default_rng(1).integers(0, 255, (2, 48, 40), dtype=np.uint8)
     viewer.add_image(stack, name="Stack")
     act = na.show_activations(viewer, "Stack", LAYER, network=random_net)
     assert act.data.shape == (16, 2, 48, 40)  # (C, Z, H, W): Z stays under its slider
-    widget = AnalysisWidget(viewer, network=random_net)
+    _, widget = viewer.window.add_plugin_dock_widget(*WIDGET)
+    widget.network = random_net
     plane_axis = viewer.dims.ndim - 3
     viewer.dims.set_current_step(plane_axis, 1)
     want = na.activations(random_net, stack[1], LAYER, resize=True)
