@@ -79,7 +79,7 @@ class AttributionWidget(QWidget):
     def _build(self) -> None:
         self.image_combo = QComboBox()
         self.image_combo.setToolTip("The image layer to explain (Image layers only).")
-        self.method = AttributionMethod()
+        self.method = AttributionMethod(self)
         for name in ("method_combo", "layer_combo", "window_spin", "stride_spin"):
             setattr(self, name, getattr(self.method, name))
         self.target_combo = QComboBox()
@@ -100,7 +100,7 @@ class AttributionWidget(QWidget):
         target_row.addWidget(self.target_combo, 1)
         target_row.addWidget(self.top5_button)
         form.addRow("Class", target_row)
-        form.addRow(self.method)
+        self.method.add_rows(form)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)

@@ -72,14 +72,14 @@ class ActivationsWidget(QWidget):
         self._outcome = "Ready."
         self._source: Image | None = None  # the image of the run under way
         self._shown: str | None = None  # the activation layer the status line names
-        self.images = ImageChoice(self.viewer)
+        self.images = ImageChoice(self.viewer, self)
         self.image_combo, self.level_combo = self.images.image_combo, self.images.level_combo
         self.layer_combo = NetworkLayerChoice()
-        self.options = RunOptions()
+        self.options = RunOptions(self)
         for name in ("scale_spin", "contrast_combo", "stack_contrast_combo", "border_check"):
             setattr(self, name, getattr(self.options, name))
         self.replace_check = self.options.replace_check
-        self.weights_choice = WeightsChoice(network, weights)
+        self.weights_choice = WeightsChoice(network, weights, self)
         self.weights_label = self.weights_choice.label
         self._build()
         self.images.refreshed.connect(self.refresh_status)
@@ -96,10 +96,10 @@ class ActivationsWidget(QWidget):
         self.export_row = ExportRow(self.viewer)
 
         form = QFormLayout()
-        form.addRow(self.images)
+        self.images.add_rows(form)
         form.addRow("Network layer", self.layer_combo)
-        form.addRow(self.options)
-        form.addRow("Weights", self.weights_choice)
+        self.options.add_rows(form)
+        self.weights_choice.add_rows(form)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from qtpy.QtWidgets import QComboBox, QFormLayout, QSpinBox, QWidget
+from qtpy.QtCore import QObject
+from qtpy.QtWidgets import QComboBox, QFormLayout, QSpinBox
 
 from ..layers import LAYERS
 
@@ -14,11 +15,11 @@ __all__ = ["AUTO", "AttributionMethod"]
 AUTO = 0  # spin-box value meaning "the default for this image"
 
 
-class AttributionMethod(QWidget):
+class AttributionMethod(QObject):
     """The method and its parameters."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
         self.method_combo = QComboBox()
         self.method_combo.addItem("Grad-CAM", "grad-cam")
         self.method_combo.addItem("Occlusion sensitivity", "occlusion")
@@ -40,13 +41,16 @@ class AttributionMethod(QWidget):
         self.stride_spin.setRange(AUTO, 4096)
         self.stride_spin.setSpecialValueText("auto (half the window)")
         self.stride_spin.setSuffix(" px")
-        self._form = QFormLayout(self)
-        self._form.setContentsMargins(0, 0, 0, 0)
-        self._form.addRow("Method", self.method_combo)
-        self._form.addRow("Network layer", self.layer_combo)
-        self._form.addRow("Window", self.window_spin)
-        self._form.addRow("Stride", self.stride_spin)
+        self._form: QFormLayout | None = None
         self.method_combo.currentIndexChanged.connect(self._on_method_changed)
+
+    def add_rows(self, form: QFormLayout) -> None:
+        """Put the rows in ``form`` (the widget's own); only the method's own are shown."""
+        self._form = form
+        form.addRow("Method", self.method_combo)
+        form.addRow("Network layer", self.layer_combo)
+        form.addRow("Window", self.window_spin)
+        form.addRow("Stride", self.stride_spin)
         self._on_method_changed()
 
     def set_method(self, method: str) -> None:
@@ -54,6 +58,8 @@ class AttributionMethod(QWidget):
         self.method_combo.setCurrentIndex(self.method_combo.findData(method))
 
     def _on_method_changed(self, *args: Any) -> None:
+        if self._form is None:
+            return
         grad_cam = self.method_combo.currentData() == "grad-cam"
         for field, visible in (
             (self.layer_combo, grad_cam),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QComboBox, QFormLayout, QWidget
+from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import QComboBox, QFormLayout
 
 from .._napari_layers import choose_level
 from ..compute import ImageError, image_planes_shape
@@ -20,7 +20,7 @@ __all__ = ["NO_LAYER", "ImageChoice"]
 NO_LAYER = "(none)"
 
 
-class ImageChoice(QWidget):
+class ImageChoice(QObject):
     """Which image layers a Run computes on (never the plugin's own results).
 
     :attr:`changed` is emitted when the image or its pyramid level changes, and
@@ -30,8 +30,8 @@ class ImageChoice(QWidget):
     changed = Signal()
     refreshed = Signal()
 
-    def __init__(self, viewer: napari.Viewer):
-        super().__init__()
+    def __init__(self, viewer: napari.Viewer, parent: QObject | None = None):
+        super().__init__(parent)
         self.viewer = viewer
         self.image_combo = QComboBox()
         self.image_combo.setToolTip("The image layer to compute on (Image layers only).")
@@ -48,14 +48,15 @@ class ImageChoice(QWidget):
             "For a multiscale (pyramid) image: the level to compute "
             "on. The result lies over the full-resolution image."
         )
-        form = QFormLayout(self)
-        form.setContentsMargins(0, 0, 0, 0)
+        self.image_combo.currentIndexChanged.connect(self.refresh_levels)
+        self.level_combo.currentIndexChanged.connect(self.changed)
+
+    def add_rows(self, form: QFormLayout) -> None:
+        """Put the choices in ``form`` (the widget's own, so that the columns line up)."""
         form.addRow("Image", self.image_combo)
         form.addRow("Green layer", self.green_combo)
         form.addRow("Blue layer", self.blue_combo)
         form.addRow("Pyramid level", self.level_combo)
-        self.image_combo.currentIndexChanged.connect(self.refresh_levels)
-        self.level_combo.currentIndexChanged.connect(self.changed)
 
     def _viewer_connections(self) -> list[tuple[Any, Any]]:
         layers = self.viewer.layers
@@ -68,7 +69,7 @@ class ImageChoice(QWidget):
 
     def follow_viewer(self) -> None:
         """Offer the viewer's image layers from now on, as they come, go and are renamed, and
-        choose the active one; until this widget is destroyed."""
+        choose the active one; until this object (or its parent widget) is destroyed."""
         for emitter, callback in self._viewer_connections():
             emitter.connect(callback)
         for layer in self.viewer.layers:

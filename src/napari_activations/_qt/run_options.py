@@ -5,17 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QWidget
+from qtpy.QtCore import QObject
+from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
 
 __all__ = ["RunOptions"]
 
 
-class RunOptions(QWidget):
+class RunOptions(QObject):
     """How a Run computes and shows: :meth:`chosen` gives the compute's keyword arguments;
     ``contrast_combo`` and ``replace_check`` say how the result is shown."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
         self.scale_spin = QDoubleSpinBox()
         self.scale_spin.setRange(0.1, 8.0)
         self.scale_spin.setSingleStep(0.25)
@@ -75,8 +76,9 @@ class RunOptions(QWidget):
             "faster on GPUs and slightly less exact; activations "
             "are float32 either way."
         )
-        form = QFormLayout(self)
-        form.setContentsMargins(0, 0, 0, 0)
+
+    def add_rows(self, form: QFormLayout) -> None:
+        """Put the choices in ``form`` (the widget's own, so that the columns line up)."""
         form.addRow("Input scale", self.scale_spin)
         form.addRow("Contrast", self.contrast_combo)
         form.addRow("Stack contrast", self.stack_contrast_combo)

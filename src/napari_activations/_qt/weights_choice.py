@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtCore import QObject
+from qtpy.QtWidgets import QFileDialog, QFormLayout, QHBoxLayout, QLabel, QPushButton, QWidget
 
 from .._plugin_settings import WEIGHTS_FILE, remember, remembered
 from ..network import WEIGHTS_CHOICES, WEIGHTS_ENV
@@ -39,7 +40,7 @@ def remembered_weights() -> str:
     return path if path and os.path.isfile(path) else ""
 
 
-class WeightsChoice(QWidget):
+class WeightsChoice(QObject):
     """The weights (or loaded network) the next Run uses, shown in one line.
 
     Parameters
@@ -51,8 +52,13 @@ class WeightsChoice(QWidget):
         an earlier launch, where it is still there. ``None`` is random weights (tests only).
     """
 
-    def __init__(self, network: Network | None = None, weights: Any = "DEFAULT"):
-        super().__init__()
+    def __init__(
+        self,
+        network: Network | None = None,
+        weights: Any = "DEFAULT",
+        parent: QWidget | None = None,
+    ):
+        super().__init__(parent)
         self.network = network
         self.weights = weights
         if network is None and isinstance(weights, str) and weights.upper() == "DEFAULT":
@@ -72,17 +78,18 @@ class WeightsChoice(QWidget):
             "torchvision's separately trained ImageNet weights (IMAGENET1K_V1), downloaded "
             "once into the torch hub cache. Their channel numbers differ from MATLAB's."
         )
-        buttons = QHBoxLayout()
-        for button in (self.file_button, self.default_button, self.torchvision_button):
-            buttons.addWidget(button)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.label)
-        layout.addLayout(buttons)
         self.file_button.clicked.connect(self.choose_weights_file)
         self.default_button.clicked.connect(lambda: self.use_named_weights("DEFAULT"))
         self.torchvision_button.clicked.connect(lambda: self.use_named_weights("torchvision"))
         self.update_label()
+
+    def add_rows(self, form: QFormLayout) -> None:
+        """Put the weights line and buttons in ``form`` (the widget's own)."""
+        buttons = QHBoxLayout()
+        for button in (self.file_button, self.default_button, self.torchvision_button):
+            buttons.addWidget(button)
+        form.addRow("Weights", self.label)
+        form.addRow("", buttons)
 
     def set_weights(self, weights: Any) -> None:
         """Use ``weights`` ("DEFAULT", "caffe", "torchvision", a file path or None) from the
@@ -109,8 +116,9 @@ class WeightsChoice(QWidget):
     def choose_weights_file(self) -> None:
         """Ask for a weights file; it is remembered for the next napari launch."""
         last = remembered(WEIGHTS_FILE)
+        parent = self.parent()
         path, _ = QFileDialog.getOpenFileName(
-            self,
+            parent if isinstance(parent, QWidget) else None,
             "SqueezeNet 1.1 weights",
             os.path.dirname(last) if last else "",
             "PyTorch weights (*.pth *.pt);;All files (*)",
