@@ -73,6 +73,8 @@ _API = {
     "iter_occlusion_sensitivity": "attribution",
     "AttributionError": "attribution",
     "resolve_target": "attribution",
+    "region_target": "attribution",
+    "rank_classes_in_region": "attribution",
     "show_attribution": "_attribution_layers",
 }
 
@@ -101,6 +103,8 @@ if TYPE_CHECKING:
         iter_grad_cam,
         iter_occlusion_sensitivity,
         occlusion_sensitivity,
+        rank_classes_in_region,
+        region_target,
         resolve_target,
     )
     from .compute import ImageError, Progress, activations, classify, is_rgb, iter_activations
