@@ -76,12 +76,13 @@ _API = {
     "region_target": "attribution",
     "rank_classes_in_region": "attribution",
     "show_attribution": "_attribution_layers",
+    "rank_classes": "_attribution_layers",
 }
 
 __all__ = sorted(_API) + ["__version__"]
 
 if TYPE_CHECKING:
-    from ._attribution_layers import show_attribution
+    from ._attribution_layers import rank_classes, show_attribution
     from ._napari_export import export_activation_layer
     from ._napari_layers import show_activations
     from .alignment import AlignedActivations, align

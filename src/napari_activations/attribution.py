@@ -85,7 +85,10 @@ class Target:
     label : str
         For people and layer names: the category name, or the callable's name.
     reduce : callable
-        ``reduce(output) -> scalar tensor``: the score, from the network's output ``(1, ...)``.
+        ``reduce(output) -> scalar tensor``: the score, from the network's output ``(1, ...)``
+        (or from ``layer``'s activations).
+    layer : LayerInfo or None
+        The network layer ``reduce`` reads (region targets); None: the network's output.
     """
 
     index: int | None
@@ -589,10 +592,10 @@ def grad_cam(
     image : array-like
         One image, ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)``; any real dtype (scaled as for
         :func:`~napari_activations.activations`).
-    target : int, str or callable
-        Class index (0-based), category name (``"Egyptian cat"``), or
+    target : int, str, callable or Target
+        Class index (0-based), category name (``"Egyptian cat"``),
         ``f(output) -> scalar tensor`` on the network's output (for SqueezeNet the ``(1, 1000)``
-        class scores before softmax).
+        class scores before softmax), or a :func:`region_target`.
     layer : str or LayerInfo, optional
         Network layer whose activations are weighted; default the last spatial layer before
         global pooling (``relu_conv10``). Layers after global pooling are refused.
