@@ -183,6 +183,7 @@ def test_rank_classes_in_a_drawn_region_and_explain_the_score_there(
     ours = na.occlusion_sensitivity(random_net, face_layer.data, goal, window=44, stride=44)
     np.testing.assert_allclose(layer.data, ours, rtol=0, atol=1e-4 * np.abs(ours).max())
 
+    assert widget.rank_button.isEnabled()  # still usable after a run added a layer
     # the map can be probed: the value under a world position is the map's at that pixel
     y, x = 100, 50
     world = np.array([y, x]) * face_layer.scale + face_layer.translate

@@ -429,7 +429,7 @@ class AttributionWidget(QWidget):
         if current in names:
             self.region_combo.setCurrentText(current)
         self.region_check.setEnabled(bool(names))
-        self.rank_button.setEnabled(bool(names) and not self.busy)
+        self.rank_button.setEnabled(bool(names))
         if not names:
             self.region_check.setChecked(False)
 
