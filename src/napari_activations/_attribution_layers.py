@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._layer_kinds import ATTRIBUTION_KEY
 from ._napari_layers import (
     LayerInputError,
     avoid_triton_llvm_crash,
@@ -29,7 +30,7 @@ from ._napari_layers import (
     sequential_colormap,
     unproxy,
 )
-from .compute import Progress
+from .compute import Progress, drain
 from .layers import LayerInfo
 
 if TYPE_CHECKING:
@@ -48,9 +49,6 @@ __all__ = [
     "add_attribution_layer",
     "show_attribution",
 ]
-
-ATTRIBUTION_KEY = "napari_activations_attribution"
-"""Key of an attribution layer's metadata (a dict) in ``layer.metadata``."""
 
 METHODS = {"grad-cam": "Grad-CAM", "occlusion": "occlusion"}
 """Method keys and the words used in layer names."""
@@ -310,10 +308,4 @@ def show_attribution(
         weights=weights,
         device=device,
     )
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            result = stop.value
-            break
-    return add_attribution_layer(viewer, source, result)
+    return add_attribution_layer(viewer, source, drain(gen))

@@ -35,8 +35,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._channel_axes import channel_axis_label, follow_viewer
+from ._layer_kinds import METADATA_KEY
 from .alignment import AlignedActivations
-from .compute import ImageError, LazyNative, Progress, image_planes_shape, iter_activations
+from .analysis import top_channels
+from .compute import (
+    ImageError,
+    LazyNative,
+    Progress,
+    drain,
+    image_planes_shape,
+    iter_activations,
+    report_steps,
+)
 from .layers import LayerInfo, find_layer
 
 if TYPE_CHECKING:
@@ -62,12 +72,12 @@ __all__ = [
     "expand_transform",
     "exposure_warning",
     "find_activation_layer",
+    "set_contrast",
     "show_activations",
-    "strongest_channel",
+    "shown_position",
     "unproxy",
 ]
 
-METADATA_KEY = "napari_activations"
 """Key of the activation layer's metadata (a dict) in ``layer.metadata``."""
 
 SEQUENTIAL_COLORMAP_NAME = "activation magma"
@@ -215,16 +225,6 @@ def channel_stats(
     return flat.min(axis=1), flat.max(axis=1)
 
 
-def strongest_channel(native: Any, inside: tuple[slice, slice] | None = None) -> int:
-    """The channel holding the largest activation (MATLAB's ``max`` over all pixels).
-
-    ``inside`` as in :func:`channel_stats`: the slider's starting channel leaves out the
-    border where the network's zero padding shows, which would otherwise win on any image.
-    """
-    _, high = channel_stats(native, inside)
-    return int(np.argmax(high))
-
-
 class ChannelRanges:
     """Per-channel minimum and maximum of activations, plane by plane, for contrast limits.
 
@@ -292,15 +292,11 @@ class ChannelRanges:
         for k, idx in enumerate(todo):
             message = f"{label}contrast of the stack: plane {idx} ({k + 1}/{len(todo)} sampled)"
             yield Progress(k, len(todo), message)
-            if isinstance(native, LazyNative):
-                walk = native.iter_plane(idx)
-                while True:  # one step per network block: cancelling stops between them
-                    try:
-                        next(walk)
-                    except StopIteration as stop:
-                        plane = stop.value
-                        break
-                    yield Progress(k, len(todo), message)
+            if isinstance(native, LazyNative):  # one step per network block: cancel between them
+                plane = yield from report_steps(
+                    native.iter_plane(idx),
+                    lambda _, k=k, message=message: Progress(k, len(todo), message),
+                )
             else:
                 plane = np.asarray(native[idx])
             self.record(idx, plane)
@@ -536,9 +532,10 @@ def _first_plane(ranges: ChannelRanges) -> tuple[int, ...]:
 
 def starting_channel(ranges: ChannelRanges) -> int:
     """The channel the slider starts on: the strongest of the first plane, border left out
-    unless the ranges include it (MATLAB's ``max`` over the image)."""
+    unless the ranges include it (MATLAB's ``max`` over the image; as
+    :func:`~napari_activations.strongest_channels` ranks them ``by="max"``)."""
     _, high = ranges.plane(_first_plane(ranges))
-    return int(np.argmax(high))
+    return top_channels(high, 1)[0][0]
 
 
 def _shown_limits(
@@ -981,12 +978,7 @@ class _ChannelContrast:
         viewer, layer = self._viewer(), self._layer()
         if viewer is None or layer is None or layer not in viewer.layers:
             return None
-        point = np.asarray(viewer.dims.point[-layer.ndim :], dtype=float)  # trailing axes
-        index = np.round(np.asarray(layer.world_to_data(point), dtype=float))
-        shape = layer.data.shape
-        clipped = [min(max(int(i), 0), n - 1) for i, n in zip(index[:-2], shape[:-2], strict=False)]
-        pad = int(getattr(layer.data, "pad", 0))  # one-plane axes (see _channel_axes)
-        return clipped[0], tuple(clipped[1 + pad :])
+        return shown_position(viewer, layer)
 
     def channel(self) -> int | None:
         position = self.position()
@@ -1028,7 +1020,28 @@ def _stamp(layer: Image, result: ActivationResult) -> None:
         _STARTED[layer] = result.started
 
 
-def _set_contrast(viewer: napari.Viewer, layer: Image, limits: np.ndarray, mode: str) -> None:
+def shown_position(viewer: napari.Viewer, layer: Image) -> tuple[int, tuple[int, ...]]:
+    """``(channel, plane)`` of a channel-first layer that the viewer's sliders show.
+
+    ``channel`` indexes the layer's first axis; ``plane`` is the index into a stack's own
+    leading axes (between the channel and ``(H, W)``; ``()`` for one image), leaving out the
+    one-plane axes that stand for other layers' axes (see ``_channel_axes``). Positions off
+    the layer are clipped to its edges.
+    """
+    point = np.asarray(viewer.dims.point[-layer.ndim :], dtype=float)  # trailing axes
+    index = np.round(np.asarray(layer.world_to_data(point), dtype=float))
+    shape = layer.data.shape
+    clipped = [min(max(int(i), 0), n - 1) for i, n in zip(index[:-2], shape[:-2], strict=False)]
+    pad = int(getattr(layer.data, "pad", 0))
+    return clipped[0], tuple(clipped[1 + pad :])
+
+
+def set_contrast(viewer: napari.Viewer, layer: Image, limits: np.ndarray, mode: str) -> None:
+    """Give ``layer`` the ``(C, 2)`` per-channel ``limits``.
+
+    ``mode="channel"``: the limits follow the channel slider (each channel its own);
+    otherwise every channel shows with the first row's limits.
+    """
     old = _FOLLOWERS.pop(layer, None)
     if old is not None:
         old.disconnect()
@@ -1051,7 +1064,7 @@ def _follow_contrast(
 ) -> None:
     """Contrast limits that follow the channel slider, and a stack's planes."""
     if not ranges.lead_shape:
-        _set_contrast(viewer, layer, limits_from_ranges(*ranges.plane(()), info, mode), mode)
+        set_contrast(viewer, layer, limits_from_ranges(*ranges.plane(()), info, mode), mode)
         return
     old = _FOLLOWERS.pop(layer, None)
     if old is not None:
@@ -1243,12 +1256,7 @@ def show_activations(
         backend=backend,
         precision=precision,
     )
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            result = stop.value
-            break
+    result = drain(gen)
     if result.input_warning:
         warnings.warn(result.input_warning, UserWarning, stacklevel=2)
     first = _as_sources(source)[0]

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .alignment import AlignedActivations, align
-from .compute import Progress
+from .compute import Progress, drain
 from .tiling import memory_budget as budget_bytes
 
 if TYPE_CHECKING:
@@ -458,8 +458,4 @@ def export_activations(
         overwrite=overwrite,
         memory_budget=memory_budget,
     )
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drain(gen)
