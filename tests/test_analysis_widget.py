@@ -147,6 +147,10 @@ def test_compare_shows_both_images_side_by_side_with_a_difference(setup, qtbot, 
     assert names[:5] == ["Image", act.name, "Covered", second.name, diff.name]
     a, b = np.asarray(act.data), np.asarray(second.data)
     np.testing.assert_allclose(np.asarray(diff.data), a - b, atol=1e-3)
+    # The difference says which weights made it, in the activation layers' words.
+    from napari_activations._analysis_layers import layer_metadata
+
+    assert layer_metadata(diff)["weights"] == layer_metadata(act)["weights"]
     mask = np.zeros((64, 72), bool)
     mask[20:40, 24:48] = True
     want = na.rank_channels(act.data, region=mask, other=second.data)

@@ -370,7 +370,7 @@ def show_difference(viewer: napari.Viewer, first: Image, comparison: ComparisonR
             "first": a.source_name,
             "second": b.source_name,
             "source_layer": a.source_name,
-            "weights": {"source": a.network.weights, "trained": bool(a.network.trained)},
+            "weights": a.network.weights_metadata(),
         }
     }
     if name in viewer.layers and isinstance(viewer.layers[name], Image):

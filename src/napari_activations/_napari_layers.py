@@ -394,29 +394,17 @@ def activation_metadata(result: ActivationResult, contrast: str) -> dict[str, An
 
     info, net = result.layer, result.network
     native = result.activations.native
+    described = info.metadata()
     return {
         "plugin_version": __version__,
         "source_layer": result.source_name,
-        "layer": {
-            "name": info.name,
-            "module": info.module,
-            "channels": info.channels,
-            "after_relu": info.after_relu,
-            "block": info.block,
-        },
+        "layer": described["layer"],
         "geometry": {
-            "stride": info.stride,
-            "offset": info.offset,
-            "receptive_field": info.receptive_field,
+            **described["geometry"],
             "native_shape": list(native.shape),  # (..., C, h, w)
             "layer_axes": "(C, ..., H, W)",
         },
-        "weights": {
-            "description": net.description,
-            "name": net.weights,
-            "sha256": net.sha256,
-            "trained": bool(net.trained),
-        },
+        "weights": net.weights_metadata(),
         "input_scale": float(result.input_scale),
         "backend": {
             "name": result.backend,

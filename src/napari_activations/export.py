@@ -83,22 +83,11 @@ def activations_metadata(
     The same keys as an activation layer's napari metadata; ``weights`` and the mean and std
     of ``normalisation`` are known only when ``network`` is given.
     """
-    info = stack.layer
+    described = stack.layer.metadata()
     out: dict[str, Any] = {
         "network": NETWORK_NAME,
-        "layer": {
-            "name": info.name,
-            "module": info.module,
-            "channels": info.channels,
-            "after_relu": info.after_relu,
-            "block": info.block,
-        },
-        "geometry": {
-            "stride": info.stride,
-            "offset": info.offset,
-            "receptive_field": info.receptive_field,
-            "native_shape": list(stack.native.shape),
-        },
+        "layer": described["layer"],
+        "geometry": {**described["geometry"], "native_shape": list(stack.native.shape)},
         "input_scale": list(stack.scale),
         "normalisation": {
             "intensity_range": (
@@ -107,12 +96,7 @@ def activations_metadata(
         },
     }
     if network is not None:
-        out["weights"] = {
-            "description": network.description,
-            "name": network.weights,
-            "sha256": network.sha256,
-            "trained": bool(network.trained),
-        }
+        out["weights"] = network.weights_metadata()
         out["normalisation"].update(mean=list(network.mean), std=list(network.std))
     return out
 

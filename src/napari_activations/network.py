@@ -106,6 +106,16 @@ class Network:
         """The layer table, in network order (see :data:`napari_activations.LAYERS`)."""
         return LAYERS
 
+    def weights_metadata(self) -> dict[str, Any]:
+        """Plain, JSON-able values saying which weights these are (in layer metadata and
+        exports): ``description``, ``name`` (as :attr:`weights`), ``sha256``, ``trained``."""
+        return {
+            "description": self.description,
+            "name": self.weights,
+            "sha256": self.sha256,
+            "trained": bool(self.trained),
+        }
+
     @property
     def description(self) -> str:
         """One line for people: the weights and the device."""
