@@ -248,8 +248,8 @@ def test_classification_shows_five_classes(setup, qtbot):
 
 
 def test_the_plane_shown_is_the_plane_analysed(make_napari_viewer):
-    from napari_activations._analysis_layers import METADATA_KEY
     from napari_activations._analysis_widget import AnalysisWidget
+    from napari_activations._layer_kinds import METADATA_KEY
 
     viewer = make_napari_viewer()
     acts = np.zeros((3, 2, 20, 24), np.float32)  # (C, Z, H, W), as a stack layer holds it

@@ -371,10 +371,10 @@ def test_derived_layers_are_one_definition_for_every_widget():
 def test_network_for_reads_the_weights_of_activation_and_difference_layers(weights):
     from napari_activations._analysis_layers import network_for
     from napari_activations._layer_kinds import DIFFERENCE_KEY
-    from napari_activations.network import Network
+    from napari_activations.network import weights_metadata
 
     made_by = SimpleNamespace(weights=weights, trained=True, sha256=None, description="d")
-    meta = Network.weights_metadata(made_by)
+    meta = weights_metadata(made_by)
     for key in (METADATA_KEY, DIFFERENCE_KEY):
         layer = SimpleNamespace(name="x", metadata={key: {"weights": meta}})
         assert network_for(layer) == weights, key

@@ -30,6 +30,7 @@ from ._napari_layers import (
 from .alignment import AlignedActivations
 from .compute import Progress
 from .layers import find_layer
+from .network import weights_metadata
 
 if TYPE_CHECKING:
     import napari
@@ -370,7 +371,7 @@ def show_difference(viewer: napari.Viewer, first: Image, comparison: ComparisonR
             "first": a.source_name,
             "second": b.source_name,
             "source_layer": a.source_name,
-            "weights": a.network.weights_metadata(),
+            "weights": weights_metadata(a.network),
         }
     }
     if name in viewer.layers and isinstance(viewer.layers[name], Image):

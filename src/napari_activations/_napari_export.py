@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._napari_layers import METADATA_KEY, ChannelFirst
+from ._layer_kinds import METADATA_KEY
+from ._napari_layers import ChannelFirst
 from .alignment import AlignedActivations
 from .compute import Progress, drain
 from .export import EXPORT_KINDS, ExportError, iter_export_activations

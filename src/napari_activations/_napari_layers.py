@@ -48,6 +48,7 @@ from .compute import (
     report_steps,
 )
 from .layers import LayerInfo, find_layer
+from .network import weights_metadata
 
 if TYPE_CHECKING:
     import napari
@@ -404,7 +405,7 @@ def activation_metadata(result: ActivationResult, contrast: str) -> dict[str, An
             "native_shape": list(native.shape),  # (..., C, h, w)
             "layer_axes": "(C, ..., H, W)",
         },
-        "weights": net.weights_metadata(),
+        "weights": weights_metadata(net),
         "input_scale": float(result.input_scale),
         "backend": {
             "name": result.backend,

@@ -36,6 +36,7 @@ import numpy as np
 
 from .alignment import AlignedActivations, align
 from .compute import Progress, drain
+from .network import weights_metadata
 from .tiling import memory_budget as budget_bytes
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ def activations_metadata(
         },
     }
     if network is not None:
-        out["weights"] = network.weights_metadata()
+        out["weights"] = weights_metadata(network)
         out["normalisation"].update(mean=list(network.mean), std=list(network.std))
     return out
 

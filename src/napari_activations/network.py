@@ -30,6 +30,7 @@ __all__ = [
     "builtin_weights_path",
     "resolve_weights",
     "describe_weights",
+    "weights_metadata",
     "WEIGHTS_CHOICES",
     "WeightsError",
     "WeightsUnavailableError",
@@ -105,16 +106,6 @@ class Network:
     def layers(self) -> tuple[LayerInfo, ...]:
         """The layer table, in network order (see :data:`napari_activations.LAYERS`)."""
         return LAYERS
-
-    def weights_metadata(self) -> dict[str, Any]:
-        """Plain, JSON-able values saying which weights these are (in layer metadata and
-        exports): ``description``, ``name`` (as :attr:`weights`), ``sha256``, ``trained``."""
-        return {
-            "description": self.description,
-            "name": self.weights,
-            "sha256": self.sha256,
-            "trained": bool(self.trained),
-        }
 
     @property
     def description(self) -> str:
@@ -200,6 +191,18 @@ def default_weights_path() -> Path:
 
     url = SqueezeNet1_1_Weights.DEFAULT.url
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def weights_metadata(network: Network) -> dict[str, Any]:
+    """Plain, JSON-able values saying which weights made a result (in napari layer metadata
+    and exports): ``description``, ``name`` (:attr:`Network.weights`), ``sha256``, ``trained``.
+    """
+    return {
+        "description": network.description,
+        "name": network.weights,
+        "sha256": network.sha256,
+        "trained": bool(network.trained),
+    }
 
 
 def _sha256(path: Path) -> str:
