@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import _mesa_workaround
 from ._channel_axes import channel_axis_label, follow_viewer
 from ._layer_kinds import METADATA_KEY
 from .alignment import AlignedActivations
@@ -1106,6 +1107,7 @@ def add_activation_layer(
     one activation layer per image stays.
     """
     viewer, source = unproxy(viewer), unproxy(source)
+    _mesa_workaround.install()  # deleting layers must not crash napari (Mesa software GL)
     if replace:
         name = activation_layer_name(result.source_name, result.layer)
         for old in earlier_activation_layers(viewer, result.source_name, keep=name):
