@@ -54,4 +54,6 @@ def test_runtime_dependencies_are_the_imports():
 
 def test_the_import_scan_sees_lazy_imports():
     # torch is imported only inside functions (the package imports lazily): still a dependency.
-    assert {"torch", "dask", "onnxruntime", "imageio", "qtpy"} <= _imported_top_level_modules()
+    assert {"torch", "dask", "onnxruntime", "imageio", "qtpy", "skimage", "vispy"} <= (
+        _imported_top_level_modules()
+    )
