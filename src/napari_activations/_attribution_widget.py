@@ -5,6 +5,11 @@ A thin Qt skin over :mod:`napari_activations._attribution_layers`: pick the imag
 class (one of the image's top 5, filled in by "Top 5", or any ImageNet category typed in),
 then Run. The compute runs in a napari ``thread_worker`` with a progress bar and Cancel, and
 the result becomes, or updates, the layer ``"<image>: Grad-CAM <class>"``.
+
+The "Region" section (:mod:`._qt.attribution_region`) takes a Shapes or Labels layer drawn
+over the image: "Rank classes in region" lists the classes whose Grad-CAM is strongest there
+(click one to explain it), and with "Explain the score inside the region" checked, Run
+explains the class-score map's mean inside the region instead of the whole image's score.
 """
 
 from __future__ import annotations
@@ -27,9 +32,12 @@ from ._attribution_layers import (
     AttributionResult,
     add_attribution_layer,
     compute_attribution_for_image_layer,
+    rank_classes_for_image_layer,
 )
 from ._napari_layers import avoid_triton_llvm_crash
 from ._qt.attribution_method import AttributionMethod
+from ._qt.attribution_region import RegionSection
+from ._qt.class_choice import ClassChoice
 from ._qt.layer_choice import input_images, refill_combo
 from ._qt.network_tab import top_classes
 from ._qt.worker import BackgroundRun
@@ -82,13 +90,8 @@ class AttributionWidget(QWidget):
         self.method = AttributionMethod(self)
         for name in ("method_combo", "layer_combo", "window_spin", "stride_spin"):
             setattr(self, name, getattr(self.method, name))
-        self.target_combo = QComboBox()
-        self.target_combo.setEditable(True)
-        self.target_combo.setToolTip(
-            "The class to explain: press 'Top 5' for the image's five "
-            "most likely classes, or type a category name or index."
-        )
-        self.top5_button = QPushButton("Top 5")
+        self.classes = ClassChoice(self)
+        self.target_combo, self.top5_button = self.classes.target_combo, self.classes.top5_button
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
         self.status_label = QLabel()
@@ -96,10 +99,7 @@ class AttributionWidget(QWidget):
 
         form = QFormLayout()
         form.addRow("Image", self.image_combo)
-        target_row = QHBoxLayout()
-        target_row.addWidget(self.target_combo, 1)
-        target_row.addWidget(self.top5_button)
-        form.addRow("Class", target_row)
+        self.classes.add_rows(form)
         self.method.add_rows(form)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
@@ -108,6 +108,9 @@ class AttributionWidget(QWidget):
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.status_label)
+        self.region = RegionSection(self.viewer, self.set_target)
+        self.region.rank_button.clicked.connect(self.rank_in_region)
+        layout.addWidget(self.region)
         layout.addStretch(1)
 
         self.top5_button.clicked.connect(self.fill_top5)
@@ -121,8 +124,6 @@ class AttributionWidget(QWidget):
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             with contextlib.suppress(RuntimeError, TypeError, ValueError):
                 event.disconnect(self.refresh_images)
-
-    # -- state --------------------------------------------------------------------------------
 
     def refresh_images(self, event: Any = None) -> None:
         """Refill the image list (the plugin's own results are not offered as images)."""
@@ -146,18 +147,11 @@ class AttributionWidget(QWidget):
         self.method.set_method(method)
 
     def set_target(self, target: str | int) -> None:
-        self.target_combo.setCurrentText(str(target))
+        self.classes.set_target(target)
 
     def target(self) -> str | int:
         """The class typed or chosen: an index where it is a whole number, else a name."""
-        text = self.target_combo.currentText().strip()
-        data = self.target_combo.currentData()
-        if (
-            data is not None
-            and self.target_combo.itemText(self.target_combo.currentIndex()) == text
-        ):
-            return data
-        return int(text) if text.lstrip("-").isdigit() else text
+        return self.classes.target()
 
     @property
     def busy(self) -> bool:
@@ -176,9 +170,7 @@ class AttributionWidget(QWidget):
 
     # -- actions ------------------------------------------------------------------------------
 
-    def _start(
-        self, gen: Generator[Progress, None, Any], on_result: Callable, message: str
-    ) -> None:
+    def _start(self, gen: Generator[Progress], on_result: Callable, message: str) -> None:
         self._outcome = "Ready."
         self._run = BackgroundRun(
             gen,
@@ -218,10 +210,7 @@ class AttributionWidget(QWidget):
         self._start(gen, self._on_top5, f"Classifying {source.name!r}…")
 
     def _on_top5(self, result: Any) -> None:
-        self.target_combo.clear()
-        for name, p in result:
-            self.target_combo.addItem(f"{name} ({p:.0%})", name)
-        self.target_combo.setCurrentIndex(0)
+        self.classes.offer(result)
         self._outcome = f"Top class: {result[0][0]}."
 
     def run(self) -> None:
@@ -246,6 +235,7 @@ class AttributionWidget(QWidget):
             window=self.window_spin.value() or None,
             stride=self.stride_spin.value() or None,
             weights=self._weights,
+            region=self.region.target_region(),
         )
         self._start(
             gen,
@@ -286,3 +276,28 @@ class AttributionWidget(QWidget):
     def _on_finished(self) -> None:
         self._run = None
         self._set_busy(False, self._outcome)
+
+    # -- region: rank classes inside it, explain the score inside it ---------------------------
+
+    def set_region(self, name: str | None) -> None:
+        """Use that Shapes or Labels layer as the region target (None: the whole image)."""
+        self.region.set_region(name)
+
+    def ranked_classes(self) -> list[str]:
+        """The classes listed by the last ranking, strongest first."""
+        return self.region.ranked_classes()
+
+    def rank_in_region(self) -> None:
+        """Rank every class by its Grad-CAM inside the region (in a worker) and list the top 5."""
+        if self.busy or self._no_image():
+            return
+        region = self.region.required_region()
+        if region is None:
+            return
+        source = self.selected_image()
+        gen = rank_classes_for_image_layer(self._network, source, region, 5, weights=self._weights)
+        self._start(gen, self._on_ranked, f"Ranking classes in {region.name!r}…")
+
+    def _on_ranked(self, result: Any) -> None:
+        self.region.show_ranking(result)
+        self._outcome = f"Strongest class in the region: {result[0][1]}."

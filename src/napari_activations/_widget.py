@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from . import _mesa_workaround
 from ._export_widget import ExportRow
 from ._napari_layers import ActivationResult, add_activation_layer, compute_for_image_layer
 from ._qt.image_choice import ImageChoice
@@ -29,7 +30,7 @@ from ._qt.network_layer_choice import NetworkLayerChoice
 from ._qt.run_options import RunOptions
 from ._qt.weights_choice import WeightsChoice, describe_weights
 from ._qt.worker import BackgroundRun
-from .compute import _network_size
+from .compute import network_input_size
 from .layers import LayerInfo
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ class ActivationsWidget(QWidget):
         weights: Any = "DEFAULT",
     ):
         super().__init__()
+        _mesa_workaround.install()  # deleting layers must not crash napari (Mesa software GL)
         self.viewer = napari_viewer
         self._run: BackgroundRun | None = None
         self._outcome = "Ready."
@@ -134,7 +136,7 @@ class ActivationsWidget(QWidget):
         """Show each network layer's channel count and size for the chosen image."""
         hw = self.images.planes_size()
         scale = self.scale_spin.value()
-        self.layer_combo.show_sizes(None if hw is None else _network_size(hw, scale))
+        self.layer_combo.show_sizes(None if hw is None else network_input_size(hw, scale))
 
     def selected_image(self) -> Image | None:
         """The chosen image layer, or None if there is none."""

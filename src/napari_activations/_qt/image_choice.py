@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Any
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QComboBox, QFormLayout
 
+from .._layer_kinds import is_derived_layer
 from .._napari_layers import choose_level
 from ..compute import ImageError, image_planes_shape
-from .layer_choice import input_images, is_derived, refill_combo
+from .layer_choice import input_images, refill_combo
 
 if TYPE_CHECKING:
     import napari
@@ -124,7 +125,7 @@ class ImageChoice(QObject):
         """Choose ``layer`` if it is an image layer on offer (the viewer's active layer)."""
         from napari.layers import Image
 
-        if isinstance(layer, Image) and not is_derived(layer):
+        if isinstance(layer, Image) and not is_derived_layer(layer):
             index = self.image_combo.findText(layer.name)
             if index >= 0:
                 self.image_combo.setCurrentIndex(index)
