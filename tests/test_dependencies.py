@@ -12,11 +12,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "napari_activations"
 
-# Declared but not imported, on purpose, each with the reason (see pyproject.toml).
-NOT_IMPORTED_YET = {
-    "magicgui": "the widget work of issue 10 decides whether the layer combos use it",
-}
-
 
 def _normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
@@ -49,7 +44,7 @@ def test_runtime_dependencies_are_the_imports():
         imported.update(_normalise(d) for d in dists[module])
     declared = _declared()
     assert imported - declared == set(), "imported by src/ but not declared in pyproject.toml"
-    assert declared - imported == set(NOT_IMPORTED_YET), "declared but never imported by src/"
+    assert declared - imported == set(), "declared but never imported by src/"
 
 
 def test_the_import_scan_sees_lazy_imports():
