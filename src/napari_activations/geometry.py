@@ -565,7 +565,16 @@ class _Deriver:
             elif node.op == "get_attr":
                 value = _CONST
             else:
-                value = self._node(node)
+                try:
+                    value = self._node(node)
+                except GeometryError:
+                    raise
+                except Exception as err:  # noqa: BLE001 - a rule met a call it cannot read
+                    raise GeometryError(
+                        f"Cannot derive the geometry at node {node.name!r} "
+                        f"({self.ops.get(node, node.target)}): {_root_cause(err)}. "
+                        "measure_geometry(model, layer) measures it instead."
+                    ) from err
             self.values[node] = value
         return result
 
