@@ -123,8 +123,9 @@ def _on_integer_grid(
 
 _SEPARABLE_MIN_STRIDE = 8
 """From this stride on, :func:`_align_whole` interpolates in two separable passes: measured
-0.74x to 0.76x the time of one 2D ``F.interpolate`` for fire9-concat's whole 1024x1024 stack,
-but twice the time for conv1's (stride 2), where the 2D kernel stays (benchmarks/RESULTS.md)."""
+about 0.75x the time of :func:`_align_2d` for fire9-concat's whole 1024x1024 stack, but about
+twice its time for conv1's (stride 2), where the 2D kernel stays (``benchmarks/bench_resize.py
+--kernels``)."""
 
 
 def _axis_blocks(n_act: int, n_img: int, info: LayerInfo) -> tuple[int, int, np.ndarray]:
@@ -173,17 +174,22 @@ def _align_separable(native: np.ndarray, info: LayerInfo, HW: tuple[int, int]) -
 
 
 def _align_whole(native: np.ndarray, info: LayerInfo, HW: tuple[int, int]) -> np.ndarray:
-    """:func:`align` of whole planes with PyTorch's multi-threaded bilinear kernels.
+    """:func:`align` of whole planes: :func:`_align_separable` from stride
+    ``_SEPARABLE_MIN_STRIDE`` on, else :func:`_align_2d`."""
+    if info.stride >= _SEPARABLE_MIN_STRIDE:
+        return _align_separable(native, info, HW)
+    return _align_2d(native, info, HW)
+
+
+def _align_2d(native: np.ndarray, info: LayerInfo, HW: tuple[int, int]) -> np.ndarray:
+    """:func:`align` of whole planes with PyTorch's multi-threaded 2D bilinear kernel.
 
     With unit input scale, activation pixel ``i`` sits on input pixel ``O + S*i``. Pad the
     activations by repeating their edge pixels (edges held), upsample corner-aligned by exactly
     S, and the image grid is a window of the result starting ``S*p - O`` pixels in: the same
     interpolation as the gather in :func:`align`, many times faster for whole stacks. The
-    result is a strided view of that one allocation (no copy). From stride
-    ``_SEPARABLE_MIN_STRIDE`` on, :func:`_align_separable` computes the same faster.
+    result is a strided view of that one allocation (no copy).
     """
-    if info.stride >= _SEPARABLE_MIN_STRIDE:
-        return _align_separable(native, info, HW)
     import torch
     import torch.nn.functional as F
 
