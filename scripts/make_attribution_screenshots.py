@@ -3,9 +3,12 @@
 Uses the built-in original Caffe weights. Needs a display; run it under Xvfb:
 
     xvfb-run -a -s "-screen 0 1600x1200x24" .venv/bin/python scripts/make_attribution_screenshots.py
+
+``--only region`` makes only the region screenshot.
 """
 
 import copy
+import sys
 from pathlib import Path
 
 import napari
@@ -39,7 +42,7 @@ def pytorch_grad_cam_map(net, image, target: int, layer: str) -> np.ndarray:
         return cam(input_tensor=x, targets=[ClassifierOutputTarget(target)])[0]
 
 
-def main() -> None:
+def main(only: str | None = None) -> None:
     net = na.load_squeezenet(WEIGHTS, device="cpu")
     viewer = napari.Viewer()
     viewer.window.resize(1400, 900)
@@ -69,6 +72,33 @@ def main() -> None:
         settle()
 
     OUT.mkdir(parents=True, exist_ok=True)
+
+    # 6. A region drawn over chelsea: classes ranked inside it, and the occlusion map of the
+    # strongest one's score inside it
+    cat = viewer.add_image(skimage.data.chelsea(), name="chelsea", rgb=True)
+    viewer.add_shapes(
+        [np.array([[40, 60], [40, 380], [300, 380], [300, 60]], dtype=float)],
+        shape_type="rectangle",
+        name="head",
+        face_color="transparent",
+        edge_color="cyan",
+        edge_width=3,
+    )
+    widget.refresh_images()
+    widget.image_combo.setCurrentText("chelsea")
+    widget.region_combo.setCurrentText("head")
+    widget.rank_in_region()
+    settle()
+    print("classes ranked in the head:", widget.ranked_classes())
+    widget.rank_table.cellClicked.emit(0, 0)
+    widget.set_region("head")
+    run("occlusion", widget.target(), window=40, stride=20)
+    shot("chelsea-region")
+    viewer.layers.clear()
+    widget.set_region(None)
+    if only == "region":
+        viewer.close()
+        return
 
     # 1-2. chelsea: Grad-CAM and occlusion of "Egyptian cat", picked from the top 5
     cat = viewer.add_image(skimage.data.chelsea(), name="chelsea", rgb=True)
@@ -124,4 +154,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[2] if sys.argv[1:2] == ["--only"] else None)

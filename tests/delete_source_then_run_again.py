@@ -6,12 +6,13 @@ deleted about 0.3 s later; when Run is available again, conv1 runs on the small 
 
 Mesa's software OpenGL (llvmpipe, softpipe: Xvfb, CI) crashes in ``glDrawArrays`` at a redraw
 soon after vispy deletes the GL program of a removed layer, with napari alone
-(``scripts/napari_issue_sequence_crash.py``; docs/scale.md). Unless ``--upstream-crash`` is
-given, this process keeps removed layers' GL programs on such a renderer (a few kilobytes each),
-so that what is tested is the plugin's part of the sequence.
+(``scripts/napari_delete_crash.py``); the plugin keeps removed layers' GL programs on such
+renderers (``napari_activations._mesa_workaround``). ``--upstream-crash`` turns that off, to
+see napari's crash.
 """
 
 import faulthandler
+import os
 import sys
 import time
 
@@ -21,23 +22,8 @@ import napari  # noqa: E402
 import numpy as np  # noqa: E402
 from qtpy.QtWidgets import QApplication  # noqa: E402
 
-
-def keep_gl_programs_on_mesa_software() -> None:
-    """Skip ``glDeleteProgram`` on Mesa's software renderers (see the module docstring)."""
-    from vispy.gloo import gl, glir
-
-    delete = glir.GlirProgram.delete
-
-    def keep_or_delete(self):
-        renderer = str(gl.glGetParameter(gl.GL_RENDERER))
-        if "llvmpipe" not in renderer and "softpipe" not in renderer:
-            delete(self)
-
-    glir.GlirProgram.delete = keep_or_delete
-
-
-if "--upstream-crash" not in sys.argv:
-    keep_gl_programs_on_mesa_software()
+if "--upstream-crash" in sys.argv:
+    os.environ["NAPARI_ACTIVATIONS_KEEP_GL_PROGRAMS"] = "0"
 viewer = napari.Viewer(show=True)
 rng = np.random.default_rng(0)
 viewer.add_image(rng.integers(0, 255, (2048, 2048, 3), dtype=np.uint8), name="big")
@@ -71,4 +57,7 @@ shown = time.perf_counter()
 wait_until(lambda: time.perf_counter() - shown > 1.0)  # let the canvas draw the result
 assert [layer.name for layer in viewer.layers] == ["small", "small: conv1"], viewer.layers
 viewer.close()
-print("survived")
+from napari_activations import _mesa_workaround  # noqa: E402
+
+software = _mesa_workaround._state["software"]  # None: no GL program was deleted or kept
+print("survived", "software", software, "kept", _mesa_workaround.programs_kept())

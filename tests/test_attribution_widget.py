@@ -69,7 +69,7 @@ def test_grad_cam_layer_over_the_image_updated_in_place(viewer, widget, face_lay
     np.testing.assert_allclose(layer.extent.world, face_layer.extent.world)
     meta = layer.metadata[ATTRIBUTION_KEY]
     assert meta["method"] == "Grad-CAM" and meta["layer"] == "relu_conv10"
-    assert meta["target"] == {"index": 285, "label": "Egyptian cat"}
+    assert meta["target"] == {"index": 285, "label": "Egyptian cat", "region": None}
     assert meta["weights"]["trained"] is False
     assert layer.colormap.name == "activation magma"  # fades to see-through near zero
     assert layer.contrast_limits[0] == 0.0
@@ -124,5 +124,100 @@ def test_bad_target_and_window_are_plain_notifications(
     assert any("No category named 'egyptain cat'" in m and "Egyptian cat" in m for m in errors)
     assert any("window (500x500 pixels) is larger than the image" in m for m in errors)
     assert len(viewer.layers) == n_layers
+    np.testing.assert_array_equal(face_layer.data, original)
+    assert widget.status_label.text().startswith("Ready.")
+
+
+# --- regions: a Shapes layer over the (scaled, translated) image --------------------------------
+
+# Image pixels rows 60-120, columns 40-140 of the Face sample, drawn in world coordinates:
+# the image has scale (0.5, 2) and translate (10, -7).
+PIXELS = (slice(60, 121), slice(40, 141))
+WORLD_RECTANGLE = np.array([[40.0, 73.0], [40.0, 273.0], [70.0, 273.0], [70.0, 73.0]])
+
+
+@pytest.fixture
+def region(viewer, face_layer):
+    return viewer.add_shapes([WORLD_RECTANGLE], shape_type="rectangle", name="nose box")
+
+
+def _pixel_mask(face_layer):
+    mask = np.zeros(face_layer.data.shape[:2], dtype=bool)
+    mask[PIXELS] = True
+    return mask
+
+
+def test_rank_classes_in_a_drawn_region_and_explain_the_score_there(
+    viewer, widget, face_layer, region, random_net, qtbot
+):
+    import napari_activations as na
+    from napari_activations._attribution_layers import ATTRIBUTION_KEY
+
+    widget.region_combo.setCurrentText("nose box")
+    widget.rank_in_region()
+    wait(qtbot, widget)
+    mask = _pixel_mask(face_layer)
+    expected = na.rank_classes_in_region(random_net, face_layer.data, mask, k=5)
+    assert widget.ranked_classes() == [name for _, name, _ in expected]
+    # the whole image ranks differently: the region (placed under scale and translate) counts
+    whole = na.rank_classes_in_region(random_net, face_layer.data, np.ones_like(mask), k=5)
+    assert [n for _, n, _ in whole] != widget.ranked_classes()
+
+    widget.rank_table.cellClicked.emit(1, 0)  # the second class, as a click does
+    assert widget.target() == expected[1][1]
+    widget.set_region("nose box")
+    widget.set_method("occlusion")
+    widget.window_spin.setValue(44)
+    widget.stride_spin.setValue(44)
+    widget.run()
+    wait(qtbot, widget)
+    name = f"Face: occlusion {expected[1][1]} in nose box"
+    layer = viewer.layers[name]
+    np.testing.assert_allclose(layer.extent.world, face_layer.extent.world)
+    assert layer.metadata[ATTRIBUTION_KEY]["target"] == {
+        "index": expected[1][0],
+        "label": f"{expected[1][1]} in nose box",
+        "region": "nose box",
+    }
+    goal = na.region_target(random_net, mask, expected[1][0])
+    ours = na.occlusion_sensitivity(random_net, face_layer.data, goal, window=44, stride=44)
+    np.testing.assert_allclose(layer.data, ours, rtol=0, atol=1e-4 * np.abs(ours).max())
+
+    assert widget.rank_button.isEnabled()  # still usable after a run added a layer
+    # the map can be probed: the value under a world position is the map's at that pixel
+    y, x = 100, 50
+    world = np.array([y, x]) * face_layer.scale + face_layer.translate
+    assert layer.get_value(world, world=True) == pytest.approx(float(layer.data[y, x]))
+
+
+def test_region_from_the_console_equals_the_api(viewer, face_layer, region, random_net):
+    import napari_activations as na
+
+    layer = na.show_attribution(
+        viewer, "Face", "grad-cam", 3, network=random_net, region="nose box"
+    )
+    assert layer.name == f"Face: Grad-CAM {random_net.categories[3]} in nose box"
+    goal = na.region_target(random_net, _pixel_mask(face_layer), 3)
+    theirs = na.grad_cam(random_net, face_layer.data, goal)
+    np.testing.assert_allclose(layer.data, theirs, rtol=0, atol=1e-4 * theirs.max())
+
+
+def test_bad_regions_are_plain_notifications(viewer, widget, face_layer, qtbot, notifications):
+    original = face_layer.data.copy()
+    widget.rank_in_region()  # no region layer yet
+    viewer.add_shapes(name="empty")
+    widget.region_combo.setCurrentText("empty")
+    widget.rank_in_region()
+    wait(qtbot, widget)
+    viewer.add_shapes([WORLD_RECTANGLE + 5000], shape_type="rectangle", name="far away")
+    widget.set_region("far away")
+    widget.set_target("tabby")
+    widget.run()
+    wait(qtbot, widget)
+    errors = [m for s, m in notifications if s == "error"]
+    assert any("There is no region" in m and "Shapes layer" in m for m in errors)
+    assert any("'empty' has no shapes; draw the region first" in m for m in errors)
+    assert any("'far away' covers no pixel of 'Face'" in m for m in errors)
+    assert not [n for n in viewer.layers if ":" in n.name]  # nothing was added
     np.testing.assert_array_equal(face_layer.data, original)
     assert widget.status_label.text().startswith("Ready.")

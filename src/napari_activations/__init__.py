@@ -73,13 +73,16 @@ _API = {
     "iter_occlusion_sensitivity": "attribution",
     "AttributionError": "attribution",
     "resolve_target": "attribution",
+    "region_target": "attribution",
+    "rank_classes_in_region": "attribution",
     "show_attribution": "_attribution_layers",
+    "rank_classes": "_attribution_layers",
 }
 
 __all__ = sorted(_API) + ["__version__"]
 
 if TYPE_CHECKING:
-    from ._attribution_layers import show_attribution
+    from ._attribution_layers import rank_classes, show_attribution
     from ._napari_export import export_activation_layer
     from ._napari_layers import show_activations
     from .alignment import AlignedActivations, align
@@ -101,6 +104,8 @@ if TYPE_CHECKING:
         iter_grad_cam,
         iter_occlusion_sensitivity,
         occlusion_sensitivity,
+        rank_classes_in_region,
+        region_target,
         resolve_target,
     )
     from .compute import ImageError, Progress, activations, classify, is_rgb, iter_activations

@@ -6,6 +6,10 @@ One code path for the console, scripts and the widget, as for activations:
 :func:`add_attribution_layer` adds the layer or updates the one made earlier from the same
 image, method and target, and :func:`show_attribution` does both synchronously.
 
+A region drawn in a Shapes (or Labels) layer over the image makes a region target (the
+class-score map's mean inside it, see :func:`napari_activations.region_target`), and
+:func:`rank_classes_for_image_layer` ranks every class by its Grad-CAM inside such a region.
+
 The layer is named ``"<image>: Grad-CAM <class>"`` (or ``"<image>: occlusion <class>"``), has
 the image's own pixel grid and transform, and carries what it shows in
 ``layer.metadata["napari_activations_attribution"]``: method, target, network layer, settings
@@ -47,6 +51,10 @@ __all__ = [
     "compute_attribution_for_image_layer",
     "add_attribution_layer",
     "show_attribution",
+    "region_layers",
+    "image_region",
+    "rank_classes_for_image_layer",
+    "rank_classes",
 ]
 
 ATTRIBUTION_KEY = "napari_activations_attribution"
@@ -76,6 +84,8 @@ class AttributionResult:
     source_name : str
     settings : dict
         Occlusion's window, stride and fill.
+    region_name : str or None
+        The Shapes or Labels layer of a region target.
     """
 
     map: np.ndarray
@@ -88,6 +98,7 @@ class AttributionResult:
     intensity_range: tuple[float, float]
     source_name: str
     settings: dict = field(default_factory=dict)
+    region_name: str | None = None
 
 
 def _method(method: str) -> str:
@@ -122,7 +133,11 @@ def attribution_metadata(result: AttributionResult) -> dict[str, Any]:
         "plugin_version": __version__,
         "source_layer": result.source_name,
         "method": METHODS[result.method],
-        "target": {"index": result.target_index, "label": result.target_label},
+        "target": {
+            "index": result.target_index,
+            "label": result.target_label,
+            "region": result.region_name,
+        },
         "layer": None if result.layer is None else result.layer.name,
         "settings": dict(result.settings),
         "input_scale": float(result.input_scale),
@@ -171,12 +186,14 @@ def compute_attribution_for_image_layer(
     input_scale: float = 1.0,
     weights: Any = "DEFAULT",
     device: Any = "auto",
+    region: Any = None,
 ) -> Generator[Progress, None, AttributionResult]:
     """Compute an attribution map for an image layer, yielding progress.
 
     The image is read as napari shows it: its contrast limits are the intensity range. The
     network is loaded (or taken from the cache) inside the generator when not given, so a
-    worker thread does it.
+    worker thread does it. ``region`` (a Shapes or Labels layer, in world coordinates) makes
+    the target the class-score map's mean inside it (:func:`~napari_activations.region_target`).
     """
     from . import attribution
 
@@ -190,12 +207,16 @@ def compute_attribution_for_image_layer(
     intensity_range = tuple(float(v) for v in source.contrast_limits)
     rgb = bool(source.rgb)
     name = source.name
+    mask = None if region is None else image_region(region, source)
+    region_name = None if region is None else region.name
     avoid_triton_llvm_crash()
     if network is None:
         yield Progress(0, 1, "Loading SqueezeNet")
         from .network import load_squeezenet
 
         network = load_squeezenet(weights, device=device, progress=False)
+    if mask is not None:
+        target = attribution.region_target(network, mask, target, name=region_name)
     goal = attribution.resolve_target(network, target)
     common = {"input_scale": input_scale, "intensity_range": intensity_range, "rgb": rgb}
     settings: dict[str, Any] = {}
@@ -219,6 +240,7 @@ def compute_attribution_for_image_layer(
         intensity_range,
         name,
         settings,
+        region_name,
     )
 
 
@@ -267,6 +289,7 @@ def show_attribution(
     input_scale: float = 1.0,
     weights: Any = "DEFAULT",
     device: Any = "auto",
+    region: Any = None,
 ) -> Image:
     """Compute an attribution map for an image layer and show it over the image.
 
@@ -289,6 +312,10 @@ def show_attribution(
     window, stride, fill
         Occlusion's settings (see :func:`~napari_activations.occlusion_sensitivity`).
     input_scale : float
+    region : napari.layers.Shapes or Labels or str, optional
+        Explain the class's score inside this region (the mean of the class-score map there)
+        rather than the whole image's; the layer is named ``"<image>: Grad-CAM <class> in
+        <region>"``.
 
     Returns
     -------
@@ -297,6 +324,8 @@ def show_attribution(
         when it exists.
     """
     source = resolve_image_layer(viewer, image_layer_or_name)
+    if isinstance(region, str):
+        region = _region_layer(viewer, region)
     gen = compute_attribution_for_image_layer(
         network,
         source,
@@ -309,11 +338,120 @@ def show_attribution(
         input_scale=input_scale,
         weights=weights,
         device=device,
+        region=region,
     )
+    return add_attribution_layer(viewer, source, _drain(gen))
+
+
+def _drain(gen: Generator) -> Any:
     while True:
         try:
             next(gen)
         except StopIteration as stop:
-            result = stop.value
-            break
-    return add_attribution_layer(viewer, source, result)
+            return stop.value
+
+
+# --------------------------------------------------------------------------- regions
+
+
+def region_layers(viewer: napari.Viewer) -> list[Any]:
+    """The Shapes and Labels layers that can mark a region over an image."""
+    from napari.layers import Labels, Shapes
+
+    return [layer for layer in viewer.layers if isinstance(layer, (Shapes, Labels))]
+
+
+def _region_layer(viewer: napari.Viewer, name: str) -> Any:
+    if name not in viewer.layers:
+        raise LayerInputError(f"There is no layer named {name!r} to use as the region.")
+    return viewer.layers[name]
+
+
+def image_region(region: Any, source: Image) -> np.ndarray:
+    """A Shapes or Labels layer as a boolean ``(H, W)`` mask on the image layer's grid.
+
+    Shapes are drawn in world coordinates: each layer's scale and translate are taken into
+    account, so a region drawn over the image where it shows is the region of its pixels.
+    """
+    from ._analysis_layers import region_mask
+
+    try:
+        mask = region_mask(unproxy(region), unproxy(source))
+    except ValueError as exc:
+        raise LayerInputError(str(exc)) from None
+    if not mask.any():
+        raise LayerInputError(
+            f"The region {region.name!r} covers no pixel of {source.name!r}: draw it over the "
+            "image."
+        )
+    return mask
+
+
+def rank_classes_for_image_layer(
+    network: Network | None,
+    source: Image,
+    region: Any,
+    k: int = 5,
+    *,
+    input_scale: float = 1.0,
+    weights: Any = "DEFAULT",
+    device: Any = "auto",
+) -> Generator[Progress, None, list[tuple[int, str, float]]]:
+    """Rank every class by its Grad-CAM inside ``region`` over an image layer, yielding progress.
+
+    See :func:`~napari_activations.rank_classes_in_region`; the image is read as napari shows
+    it (its contrast limits are the intensity range).
+    """
+    from . import attribution
+
+    if source.multiscale:
+        raise LayerInputError(
+            f"{source.name!r} is a multiscale image; attribution needs one "
+            "resolution. Add one level as its own layer."
+        )
+    mask = image_region(region, source)
+    data = source.data
+    intensity_range = tuple(float(v) for v in source.contrast_limits)
+    rgb = bool(source.rgb)
+    avoid_triton_llvm_crash()
+    if network is None:
+        yield Progress(0, 1, "Loading SqueezeNet")
+        from .network import load_squeezenet
+
+        network = load_squeezenet(weights, device=device, progress=False)
+    yield Progress(0, 1, f"Ranking classes in {region.name!r}")
+    return attribution.rank_classes_in_region(
+        network,
+        data,
+        mask,
+        k,
+        input_scale=input_scale,
+        intensity_range=intensity_range,
+        rgb=rgb,
+    )
+
+
+def rank_classes(
+    viewer: napari.Viewer,
+    image_layer_or_name: Any,
+    region: Any,
+    k: int = 5,
+    *,
+    network: Network | None = None,
+    input_scale: float = 1.0,
+    weights: Any = "DEFAULT",
+    device: Any = "auto",
+) -> list[tuple[int, str, float]]:
+    """The ``k`` classes whose Grad-CAM is strongest inside a region drawn over an image layer.
+
+    ``region`` is a Shapes or Labels layer (or its name); returns ``(class index, category
+    name, mean Grad-CAM inside the region)``, strongest first.
+    """
+    source = resolve_image_layer(viewer, image_layer_or_name)
+    if isinstance(region, str):
+        region = _region_layer(viewer, region)
+    return _drain(
+        rank_classes_for_image_layer(
+            network, source, region, k, input_scale=input_scale, weights=weights, device=device
+        )
+    )

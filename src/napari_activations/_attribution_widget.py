@@ -5,6 +5,11 @@ A thin Qt skin over :mod:`napari_activations._attribution_layers`: pick the imag
 class (one of the image's top 5, filled in by "Top 5", or any ImageNet category typed in),
 then Run. The compute runs in a napari ``thread_worker`` with a progress bar and Cancel, and
 the result becomes, or updates, the layer ``"<image>: Grad-CAM <class>"``.
+
+The "Region" section takes a Shapes or Labels layer drawn over the image: "Rank classes in
+region" lists the classes whose Grad-CAM is strongest there (click one to explain it), and
+with "Explain the score inside the region" checked, Run explains the class-score map's mean
+inside the region instead of the whole image's score.
 """
 
 from __future__ import annotations
@@ -14,12 +19,16 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFormLayout,
+    QGroupBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
     QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -28,6 +37,8 @@ from ._attribution_layers import (
     AttributionResult,
     add_attribution_layer,
     compute_attribution_for_image_layer,
+    rank_classes_for_image_layer,
+    region_layers,
 )
 from ._napari_layers import LayerInputError, avoid_triton_llvm_crash, unproxy
 from ._widget import _RunState
@@ -162,6 +173,7 @@ class AttributionWidget(QWidget):
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.status_label)
+        layout.addWidget(self._build_region())
         layout.addStretch(1)
 
         self.method_combo.currentIndexChanged.connect(self._on_method_changed)
@@ -323,6 +335,7 @@ class AttributionWidget(QWidget):
             window=self.window_spin.value() or None,
             stride=self.stride_spin.value() or None,
             weights=self._weights,
+            region=self.selected_region() if self.region_check.isChecked() else None,
         )
         self._start(
             gen,
@@ -363,6 +376,111 @@ class AttributionWidget(QWidget):
         outcome = self._run.outcome
         self._run = _RunState()
         self._set_busy(False, outcome)
+
+    # -- region: rank classes inside it, explain the score inside it ---------------------------
+
+    def _build_region(self) -> QGroupBox:
+        box = QGroupBox("Region")
+        self.region_combo = QComboBox()
+        self.region_combo.setToolTip(
+            "A Shapes or Labels layer drawn over the image (add one with the layer buttons "
+            "and draw a rectangle or polygon)."
+        )
+        self.region_check = QCheckBox("Explain the score inside the region")
+        self.region_check.setToolTip(
+            "Run explains the class-score map's mean inside the region (why this class "
+            "here?), not the class score of the whole image."
+        )
+        self.rank_button = QPushButton("Rank classes in region")
+        self.rank_table = QTableWidget(0, 2)
+        self.rank_table.setHorizontalHeaderLabels(["Class", "Grad-CAM in region"])
+        self.rank_table.verticalHeader().setVisible(False)
+        self.rank_table.horizontalHeader().setStretchLastSection(True)
+        self.rank_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.rank_table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.rank_table.setToolTip("Click a class to make it the class to explain.")
+        form = QFormLayout()
+        form.addRow("Region layer", self.region_combo)
+        layout = QVBoxLayout(box)
+        layout.addLayout(form)
+        layout.addWidget(self.region_check)
+        layout.addWidget(self.rank_button)
+        layout.addWidget(self.rank_table)
+        self.rank_button.clicked.connect(self.rank_in_region)
+        self.rank_table.cellClicked.connect(self._on_rank_clicked)
+        events = self.viewer.layers.events
+        for event in (events.inserted, events.removed):
+            event.connect(self.refresh_regions)
+        self.destroyed.connect(self._disconnect_regions)
+        self.refresh_regions()
+        return box
+
+    def _disconnect_regions(self, *args: Any) -> None:
+        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            with contextlib.suppress(RuntimeError, TypeError, ValueError):
+                event.disconnect(self.refresh_regions)
+
+    def refresh_regions(self, event: Any = None) -> None:
+        """Refill the region list (Shapes and Labels layers)."""
+        current = self.region_combo.currentText()
+        names = [layer.name for layer in region_layers(self.viewer)]
+        self.region_combo.clear()
+        self.region_combo.addItems(names)
+        if current in names:
+            self.region_combo.setCurrentText(current)
+        self.region_check.setEnabled(bool(names))
+        self.rank_button.setEnabled(bool(names))
+        if not names:
+            self.region_check.setChecked(False)
+
+    def selected_region(self) -> Any:
+        name = self.region_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def set_region(self, name: str | None) -> None:
+        """Use that Shapes or Labels layer as the region target (None: the whole image)."""
+        if name is not None:
+            self.region_combo.setCurrentText(name)
+        self.region_check.setChecked(name is not None)
+
+    def rank_in_region(self) -> None:
+        """Rank every class by its Grad-CAM inside the region (in a worker) and list the top 5."""
+        from napari.utils.notifications import show_error
+
+        if self.busy or self._no_image():
+            return
+        region = self.selected_region()
+        if region is None:
+            show_error(
+                "There is no region to rank classes in. Add a Shapes layer, draw a rectangle "
+                "or polygon over the image, and choose it under 'Region layer'."
+            )
+            return
+        source = self.selected_image()
+        gen = rank_classes_for_image_layer(self._network, source, region, 5, weights=self._weights)
+        self._start(gen, self._on_ranked, f"Ranking classes in {region.name!r}…")
+
+    def _on_ranked(self, result: Any) -> None:
+        from napari.utils.notifications import show_error
+
+        if isinstance(result, str):
+            self._run.outcome = "Ready. Ranking failed: see the notification."
+            show_error(result)
+            return
+        self.rank_table.setRowCount(len(result))
+        for row, (index, name, score) in enumerate(result):
+            item = QTableWidgetItem(name)
+            item.setData(256, index)  # Qt.UserRole
+            self.rank_table.setItem(row, 0, item)
+            self.rank_table.setItem(row, 1, QTableWidgetItem(f"{score:.4g}"))
+        self._run.outcome = f"Strongest class in the region: {result[0][1]}."
+
+    def ranked_classes(self) -> list[str]:
+        """The classes listed by the last ranking, strongest first."""
+        return [self.rank_table.item(r, 0).text() for r in range(self.rank_table.rowCount())]
+
+    def _on_rank_clicked(self, row: int, column: int) -> None:
+        self.set_target(self.rank_table.item(row, 0).text())
 
 
 def _is_attribution(layer: Any) -> bool:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import _mesa_workaround
 from ._channel_axes import channel_axis_label, follow_viewer
 from .alignment import AlignedActivations
 from .compute import ImageError, LazyNative, Progress, image_planes_shape, iter_activations
@@ -1104,6 +1105,7 @@ def add_activation_layer(
     one activation layer per image stays.
     """
     viewer, source = unproxy(viewer), unproxy(source)
+    _mesa_workaround.install()  # deleting layers must not crash napari (Mesa software GL)
     if replace:
         name = activation_layer_name(result.source_name, result.layer)
         for old in earlier_activation_layers(viewer, result.source_name, keep=name):

@@ -31,6 +31,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from . import _mesa_workaround
 from ._export_widget import ExportRow
 from ._napari_layers import (
     METADATA_KEY,
@@ -125,6 +126,7 @@ class ActivationsWidget(QWidget):
         weights: Any = "DEFAULT",
     ):
         super().__init__()
+        _mesa_workaround.install()  # deleting layers must not crash napari (Mesa software GL)
         self.viewer = unproxy(napari_viewer)
         self._network = network
         self._weights = weights

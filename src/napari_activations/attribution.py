@@ -19,7 +19,13 @@ exact placement of a layer's pixel ``i`` over input pixel ``O + S*i``
 
 A *target* is a class index, a category name, or a callable that reduces the network's
 output (the model's own output, ``(1, 1000)`` class scores before softmax for SqueezeNet) to
-one number: MATLAB's ``reductionFcn``, for networks that are not classifiers too.
+one number: MATLAB's ``reductionFcn``, for networks that are not classifiers too. A *region
+target* (:func:`region_target`) is the mean of one channel of a spatial map (by default the
+last spatial layer: SqueezeNet's class-score map ``relu_conv10``, whose global mean is the
+output) inside a region drawn on the image's own grid.
+
+:func:`rank_classes_in_region` ranks every class by its Grad-CAM inside a region, in one
+forward pass.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .alignment import align
+from .alignment import align, axis_map
 from .compute import Progress, network_input
 from .layers import LayerInfo, find_layer, output_size
 from .tiling import estimate_forward_bytes, memory_budget
@@ -47,6 +53,9 @@ __all__ = [
     "AttributionError",
     "Target",
     "resolve_target",
+    "region_target",
+    "region_weights",
+    "rank_classes_in_region",
     "default_feature_layer",
     "feature_layer",
     "grad_cam",
@@ -76,12 +85,21 @@ class Target:
     label : str
         For people and layer names: the category name, or the callable's name.
     reduce : callable
-        ``reduce(output) -> scalar tensor``: the score, from the network's output ``(1, ...)``.
+        ``reduce(output) -> scalar tensor``: the score, from the network's output ``(1, ...)``
+        (or from ``layer``'s activations).
+    layer : LayerInfo or None
+        The network layer ``reduce`` reads (region targets); None: the network's output.
     """
 
     index: int | None
     label: str
     reduce: Callable[[Any], Any]
+    layer: LayerInfo | None = None
+    """The network layer whose activations ``reduce`` reads; None: the network's output."""
+
+    def bind(self, image_hw: tuple[int, int], scale: tuple[float, float]) -> Target:
+        """This target for one image of ``image_hw`` pixels resized by ``scale``."""
+        return self
 
 
 def resolve_target(net: Network, target: Any) -> Target:
@@ -91,6 +109,8 @@ def resolve_target(net: Network, target: Any) -> Target:
     the closest category names).
     """
     categories = list(net.categories or [])
+    if isinstance(target, Target):
+        return target
     if callable(target):
         name = getattr(target, "__name__", type(target).__name__)
         return Target(None, "<lambda>" if name == "<lambda>" else name, target)
@@ -186,6 +206,276 @@ def feature_layer(net: Network, layer: str | LayerInfo | None) -> LayerInfo:
 
 
 # ---------------------------------------------------------------------------------------------
+# Regions
+
+
+def _region_array(region: Any, image_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """A region as a boolean mask: a mask as is, or ``(N, 2)`` polygon vertices rasterised."""
+    arr = np.asarray(region)
+    if _is_polygon(arr) and image_hw is not None:
+        from skimage.draw import polygon2mask
+
+        return polygon2mask(tuple(image_hw), arr.astype(float))
+    if arr.ndim != 2:
+        raise AttributionError(
+            f"A region is a boolean (H, W) mask on the image's pixel grid, or (N, 2) polygon "
+            f"vertices (row, column) in its pixels; got shape {arr.shape}."
+        )
+    return arr if arr.dtype == bool else arr != 0
+
+
+def _is_polygon(arr: np.ndarray) -> bool:
+    return arr.ndim == 2 and arr.shape[1] == 2 and arr.shape[0] >= 3 and arr.dtype != bool
+
+
+def region_weights(
+    region: Any,
+    info: LayerInfo,
+    native_hw: tuple[int, int],
+    scale: tuple[float, float] = (1.0, 1.0),
+) -> np.ndarray:
+    """Weights on a layer's own grid that give a map's mean inside an image region.
+
+    For a ``(h, w)`` map ``a`` of network layer ``info``, ``(a * weights).sum()`` equals the
+    mean of ``align(a, info, region.shape, scale)`` over the region: the map placed exactly on
+    the image grid (pixel ``i`` over ``O + S*i``, bilinear) and averaged there. The weights
+    are the placement's transpose applied to the region, so nothing is stretched.
+
+    Parameters
+    ----------
+    region : (H, W) bool array
+        On the image's pixel grid.
+    info : LayerInfo
+        The map's network layer (its stride and offset place it).
+    native_hw : (int, int)
+        ``(h, w)`` of the map.
+    scale : (float, float)
+        Network pixels per image pixel (``input_scale``).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(h, w)`` float64, non-negative, summing to 1.
+    """
+    mask = _region_array(region)
+    count = int(mask.sum())
+    if count == 0:
+        raise AttributionError(
+            "The region is empty: it covers no pixel of the image. Draw it over the image."
+        )
+
+    def matrix(n_out: int, n_act: int, s: float) -> np.ndarray:
+        m = axis_map(n_out, n_act, info, s)
+        out = np.zeros((n_out, n_act))
+        rows = np.arange(n_out)
+        np.add.at(out, (rows, m.lo), 1.0 - m.w.astype(np.float64))
+        np.add.at(out, (rows, m.hi), m.w.astype(np.float64))
+        return out
+
+    H, W = mask.shape
+    R = matrix(H, native_hw[0], scale[0])
+    C = matrix(W, native_hw[1], scale[1])
+    return (R.T @ mask.astype(np.float64) @ C) / count
+
+
+@dataclass(frozen=True)
+class _RegionTarget(Target):
+    """A region target before it knows the image's grid; :meth:`bind` makes it usable."""
+
+    mask: Any = None
+
+    def bind(self, image_hw: tuple[int, int], scale: tuple[float, float]) -> Target:
+        mask = _region_array(self.mask, image_hw)
+        if tuple(mask.shape) != tuple(image_hw):
+            raise AttributionError(
+                f"The region's mask is {mask.shape[0]}x{mask.shape[1]} pixels but the image "
+                f"is {image_hw[0]}x{image_hw[1]}: draw the region on this image's grid."
+            )
+        if not mask.any():
+            raise AttributionError(
+                f"The region of {self.label!r} covers no pixel of the {image_hw[0]}x"
+                f"{image_hw[1]} image: draw it over the image (polygon vertices are "
+                "(row, column) image pixels)."
+            )
+        info, channel = self.layer, self.index
+        cache: dict[tuple, Any] = {}
+
+        def region_mean(acts: Any) -> Any:
+            import torch
+
+            key = (tuple(acts.shape[-2:]), acts.dtype, acts.device)
+            if key not in cache:
+                w = region_weights(mask, info, key[0], scale)
+                cache[key] = torch.as_tensor(w, dtype=acts.dtype, device=acts.device)
+            return (acts[:, channel] * cache[key]).sum(dim=(-2, -1))
+
+        return Target(channel, self.label, region_mean, info)
+
+
+def _unbound(output: Any) -> Any:
+    raise AttributionError(
+        "A region target is used through grad_cam or occlusion_sensitivity, which fit it to "
+        "the image's grid."
+    )
+
+
+def region_target(
+    net: Network,
+    region: Any,
+    channel: Any,
+    *,
+    layer: str | LayerInfo | None = None,
+    name: str = "region",
+) -> Target:
+    """A target that is one channel's mean inside an image region (MATLAB's ``reductionFcn``).
+
+    For networks that are not classifiers, and for "why this class *here*?": the score is
+    the mean of channel ``channel`` of network layer ``layer``, placed exactly on the image
+    grid, over the region's pixels (see :func:`region_weights`). The default layer is the
+    last spatial one; for SqueezeNet that is ``relu_conv10``, the class-score map whose
+    global mean is the class score, so ``channel`` may be a class index or name.
+
+    Parameters
+    ----------
+    net : Network
+    region : (H, W) bool array, or (N, 2) array of polygon vertices
+        On the image's pixel grid (napari's data coordinates of the image layer: row,
+        column). Polygon vertices are rasterised with :func:`skimage.draw.polygon2mask`
+        when the target is used. ``show_attribution`` takes a napari Shapes or Labels layer
+        instead, in world coordinates.
+    channel : int or str
+        The channel (for the class-score map, a class index or category name).
+    layer : str or LayerInfo, optional
+        Network layer whose map is averaged; default the last spatial layer. Layers after
+        global pooling are refused (they have no "inside").
+    name : str
+        The region's name, for layer names: ``"<class> in <name>"``.
+
+    Returns
+    -------
+    Target
+        Pass it as ``target`` to :func:`grad_cam` or :func:`occlusion_sensitivity`.
+    """
+    info = feature_layer(net, layer)
+    if callable(channel) or isinstance(channel, Target):
+        raise AttributionError(
+            "A region target's channel is a class index, a category name or a channel number, "
+            "not a function."
+        )
+    if info.channels == len(net.categories or []):  # a class-score map: classes by name
+        goal = resolve_target(net, channel)
+        index, label = goal.index, goal.label
+    else:
+        index, label = _channel_index(channel, info), f"channel {channel}"
+    arr = np.asarray(region)
+    if not _is_polygon(arr):
+        arr = _region_array(arr)
+        if not arr.any():
+            raise AttributionError(
+                f"The region {name!r} is empty: it covers no pixel of the image. Draw it "
+                "over the image."
+            )
+    return _RegionTarget(index, f"{label} in {name}", _unbound, info, arr)
+
+
+def _channel_index(channel: Any, info: LayerInfo) -> int:
+    if isinstance(channel, (bool, np.bool_)) or not isinstance(channel, (int, np.integer)):
+        raise AttributionError(
+            f"Layer {info.name!r} has no category names: give the channel as a whole number "
+            f"from 0 to {info.channels - 1}, not {channel!r}."
+        )
+    if not 0 <= int(channel) < info.channels:
+        raise AttributionError(
+            f"Channel {int(channel)} is out of range: layer {info.name!r} has "
+            f"{info.channels} channels, numbered 0 to {info.channels - 1}."
+        )
+    return int(channel)
+
+
+def _is_squeezenet(net: Network) -> bool:
+    """True where the network's output is the global mean of its last spatial layer."""
+    from torchvision.models import SqueezeNet
+
+    return isinstance(net.model, SqueezeNet)
+
+
+def rank_classes_in_region(
+    net: Network,
+    image: Any,
+    region: Any,
+    k: int | None = 5,
+    *,
+    input_scale: float = 1.0,
+    intensity_range: tuple[float, float] | None = None,
+    rgb: bool | None = None,
+    memory_budget: int | str | None = None,
+) -> list[tuple[int, str, float]]:
+    """The classes whose Grad-CAM is strongest inside a region, strongest first.
+
+    Each class's score is the mean, over the region's pixels, of its Grad-CAM map at the
+    default layer placed on the image grid: what :func:`grad_cam` gives, for every class.
+    SqueezeNet's output is the global mean of its class-score map ``relu_conv10``, so the
+    gradient of class ``c`` there is ``1/(h*w)`` on channel ``c`` and zero elsewhere, and
+    Grad-CAM of class ``c`` is ``relu_conv10[c] / (h*w)``: one forward pass ranks all classes.
+
+    Parameters
+    ----------
+    net : Network
+    image : array-like
+        One image, as for :func:`grad_cam`.
+    region : (H, W) bool array, or (N, 2) polygon vertices (row, column)
+        On the image's pixel grid.
+    k : int or None
+        How many classes (None: all).
+    input_scale, intensity_range, rgb, memory_budget
+        As for :func:`grad_cam`.
+
+    Returns
+    -------
+    list of (int, str, float)
+        ``(class index, category name, mean Grad-CAM inside the region)``, in the units of
+        :func:`grad_cam`.
+    """
+    import torch
+
+    if not _is_squeezenet(net):
+        raise AttributionError(
+            "Ranking classes in a region needs a network whose output is the global mean of "
+            "its class-score map (SqueezeNet); for others, compare grad_cam maps per class."
+        )
+    info = default_feature_layer(net)
+    x, hw, scale, _ = network_input(
+        net,
+        image,
+        info,
+        input_scale=input_scale,
+        intensity_range=intensity_range,
+        rgb=rgb,
+        memory_budget=memory_budget,
+    )
+    mask = _region_array(region, hw)
+    if mask.shape != tuple(hw):
+        raise AttributionError(
+            f"The region is {mask.shape[0]}x{mask.shape[1]} pixels but the image is "
+            f"{hw[0]}x{hw[1]}: draw the region on this image's grid."
+        )
+    captured: list[torch.Tensor] = []
+    module = net.model.get_submodule(info.module)
+    handle = module.register_forward_hook(lambda _m, _i, out: captured.append(out.clone()))
+    try:
+        with torch.inference_mode():
+            net.model(x)
+    finally:
+        handle.remove()
+    maps = captured[0][0].to("cpu", torch.float64).numpy()  # (C, h, w)
+    h, w = maps.shape[-2:]
+    weights = region_weights(mask, info, (h, w), scale)
+    scores = np.maximum(maps, 0).reshape(len(maps), -1) @ weights.ravel() / (h * w)
+    order = np.argsort(-scores, kind="stable")[: None if k is None else max(1, int(k))]
+    return [(int(i), net.categories[i], float(scores[i])) for i in order]
+
+
+# ---------------------------------------------------------------------------------------------
 # Grad-CAM
 
 
@@ -216,6 +506,13 @@ def iter_grad_cam(
         rgb=rgb,
         memory_budget=memory_budget,
     )
+    goal = goal.bind(hw, scale)
+    if goal.layer is not None and _order(net, goal.layer) < _order(net, info):
+        raise AttributionError(
+            f"The target reads layer {goal.layer.name!r}, which comes before Grad-CAM's layer "
+            f"{info.name!r}: its score cannot depend on that layer. Choose a Grad-CAM layer "
+            f"at or before {goal.layer.name!r}."
+        )
     yield Progress(0, 1, f"Grad-CAM {goal.label}: forward and backward pass")
     native = _grad_cam_native(net, x, info, goal)
     yield Progress(1, 1, f"Grad-CAM {goal.label}: done")
@@ -223,6 +520,10 @@ def iter_grad_cam(
         return native
     with torch.inference_mode():
         return align(native[None], info, hw, scale)[0]
+
+
+def _order(net: Network, info: LayerInfo) -> int:
+    return [i.name for i in net.layers].index(info.name)
 
 
 def _grad_cam_native(net: Network, x: torch.Tensor, info: LayerInfo, goal: Target) -> np.ndarray:
@@ -240,13 +541,23 @@ def _grad_cam_native(net: Network, x: torch.Tensor, info: LayerInfo, goal: Targe
         captured.append(leaf)
         return leaf.clone()
 
+    tapped: list[torch.Tensor] = []
     with torch.inference_mode(False), torch.enable_grad():
-        handle = module.register_forward_hook(keep)
+        # hooks run in the order registered: a target at the Grad-CAM layer itself reads the
+        # copy that ``keep`` hands on, which depends on the leaf
+        handles = [module.register_forward_hook(keep)]
+        if goal.layer is not None:
+            handles.append(
+                net.model.get_submodule(goal.layer.module).register_forward_hook(
+                    lambda _m, _i, out: tapped.append(out)
+                )
+            )
         try:
             output = net.model(x)
         finally:
-            handle.remove()
-        score = _scalar(goal.reduce(output), goal, need_tensor=True)
+            for handle in handles:
+                handle.remove()
+        score = _scalar(goal.reduce(tapped[0] if tapped else output), goal, need_tensor=True)
         if not score.requires_grad:
             raise AttributionError(
                 f"The target function {goal.label!r} returned a value that does not depend "
@@ -281,10 +592,10 @@ def grad_cam(
     image : array-like
         One image, ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)``; any real dtype (scaled as for
         :func:`~napari_activations.activations`).
-    target : int, str or callable
-        Class index (0-based), category name (``"Egyptian cat"``), or
+    target : int, str, callable or Target
+        Class index (0-based), category name (``"Egyptian cat"``),
         ``f(output) -> scalar tensor`` on the network's output (for SqueezeNet the ``(1, 1000)``
-        class scores before softmax).
+        class scores before softmax), or a :func:`region_target`.
     layer : str or LayerInfo, optional
         Network layer whose activations are weighted; default the last spatial layer before
         global pooling (``relu_conv10``). Layers after global pooling are refused.
@@ -415,6 +726,8 @@ def _blocks(net: Network) -> list[_Block] | None:
         return None
     if [info.name for info in net.layers if info.is_global][:1] != ["pool10"]:
         return None
+    if not _is_squeezenet(net):  # e.g. a network that outputs the class-score map itself
+        return None
     return blocks
 
 
@@ -497,6 +810,7 @@ def iter_occlusion_sensitivity(
         rgb=rgb,
         memory_budget=memory_budget,
     )
+    goal = goal.bind(hw, scale)
     H, W = x.shape[-2:]
     auto_window, auto_stride = occlusion_defaults(H, W)
     wy, wx = _pair(window if window is not None else auto_window, "window")
@@ -526,6 +840,8 @@ def iter_occlusion_sensitivity(
         ]
         budget = memory_budget_bytes(memory_budget)
         blocks = _blocks(net) if reuse else None
+        if blocks is not None and goal.layer not in (None, blocks[-1].info):
+            blocks = None  # the reuse keeps only the last spatial layer whole
         if blocks is not None and _reuse_bytes(blocks, H, W) > budget:
             blocks = None  # the unoccluded activations of every block would not fit
         if blocks is not None:
@@ -539,14 +855,18 @@ def iter_occlusion_sensitivity(
     yield Progress(0, total, f"occlusion {goal.label}: {total} window positions")
     drops = np.empty(total, dtype=np.float64)
     with torch.inference_mode():
-        base_score = _score(net.model(x) if blocks is None else engine.output(), goal)
+        if blocks is None:
+            base = _occluded_outputs(net, x, baseline, [], goal.layer)[0]
+        else:
+            base = engine.output() if goal.layer is None else engine.acts[-1]
+        base_score = _score(base, goal)
     for start in range(0, total, size):
         chunk = windows[start : start + size]
         with torch.inference_mode():
             if blocks is None:
-                outputs = _occluded_outputs(net, x, baseline, chunk)
+                outputs = _occluded_outputs(net, x, baseline, chunk, goal.layer)
             else:
-                outputs = engine.occluded_outputs(baseline, chunk)
+                outputs = engine.occluded_outputs(baseline, chunk, maps=goal.layer is not None)
             for i, out in enumerate(outputs):
                 drops[start + i] = base_score - _score(out, goal)
         done = start + len(chunk)
@@ -574,15 +894,33 @@ def _score(output: Any, goal: Target) -> float:
 
 
 def _occluded_outputs(
-    net: Network, x: torch.Tensor, baseline: torch.Tensor, windows: list[tuple[int, int, int, int]]
+    net: Network,
+    x: torch.Tensor,
+    baseline: torch.Tensor,
+    windows: list[tuple[int, int, int, int]],
+    tap: LayerInfo | None = None,
 ) -> list[Any]:
-    """The network's output for each occluded copy of ``x``: one batched forward pass."""
+    """The network's output (or layer ``tap``'s activations) for each occluded copy of ``x``.
 
-    xs = x.expand(len(windows), -1, -1, -1).clone()
+    One batched forward pass; no windows: ``x`` itself.
+    """
+    xs = x.expand(max(1, len(windows)), -1, -1, -1).clone()
     for i, (y0, y1, c0, c1) in enumerate(windows):
         xs[i, :, y0:y1, c0:c1] = baseline[0]
-    out = net.model(xs)
-    return [out[i : i + 1] for i in range(len(windows))]
+    tapped: list[Any] = []
+    handle = None
+    if tap is not None:
+        handle = net.model.get_submodule(tap.module).register_forward_hook(
+            lambda _m, _i, out: tapped.append(out)
+        )
+    try:
+        out = net.model(xs)
+    finally:
+        if handle is not None:
+            handle.remove()
+    if tapped:
+        out = tapped[0]
+    return [out[i : i + 1] for i in range(len(xs))]
 
 
 class _ReuseEngine:
@@ -613,14 +951,27 @@ class _ReuseEngine:
         return (self.base_sum / self.n).float()
 
     def occluded_outputs(
-        self, baseline: torch.Tensor, windows: list[tuple[int, int, int, int]]
+        self,
+        baseline: torch.Tensor,
+        windows: list[tuple[int, int, int, int]],
+        maps: bool = False,
     ) -> list[Any]:
+        """The network's output ``(1, C)`` for each window; with ``maps``, the last spatial
+        layer's activations ``(1, C, h, w)`` instead (for region targets)."""
         occluders = [
             _Occluder(w, baseline.expand(1, -1, w[1] - w[0], w[3] - w[2])) for w in windows
         ]
         for level, block in enumerate(self.blocks):
             self._step(level, block, occluders)
         last = self.acts[-1]
+        if maps:
+            whole = []
+            for occ in occluders:
+                r0, r1, c0, c1 = occ.box
+                copy = last.clone()
+                copy[:, :, r0:r1, c0:c1] = occ.values
+                whole.append(copy)
+            return whole
         outputs = []
         for occ in occluders:
             r0, r1, c0, c1 = occ.box
