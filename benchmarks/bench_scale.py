@@ -47,7 +47,7 @@ def peers(repeats: int = 3) -> str:
     from torchvision.models.feature_extraction import create_feature_extractor
 
     import napari_activations as na
-    from napari_activations.compute import _plane_tensor
+    from napari_activations.compute import plane_tensor
 
     net = na.load_squeezenet(None, device="cpu")
     model = net.model
@@ -65,7 +65,7 @@ def peers(repeats: int = 3) -> str:
         node = info.module
 
         def prep():
-            return _plane_tensor(img, True, None, net, (H, W))
+            return plane_tensor(img, True, None, net, (H, W))
 
         def ours_lazy():
             stack = na.activations(net, img, layer, resize=True)

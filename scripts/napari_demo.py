@@ -19,16 +19,14 @@ from pathlib import Path
 
 def find_weights() -> tuple[str | None, str]:
     """(weights for load_squeezenet, where they come from), or (None, why there are none)."""
-    from napari_activations.network import WEIGHTS_ENV
+    from napari_activations.network import WEIGHTS_ENV, WeightsError, resolve_weights
 
-    env = os.environ.get(WEIGHTS_ENV, "").strip()
-    if env:
-        if Path(env).expanduser().is_file():
-            return "DEFAULT", f"${WEIGHTS_ENV} = {env}"
-        return None, (
-            f"${WEIGHTS_ENV} names {env}, but there is no file there "
-            f"(fix it, or unset {WEIGHTS_ENV})."
-        )
+    try:
+        source = resolve_weights("DEFAULT")
+    except WeightsError as exc:
+        return None, str(exc)
+    if isinstance(source, Path):
+        return "DEFAULT", f"${WEIGHTS_ENV} = {os.environ[WEIGHTS_ENV].strip()}"
     return "caffe", "the built-in weights"
 
 

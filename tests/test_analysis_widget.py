@@ -147,6 +147,10 @@ def test_compare_shows_both_images_side_by_side_with_a_difference(setup, qtbot, 
     assert names[:5] == ["Image", act.name, "Covered", second.name, diff.name]
     a, b = np.asarray(act.data), np.asarray(second.data)
     np.testing.assert_allclose(np.asarray(diff.data), a - b, atol=1e-3)
+    # The difference says which weights made it, in the activation layers' words.
+    from napari_activations._analysis_layers import layer_metadata
+
+    assert layer_metadata(diff)["weights"] == layer_metadata(act)["weights"]
     mask = np.zeros((64, 72), bool)
     mask[20:40, 24:48] = True
     want = na.rank_channels(act.data, region=mask, other=second.data)
@@ -244,8 +248,8 @@ def test_classification_shows_five_classes(setup, qtbot):
 
 
 def test_the_plane_shown_is_the_plane_analysed(make_napari_viewer):
-    from napari_activations._analysis_layers import METADATA_KEY
     from napari_activations._analysis_widget import AnalysisWidget
+    from napari_activations._layer_kinds import METADATA_KEY
 
     viewer = make_napari_viewer()
     acts = np.zeros((3, 2, 20, 24), np.float32)  # (C, Z, H, W), as a stack layer holds it

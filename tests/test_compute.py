@@ -322,7 +322,7 @@ def test_progress_is_reported_and_counts_to_the_end(random_net, rgb):
             break
     assert steps[0].done == 0 and steps[-1].done == steps[-1].total
     assert [p.done for p in steps] == list(range(len(steps)))
-    assert steps[-1].fraction == 1.0 and "pool3" in steps[-1].message
+    assert steps[-1].total > 0 and "pool3" in steps[-1].message
     np.testing.assert_array_equal(result, na.activations(random_net, stack, "pool3"))
 
 

@@ -298,7 +298,7 @@ def test_cancel_stops_promptly_adds_nothing_and_leaves_the_widget_ready(
         # Cancel while the input is being resized for input_scale (the step before conv1).
         widget.scale_spin.setValue(2.0)
         resizing = threading.Event()
-        original = compute._plane_tensor
+        original = compute.plane_tensor
 
         def slow_resize(plane, colour, bounds, net, size, **kw):
             if tuple(size) != tuple(np.shape(plane)[:2]):
@@ -306,7 +306,7 @@ def test_cancel_stops_promptly_adds_nothing_and_leaves_the_widget_ready(
                 time.sleep(0.5)
             return original(plane, colour, bounds, net, size, **kw)
 
-        monkeypatch.setattr(compute, "_plane_tensor", slow_resize)
+        monkeypatch.setattr(compute, "plane_tensor", slow_resize)
         widget.run()
         worker = widget.worker
         qtbot.waitUntil(resizing.is_set, timeout=10_000)

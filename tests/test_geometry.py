@@ -392,3 +392,20 @@ def test_lazy_api_exposes_geometry_without_importing_torch():
     )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert na.derive_geometry is derive_geometry and na.measure_geometry is measure_geometry
+
+
+class _RuntimeNormalisedShape(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return F.layer_norm(y, y.shape[1:])  # normalized_shape computed while tracing
+
+
+def test_a_call_no_rule_can_read_is_a_plain_geometry_error():
+    """A rule that cannot read a call's arguments (here layer_norm's shape, a graph node)
+    says which node and what to do, instead of a raw TypeError."""
+    with pytest.raises(na.GeometryError, match=r"at node 'layer_norm' \(layer_norm\).*measure"):
+        na.derive_geometry(_RuntimeNormalisedShape(), input_size=(32, 32))

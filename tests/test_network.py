@@ -343,3 +343,31 @@ def test_invalid_device_is_a_value_error(device):
 def test_cuda_without_gpu_is_a_value_error():
     with pytest.raises(ValueError, match="no CUDA GPU"):
         na.load_squeezenet(None, device="cuda")
+
+
+def test_resolve_weights_is_the_one_place_that_says_where_weights_come_from(monkeypatch, tmp_path):
+    from napari_activations.network import WEIGHTS_ENV, describe_weights, resolve_weights
+
+    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
+    assert resolve_weights() == "caffe" and resolve_weights("MATLAB") == "caffe"
+    assert resolve_weights(" torchvision ") == "torchvision"
+    assert resolve_weights(None) is None
+    assert describe_weights("DEFAULT") == describe_weights("caffe")
+    assert "random" in describe_weights(None)
+    present = tmp_path / "mine.pth"
+    present.write_bytes(b"x")
+    assert resolve_weights(present) == present and resolve_weights(str(present)) == present
+    assert describe_weights(present) == "file mine.pth"  # the name, never the folder
+    monkeypatch.setenv(WEIGHTS_ENV, str(present))
+    assert resolve_weights("DEFAULT") == present
+    assert describe_weights("DEFAULT") == f"file mine.pth (from ${WEIGHTS_ENV})"
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path / "gone.pth"))
+    with pytest.raises(na.WeightsError, match=f"{WEIGHTS_ENV} names .*gone.pth"):
+        resolve_weights()
+    with pytest.raises(na.WeightsError, match=f"{WEIGHTS_ENV} names .*gone.pth"):
+        na.load_squeezenet()  # the same answer, from the same place
+    assert describe_weights("DEFAULT") == f"file gone.pth (from ${WEIGHTS_ENV})"  # no raise
+    with pytest.raises(na.WeightsError, match="No weights file"):
+        resolve_weights(tmp_path / "none.pth")
+    with pytest.raises(na.WeightsError, match="not int"):
+        resolve_weights(3)

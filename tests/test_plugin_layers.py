@@ -15,15 +15,17 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+import napari_activations as na
 from napari_activations._napari_layers import (
     METADATA_KEY,
     ActivationResult,
     ChannelFirst,
+    ChannelRanges,
     activation_layer_kwargs,
     activation_layer_name,
     channel_contrast_limits,
     expand_transform,
-    strongest_channel,
+    starting_channel,
 )
 from napari_activations._sample_data import face, face_one_eye_covered, load_sample
 from napari_activations.alignment import AlignedActivations
@@ -334,7 +336,48 @@ def test_per_channel_contrast_is_mat2gray_and_diverging_is_centred():
     assert post[2, 1] > post[2, 0]
     whole = channel_contrast_limits(native, find_layer("relu_conv1"), "global")
     np.testing.assert_allclose(whole, [[-2, 10]] * 3)
-    assert strongest_channel(native) == 1
+    assert na.strongest_channels(native, 1, include_border=True)[0][0] == 1
+    # The slider starts on the same channel (here every pixel counts).
+    acts = AlignedActivations(native, find_layer("relu_conv1"), (4, 5))
+    assert starting_channel(ChannelRanges(acts, include_border=True)) == 1
+
+
+def test_derived_layers_are_one_definition_for_every_widget():
+    from napari_activations._layer_kinds import (
+        ATTRIBUTION_KEY,
+        DIFFERENCE_KEY,
+        MONTAGE_KEY,
+        channel_metadata,
+        is_derived_layer,
+    )
+
+    def layer(key=None):
+        return SimpleNamespace(metadata={} if key is None else {key: {"k": key}})
+
+    kinds = [METADATA_KEY, DIFFERENCE_KEY, MONTAGE_KEY, ATTRIBUTION_KEY]
+    assert all(is_derived_layer(layer(key)) for key in kinds)
+    assert not is_derived_layer(layer()) and not is_derived_layer(layer("someone_else"))
+    assert not is_derived_layer(SimpleNamespace())  # no metadata at all
+    # Only activation and difference layers have a channel axis first.
+    assert [channel_metadata(layer(key)) is not None for key in kinds] == [
+        True,
+        True,
+        False,
+        False,
+    ]
+
+
+@pytest.mark.parametrize("weights", ["torchvision", "caffe"])
+def test_network_for_reads_the_weights_of_activation_and_difference_layers(weights):
+    from napari_activations._analysis_layers import network_for
+    from napari_activations._layer_kinds import DIFFERENCE_KEY
+    from napari_activations.network import weights_metadata
+
+    made_by = SimpleNamespace(weights=weights, trained=True, sha256=None, description="d")
+    meta = weights_metadata(made_by)
+    for key in (METADATA_KEY, DIFFERENCE_KEY):
+        layer = SimpleNamespace(name="x", metadata={key: {"weights": meta}})
+        assert network_for(layer) == weights, key
 
 
 def test_layer_kwargs_colormaps_labels_and_metadata():

@@ -59,11 +59,42 @@ def test_memory_budget_decides_tiling_and_keeps_the_result(random_net, monkeypat
     assert side is not None and side % 8 == 0
     assert tiling.estimate_forward_bytes(side + 62, side + 62) <= small
     whole = na.activations(random_net, img, "fire5-concat")
-    budgeted = na.activations(random_net, img, "fire5-concat", memory_budget="4M")
+    budgeted = na.activations(random_net, img, "fire5-concat", memory_budget="4MiB")
     assert _rel_err(budgeted, whole) <= 1e-4
-    monkeypatch.setenv(tiling.MEMORY_BUDGET_ENV, "4M")
+    monkeypatch.setenv(tiling.MEMORY_BUDGET_ENV, "4MiB")
     assert tiling.memory_budget() == small
     assert tiling.choose_tile("fire5-concat", 300, 300) == side
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("4MiB", 4 * 2**20),
+        ("4 mib", 4 * 2**20),
+        ("4Mi", 4 * 2**20),
+        ("2GiB", 2 * 2**30),
+        ("0.5 GiB", 2**29),
+        ("4M", 4 * 10**6),  # decimal without the i, as dask reads it
+        ("4MB", 4 * 10**6),
+        ("2G", 2 * 10**9),
+        ("2gb", 2 * 10**9),
+        (" 1500 ", 1500),
+        ("1e9", 10**9),
+        (123456, 123456),
+    ],
+)
+def test_memory_budget_units_are_dasks(monkeypatch, text, expected):
+    assert tiling.memory_budget(text) == expected
+    monkeypatch.setenv(tiling.MEMORY_BUDGET_ENV, str(text))
+    assert tiling.memory_budget() == expected
+
+
+@pytest.mark.parametrize(
+    "bad", ["lots", "2 GX", "-1G", "0", "inf", "nan", 0, -5, float("inf"), True, [1]]
+)
+def test_memory_budget_refuses_what_is_not_a_positive_size(bad):
+    with pytest.raises(ValueError, match="memory budget"):
+        tiling.memory_budget(bad)
 
 
 def test_budget_too_small_for_the_receptive_field_is_a_clear_error(random_net):
@@ -180,3 +211,26 @@ def test_cuda_agrees_with_cpu():
     cpu = na.activations(na.load_squeezenet(None, device="cpu"), img, "fire9-concat")
     gpu = na.activations(na.load_squeezenet(None, device="cuda"), img, "fire9-concat")
     assert _rel_err(gpu, cpu) <= 1e-3
+
+
+@pytest.mark.parametrize("name", ["pool10", "prob"])
+def test_global_pool_is_one_function_for_numpy_and_dask(name):
+    import dask.array as da
+
+    info = na.find_layer(name)
+    assert tiling.forward_layer(info).name == tiling.CONTEXT_LAYER
+    assert tiling.forward_layer(info, tiled=False) is info  # untiled: to the end
+    assert tiling.forward_layer(na.find_layer("conv1")).name == "conv1"
+    context = np.random.default_rng(6).normal(size=(1000, 5, 7)).astype(np.float32)
+    pooled = tiling.global_pool(context, info)
+    lazy = tiling.global_pool(da.from_array(context, chunks=(1000, 3, 4)), info)
+    assert isinstance(lazy, da.Array)  # dask stays lazy
+    assert pooled.shape == lazy.shape == (1000, 1, 1) and pooled.dtype == lazy.dtype == np.float32
+    np.testing.assert_allclose(lazy.compute(), pooled, rtol=1e-6)
+    mean = context.mean(axis=(1, 2), dtype=np.float64)
+    if name == "prob":
+        want = np.exp(mean - mean.max()) / np.exp(mean - mean.max()).sum()
+        assert abs(float(pooled.sum()) - 1) < 1e-5
+    else:
+        want = mean
+    np.testing.assert_allclose(pooled[:, 0, 0], want, rtol=1e-5)

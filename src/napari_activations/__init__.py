@@ -58,6 +58,8 @@ _API = {
     "difference": "analysis",
     "network_table": "analysis",
     "show_activations": "_napari_layers",
+    "region_mask": "_analysis_layers",
+    "load_sample": "_sample_data",
     "derive_geometry": "geometry",
     "measure_geometry": "geometry",
     "check_geometry": "geometry",
@@ -82,9 +84,11 @@ _API = {
 __all__ = sorted(_API) + ["__version__"]
 
 if TYPE_CHECKING:
+    from ._analysis_layers import region_mask
     from ._attribution_layers import rank_classes, show_attribution
     from ._napari_export import export_activation_layer
     from ._napari_layers import show_activations
+    from ._sample_data import load_sample
     from .alignment import AlignedActivations, align
     from .analysis import (
         Montage,

@@ -16,19 +16,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import analysis
+from ._layer_kinds import DIFFERENCE_KEY, MONTAGE_KEY, channel_metadata
 from ._napari_layers import (
-    METADATA_KEY,
     ActivationResult,
-    _set_contrast,
     add_activation_layer,
     channel_contrast_limits,
     compute_for_image_layer,
     display_defaults,
     expand_transform,
+    set_contrast,
+    shown_position,
 )
 from .alignment import AlignedActivations
 from .compute import Progress
 from .layers import find_layer
+from .network import weights_metadata
 
 if TYPE_CHECKING:
     import napari
@@ -59,24 +61,18 @@ __all__ = [
     "show_montage",
 ]
 
-MONTAGE_KEY = "napari_activations_montage"
-"""Metadata key of a montage layer: its tile geometry (plain values) and the activation layer's
-name; see :func:`montage_of`."""
-
-DIFFERENCE_KEY = "napari_activations_difference"
-"""Metadata key of a difference layer (first image minus second): a dict like
-``metadata["napari_activations"]`` with ``first`` and ``second`` image names added."""
-
 
 def is_activation_layer(layer: Any) -> bool:
     """Whether ``layer`` is an activation (or difference) layer this plugin made."""
-    meta = getattr(layer, "metadata", None) or {}
-    return (METADATA_KEY in meta or DIFFERENCE_KEY in meta) and hasattr(layer.data, "shape")
+    return channel_metadata(layer) is not None and hasattr(layer.data, "shape")
 
 
 def layer_metadata(layer: Layer) -> dict[str, Any]:
     """The plugin's metadata dict of an activation or difference layer."""
-    return layer.metadata.get(METADATA_KEY) or layer.metadata[DIFFERENCE_KEY]
+    meta = channel_metadata(layer)
+    if meta is None:
+        raise KeyError(f"{layer.name!r} is neither an activation nor a difference layer.")
+    return meta
 
 
 def activation_layers(viewer: napari.Viewer) -> list[Image]:
@@ -90,9 +86,8 @@ def _channel_axis(viewer: napari.Viewer, layer: Layer) -> int:
 
 
 def current_channel(viewer: napari.Viewer, layer: Layer) -> int:
-    """The channel the viewer shows of ``layer`` (its channel axis has scale 1, translate 0)."""
-    axis = _channel_axis(viewer, layer)
-    return int(np.clip(np.round(viewer.dims.point[axis]), 0, layer.data.shape[0] - 1))
+    """The channel the viewer shows of ``layer``."""
+    return shown_position(viewer, layer)[0]
 
 
 def set_channel(viewer: napari.Viewer, layer: Layer, channel: int) -> None:
@@ -105,20 +100,6 @@ def set_channel(viewer: napari.Viewer, layer: Layer, channel: int) -> None:
     viewer.dims.set_current_step(_channel_axis(viewer, layer), channel)
 
 
-def _current_plane(viewer: napari.Viewer, layer: Layer) -> tuple[int, ...]:
-    """Indices of a stack layer's own leading axes (between channel and H, W) now shown."""
-    pad = int(getattr(layer.data, "pad", 0))  # one-plane axes standing for other layers' axes
-    n_lead = layer.ndim - 3 - pad
-    if n_lead <= 0:
-        return ()
-    data_point = layer.world_to_data(viewer.dims.point[-layer.ndim :])
-    axes = slice(1 + pad, 1 + pad + n_lead)
-    lead = np.round(np.asarray(data_point)[axes]).astype(int)
-    return tuple(
-        int(np.clip(i, 0, n - 1)) for i, n in zip(lead, layer.data.shape[axes], strict=False)
-    )
-
-
 def current_plane_activations(viewer: napari.Viewer, layer: Layer) -> Any:
     """The ``(C, H, W)`` activations of the plane the viewer shows, on the image's grid.
 
@@ -128,7 +109,7 @@ def current_plane_activations(viewer: napari.Viewer, layer: Layer) -> Any:
     data = layer.data
     if isinstance(data, AlignedActivations) and data.ndim == 3:
         return data
-    plane = _current_plane(viewer, layer)
+    plane = shown_position(viewer, layer)[1]
     stack = getattr(data, "stack", None)  # ChannelFirst view of an (..., C, H, W) stack
     if isinstance(stack, AlignedActivations):  # native: an array, or planes computed lazily
         return AlignedActivations(
@@ -390,7 +371,7 @@ def show_difference(viewer: napari.Viewer, first: Image, comparison: ComparisonR
             "first": a.source_name,
             "second": b.source_name,
             "source_layer": a.source_name,
-            "weights": {"source": a.network.weights, "trained": bool(a.network.trained)},
+            "weights": weights_metadata(a.network),
         }
     }
     if name in viewer.layers and isinstance(viewer.layers[name], Image):
@@ -409,7 +390,7 @@ def show_difference(viewer: napari.Viewer, first: Image, comparison: ComparisonR
             **display_defaults(info),
         )
         viewer.add_layer(layer)
-    _set_contrast(viewer, layer, limits, "channel")
+    set_contrast(viewer, layer, limits, "channel")
     return layer
 
 

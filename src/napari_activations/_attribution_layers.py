@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._layer_kinds import ATTRIBUTION_KEY
 from ._napari_layers import (
     LayerInputError,
     avoid_triton_llvm_crash,
@@ -33,7 +34,7 @@ from ._napari_layers import (
     sequential_colormap,
     unproxy,
 )
-from .compute import Progress
+from .compute import Progress, drain
 from .layers import LayerInfo
 
 if TYPE_CHECKING:
@@ -56,9 +57,6 @@ __all__ = [
     "rank_classes_for_image_layer",
     "rank_classes",
 ]
-
-ATTRIBUTION_KEY = "napari_activations_attribution"
-"""Key of an attribution layer's metadata (a dict) in ``layer.metadata``."""
 
 METHODS = {"grad-cam": "Grad-CAM", "occlusion": "occlusion"}
 """Method keys and the words used in layer names."""
@@ -340,15 +338,7 @@ def show_attribution(
         device=device,
         region=region,
     )
-    return add_attribution_layer(viewer, source, _drain(gen))
-
-
-def _drain(gen: Generator) -> Any:
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return add_attribution_layer(viewer, source, drain(gen))
 
 
 # --------------------------------------------------------------------------- regions
@@ -450,7 +440,7 @@ def rank_classes(
     source = resolve_image_layer(viewer, image_layer_or_name)
     if isinstance(region, str):
         region = _region_layer(viewer, region)
-    return _drain(
+    return drain(
         rank_classes_for_image_layer(
             network, source, region, k, input_scale=input_scale, weights=weights, device=device
         )

@@ -26,30 +26,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._layer_kinds import channel_metadata
+
 if TYPE_CHECKING:
     import napari
     from napari.layers import Layer
 
 __all__ = ["arrange_channel_axes", "channel_axis_label", "follow_viewer", "image_ndim"]
 
-# The metadata keys of activation and difference layers: METADATA_KEY of _napari_layers and
-# DIFFERENCE_KEY of _analysis_layers (this module cannot import those: they import it).
-ACTIVATION_KEY = "napari_activations"
-DIFFERENCE_KEY = "napari_activations_difference"
-
 # Viewers whose layer list is followed (each once), and viewers being laid out right now.
 _FOLLOWED: weakref.WeakSet = weakref.WeakSet()
 _BUSY: weakref.WeakSet = weakref.WeakSet()
 
 
-def _meta(layer: Any) -> dict | None:
-    meta = getattr(layer, "metadata", None) or {}
-    return meta.get(ACTIVATION_KEY) or meta.get(DIFFERENCE_KEY)
-
-
 def is_channel_layer(layer: Any) -> bool:
     """An activation or difference layer: its first axis is a network layer's channels."""
-    return _meta(layer) is not None and hasattr(getattr(layer, "data", None), "native")
+    return channel_metadata(layer) is not None and hasattr(getattr(layer, "data", None), "native")
 
 
 def channel_axis_label(network_layer: str) -> str:
@@ -67,7 +59,7 @@ def image_ndim(layer: Layer) -> int:
 
 
 def _group(layer: Layer) -> str:
-    return str(_meta(layer)["layer"]["name"])
+    return str(channel_metadata(layer)["layer"]["name"])
 
 
 def _real_axes(layer: Layer) -> set[int]:

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._napari_layers import METADATA_KEY, ChannelFirst
+from ._layer_kinds import METADATA_KEY
+from ._napari_layers import ChannelFirst
 from .alignment import AlignedActivations
-from .compute import Progress
+from .compute import Progress, drain
 from .export import EXPORT_KINDS, ExportError, iter_export_activations
 
 if TYPE_CHECKING:
@@ -189,11 +190,8 @@ def export_activation_layer(
     list of pathlib.Path
         The images written, in the order of ``kinds``.
     """
-    gen = iter_export_activation_layer(
-        layer, folder, kinds, overwrite=overwrite, memory_budget=memory_budget
+    return drain(
+        iter_export_activation_layer(
+            layer, folder, kinds, overwrite=overwrite, memory_budget=memory_budget
+        )
     )
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value

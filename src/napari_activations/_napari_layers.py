@@ -36,9 +36,20 @@ import numpy as np
 
 from . import _mesa_workaround
 from ._channel_axes import channel_axis_label, follow_viewer
+from ._layer_kinds import METADATA_KEY
 from .alignment import AlignedActivations
-from .compute import ImageError, LazyNative, Progress, image_planes_shape, iter_activations
+from .analysis import top_channels
+from .compute import (
+    ImageError,
+    LazyNative,
+    Progress,
+    drain,
+    image_planes_shape,
+    iter_activations,
+    report_steps,
+)
 from .layers import LayerInfo, find_layer
+from .network import weights_metadata
 
 if TYPE_CHECKING:
     import napari
@@ -63,12 +74,12 @@ __all__ = [
     "expand_transform",
     "exposure_warning",
     "find_activation_layer",
+    "set_contrast",
     "show_activations",
-    "strongest_channel",
+    "shown_position",
     "unproxy",
 ]
 
-METADATA_KEY = "napari_activations"
 """Key of the activation layer's metadata (a dict) in ``layer.metadata``."""
 
 SEQUENTIAL_COLORMAP_NAME = "activation magma"
@@ -216,16 +227,6 @@ def channel_stats(
     return flat.min(axis=1), flat.max(axis=1)
 
 
-def strongest_channel(native: Any, inside: tuple[slice, slice] | None = None) -> int:
-    """The channel holding the largest activation (MATLAB's ``max`` over all pixels).
-
-    ``inside`` as in :func:`channel_stats`: the slider's starting channel leaves out the
-    border where the network's zero padding shows, which would otherwise win on any image.
-    """
-    _, high = channel_stats(native, inside)
-    return int(np.argmax(high))
-
-
 class ChannelRanges:
     """Per-channel minimum and maximum of activations, plane by plane, for contrast limits.
 
@@ -293,15 +294,11 @@ class ChannelRanges:
         for k, idx in enumerate(todo):
             message = f"{label}contrast of the stack: plane {idx} ({k + 1}/{len(todo)} sampled)"
             yield Progress(k, len(todo), message)
-            if isinstance(native, LazyNative):
-                walk = native.iter_plane(idx)
-                while True:  # one step per network block: cancelling stops between them
-                    try:
-                        next(walk)
-                    except StopIteration as stop:
-                        plane = stop.value
-                        break
-                    yield Progress(k, len(todo), message)
+            if isinstance(native, LazyNative):  # one step per network block: cancel between them
+                plane = yield from report_steps(
+                    native.iter_plane(idx),
+                    lambda _, k=k, message=message: Progress(k, len(todo), message),
+                )
             else:
                 plane = np.asarray(native[idx])
             self.record(idx, plane)
@@ -399,29 +396,17 @@ def activation_metadata(result: ActivationResult, contrast: str) -> dict[str, An
 
     info, net = result.layer, result.network
     native = result.activations.native
+    described = info.metadata()
     return {
         "plugin_version": __version__,
         "source_layer": result.source_name,
-        "layer": {
-            "name": info.name,
-            "module": info.module,
-            "channels": info.channels,
-            "after_relu": info.after_relu,
-            "block": info.block,
-        },
+        "layer": described["layer"],
         "geometry": {
-            "stride": info.stride,
-            "offset": info.offset,
-            "receptive_field": info.receptive_field,
+            **described["geometry"],
             "native_shape": list(native.shape),  # (..., C, h, w)
             "layer_axes": "(C, ..., H, W)",
         },
-        "weights": {
-            "description": net.description,
-            "name": net.weights,
-            "sha256": net.sha256,
-            "trained": bool(net.trained),
-        },
+        "weights": weights_metadata(net),
         "input_scale": float(result.input_scale),
         "backend": {
             "name": result.backend,
@@ -537,9 +522,10 @@ def _first_plane(ranges: ChannelRanges) -> tuple[int, ...]:
 
 def starting_channel(ranges: ChannelRanges) -> int:
     """The channel the slider starts on: the strongest of the first plane, border left out
-    unless the ranges include it (MATLAB's ``max`` over the image)."""
+    unless the ranges include it (MATLAB's ``max`` over the image; as
+    :func:`~napari_activations.strongest_channels` ranks them ``by="max"``)."""
     _, high = ranges.plane(_first_plane(ranges))
-    return int(np.argmax(high))
+    return top_channels(high, 1)[0][0]
 
 
 def _shown_limits(
@@ -982,12 +968,7 @@ class _ChannelContrast:
         viewer, layer = self._viewer(), self._layer()
         if viewer is None or layer is None or layer not in viewer.layers:
             return None
-        point = np.asarray(viewer.dims.point[-layer.ndim :], dtype=float)  # trailing axes
-        index = np.round(np.asarray(layer.world_to_data(point), dtype=float))
-        shape = layer.data.shape
-        clipped = [min(max(int(i), 0), n - 1) for i, n in zip(index[:-2], shape[:-2], strict=False)]
-        pad = int(getattr(layer.data, "pad", 0))  # one-plane axes (see _channel_axes)
-        return clipped[0], tuple(clipped[1 + pad :])
+        return shown_position(viewer, layer)
 
     def channel(self) -> int | None:
         position = self.position()
@@ -1029,7 +1010,28 @@ def _stamp(layer: Image, result: ActivationResult) -> None:
         _STARTED[layer] = result.started
 
 
-def _set_contrast(viewer: napari.Viewer, layer: Image, limits: np.ndarray, mode: str) -> None:
+def shown_position(viewer: napari.Viewer, layer: Image) -> tuple[int, tuple[int, ...]]:
+    """``(channel, plane)`` of a channel-first layer that the viewer's sliders show.
+
+    ``channel`` indexes the layer's first axis; ``plane`` is the index into a stack's own
+    leading axes (between the channel and ``(H, W)``; ``()`` for one image), leaving out the
+    one-plane axes that stand for other layers' axes (see ``_channel_axes``). Positions off
+    the layer are clipped to its edges.
+    """
+    point = np.asarray(viewer.dims.point[-layer.ndim :], dtype=float)  # trailing axes
+    index = np.round(np.asarray(layer.world_to_data(point), dtype=float))
+    shape = layer.data.shape
+    clipped = [min(max(int(i), 0), n - 1) for i, n in zip(index[:-2], shape[:-2], strict=False)]
+    pad = int(getattr(layer.data, "pad", 0))
+    return clipped[0], tuple(clipped[1 + pad :])
+
+
+def set_contrast(viewer: napari.Viewer, layer: Image, limits: np.ndarray, mode: str) -> None:
+    """Give ``layer`` the ``(C, 2)`` per-channel ``limits``.
+
+    ``mode="channel"``: the limits follow the channel slider (each channel its own);
+    otherwise every channel shows with the first row's limits.
+    """
     old = _FOLLOWERS.pop(layer, None)
     if old is not None:
         old.disconnect()
@@ -1052,7 +1054,7 @@ def _follow_contrast(
 ) -> None:
     """Contrast limits that follow the channel slider, and a stack's planes."""
     if not ranges.lead_shape:
-        _set_contrast(viewer, layer, limits_from_ranges(*ranges.plane(()), info, mode), mode)
+        set_contrast(viewer, layer, limits_from_ranges(*ranges.plane(()), info, mode), mode)
         return
     old = _FOLLOWERS.pop(layer, None)
     if old is not None:
@@ -1245,12 +1247,7 @@ def show_activations(
         backend=backend,
         precision=precision,
     )
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            result = stop.value
-            break
+    result = drain(gen)
     if result.input_warning:
         warnings.warn(result.input_warning, UserWarning, stacklevel=2)
     first = _as_sources(source)[0]

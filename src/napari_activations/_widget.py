@@ -44,7 +44,7 @@ from ._napari_layers import (
 )
 from ._plugin_settings import WEIGHTS_FILE, remember, remembered
 from .backends import BackendError
-from .compute import ImageError, Progress, _network_size, image_planes_shape
+from .compute import ImageError, Progress, image_planes_shape, network_input_size
 from .layers import LAYERS, LayerInfo, UnknownLayerError, find_layer, output_size
 from .network import WEIGHTS_CHOICES, WEIGHTS_ENV, DeviceUnavailableError, WeightsError
 
@@ -463,7 +463,7 @@ class ActivationsWidget(QWidget):
             _, hw, _ = image_planes_shape(tuple(shape), bool(source.rgb))
         except ImageError:
             return None
-        return _network_size(hw, self.scale_spin.value())
+        return network_input_size(hw, self.scale_spin.value())
 
     # -- weights -------------------------------------------------------------------------------
 

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .alignment import align, axis_map
-from .compute import Progress, network_input
+from .compute import Progress, drain, network_input
 from .layers import LayerInfo, find_layer, output_size
 from .tiling import estimate_forward_bytes, memory_budget
 
@@ -616,7 +616,7 @@ def grad_cam(
         Bad target or a layer after global pooling. :class:`~napari_activations.ImageError`
         for an unusable image.
     """
-    return _drain(
+    return drain(
         iter_grad_cam(
             net,
             image,
@@ -1067,7 +1067,7 @@ def occlusion_sensitivity(
         ``(H, W)`` float32 on the image grid: positive where covering the pixel lowered the
         score (score units, e.g. class score before softmax).
     """
-    return _drain(
+    return drain(
         iter_occlusion_sensitivity(
             net,
             image,
@@ -1083,11 +1083,3 @@ def occlusion_sensitivity(
             memory_budget=memory_budget,
         )
     )
-
-
-def _drain(gen: Generator) -> Any:
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value

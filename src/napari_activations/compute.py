@@ -7,11 +7,12 @@ the napari widget runs the same generator in a worker thread, so there is one co
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -20,9 +21,10 @@ from .alignment import AlignedActivations
 from .backends import torch_backend
 from .layers import LayerInfo, find_layer, minimum_input_size, output_size
 from .tiling import (
-    _CONTEXT_LAYER,
     choose_tile,
     estimate_forward_bytes,
+    forward_layer,
+    global_pool,
     plan_axis,
     tile_count,
     tiled_forward,
@@ -42,8 +44,14 @@ __all__ = [
     "classify",
     "is_rgb",
     "image_planes_shape",
+    "network_input_size",
+    "plane_tensor",
+    "drain",
+    "report_steps",
     "NETWORK_INPUT_SIZE",
 ]
+
+T = TypeVar("T")
 
 NETWORK_INPUT_SIZE = 227
 """Side of the images SqueezeNet v1.1 was trained on (and that :func:`classify` uses)."""
@@ -61,9 +69,32 @@ class Progress:
     total: int
     message: str
 
-    @property
-    def fraction(self) -> float:
-        return self.done / self.total if self.total else 1.0
+
+def drain(gen: Generator[Any, Any, T]) -> T:
+    """Run a generator to its end, ignoring what it yields; its return value.
+
+    The synchronous way to call any of the package's step-by-step generators (compute,
+    export, attribution): scripts and tests drain them, the widgets run them in a worker.
+    """
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def report_steps(
+    steps: Generator[Any, None, T], progress: Callable[[int], Progress]
+) -> Generator[Progress, None, T]:
+    """Run ``steps``, yielding ``progress(n)`` after its ``n``-th step; its return value."""
+    done = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
+        done += 1
+        yield progress(done)
 
 
 def is_rgb(shape: tuple[int, ...], rgb: bool | None = None) -> bool:
@@ -201,7 +232,7 @@ def _input_buffer(shape: tuple[int, ...]) -> torch.Tensor:
     return buffer
 
 
-def _plane_tensor(
+def plane_tensor(
     plane: Any,
     colour: bool,
     bounds: tuple[float, float] | None,
@@ -270,7 +301,8 @@ def _channels_hint(shape: tuple[int, ...], colour: bool) -> str:
     )
 
 
-def _network_size(hw: tuple[int, int], input_scale: float) -> tuple[int, int]:
+def network_input_size(hw: tuple[int, int], input_scale: float) -> tuple[int, int]:
+    """``(h, w)`` the network sees of an ``(H, W)`` image resized by ``input_scale``."""
     return (max(1, int(round(hw[0] * input_scale))), max(1, int(round(hw[1] * input_scale))))
 
 
@@ -294,9 +326,7 @@ class _Request:
     @property
     def run_info(self) -> LayerInfo:
         """The network layer the forward pass stops at (tiled global layers: their context)."""
-        if self.tile is not None and self.info.is_global:
-            return find_layer(_CONTEXT_LAYER)
-        return self.info
+        return forward_layer(self.info, tiled=self.tile is not None)
 
     def runner(self, info: LayerInfo | None = None) -> backends.Runner:
         """The prepared network up to ``info`` (default :attr:`run_info`) on this backend."""
@@ -331,7 +361,7 @@ class _Request:
             def region(y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
                 if not resized:
                     resized.append(
-                        _plane_tensor(
+                        plane_tensor(
                             plane,
                             self.colour,
                             self.bounds,
@@ -344,7 +374,7 @@ class _Request:
         else:
 
             def region(y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
-                return _plane_tensor(
+                return plane_tensor(
                     plane[y0:y1, x0:x1],
                     self.colour,
                     self.bounds,
@@ -361,7 +391,7 @@ class _Request:
         )
 
     def compute_plane(self, idx: tuple[int, ...]) -> np.ndarray:
-        return _drain(self.forward_plane(idx))
+        return drain(self.forward_plane(idx))
 
 
 def _inference_steps(gen: Generator[None, None, Any]) -> Generator[None, None, Any]:
@@ -405,7 +435,7 @@ def _make_request(
     lead, hw, colour = image_planes_shape(image.shape, rgb)
     if min(hw) == 0 or any(n == 0 for n in lead):
         raise ImageError(f"The image is empty (shape {tuple(image.shape)}).")
-    size = _network_size(hw, input_scale)
+    size = network_input_size(hw, input_scale)
     h, w = output_size(info, *size)
     if h == 0:
         need = minimum_input_size(info)
@@ -492,7 +522,7 @@ class LazyNative:
         )
         planes = [
             self.plane(tuple(int(i) for i in idx))
-            for idx in _product([np.atleast_1d(r) for r in ranges])
+            for idx in itertools.product(*(np.atleast_1d(r) for r in ranges))
         ]
         stacked = (
             np.stack(planes).reshape(kept + self.shape[-3:])
@@ -505,19 +535,13 @@ class LazyNative:
         return stacked[(slice(None),) * len(kept) + key[n_lead:]]
 
 
-def _product(ranges: list[np.ndarray]) -> list[tuple[int, ...]]:
-    if not ranges:
-        return [()]
-    return [(int(i),) + rest for i in ranges[0] for rest in _product(ranges[1:])]
-
-
 def _tile_task(
     net: Network,
     region: np.ndarray,
     colour: bool,
     bounds: tuple[float, float] | None,
     layer: str,
-    crop: tuple[int, int, int, int],
+    crop: tuple[slice, slice],
     backend: str = "torch",
     precision: str = "float32",
 ) -> np.ndarray:
@@ -530,12 +554,11 @@ def _tile_task(
 
     runner = backends.prepare(net, find_layer(layer), backend, precision)
     with torch.inference_mode():
-        x = _plane_tensor(
+        x = plane_tensor(
             region, colour, bounds, net, tuple(region.shape[:2]), normalise=runner.normalised_input
         )
-        out = _drain(runner.run(x))[0]
-        r0, r1, c0, c1 = crop
-        return np.ascontiguousarray(out[:, r0:r1, c0:c1])
+        out = drain(runner.run(x))[0]
+        return np.ascontiguousarray(out[:, crop[0], crop[1]])
 
 
 def _plane_task(
@@ -572,7 +595,7 @@ def _dask_activations(req: _Request) -> Any:
     import dask.array as da
 
     info = req.info
-    geo = find_layer(_CONTEXT_LAYER) if info.is_global else info
+    geo = forward_layer(info)
     C = geo.channels
     planes = []
     for idx in np.ndindex(*req.lead) if req.lead else [()]:
@@ -598,19 +621,13 @@ def _dask_activations(req: _Request) -> Any:
             line = []
             for c in cols:
                 region = plane[r.start : r.stop, c.start : c.stop]
-                crop = (
-                    r.local_start,
-                    r.local_start + r.out_stop - r.out_start,
-                    c.local_start,
-                    c.local_start + c.out_stop - c.out_start,
-                )
                 d = dask.delayed(_tile_task, pure=True)(
                     req.net,
                     region,
                     req.colour,
                     req.bounds,
                     geo.name,
-                    crop,
+                    (r.kept, c.kept),
                     req.backend,
                     req.precision,
                 )
@@ -623,13 +640,7 @@ def _dask_activations(req: _Request) -> Any:
                 )
             grid.append(line)
         native = da.block(grid)
-        if info.is_global:
-            native = native.mean(axis=(1, 2), keepdims=True, dtype=np.float64)
-            if info.name == "prob":
-                e = da.exp(native - native.max())
-                native = e / e.sum()
-            native = native.astype(np.float32)
-        planes.append(native)
+        planes.append(global_pool(native, info) if info.is_global else native)
     out = planes[0] if not req.lead else da.stack(planes).reshape(req.native_shape)
     return out
 
@@ -679,17 +690,11 @@ def iter_activations(
         if lead:  # compute the first plane now, the rest when they are looked at
             first = (0,) * len(lead)
             steps = req.plane_steps()
-            walk = req.forward_plane(first)
-            done = 0
             yield Progress(0, steps, f"{info.name}: first plane")
-            while True:
-                try:
-                    next(walk)
-                except StopIteration as stop:
-                    lazy._cache[first] = stop.value
-                    break
-                done += 1
-                yield Progress(done, steps, f"{info.name} first plane: step {done}/{steps}")
+            lazy._cache[first] = yield from report_steps(
+                req.forward_plane(first),
+                lambda n: Progress(n, steps, f"{info.name} first plane: step {n}/{steps}"),
+            )
         return AlignedActivations(lazy, info, req.hw, req.scale, req.backend_used)
     n_planes = int(np.prod(lead)) if lead else 1
     _check_memory(req, n_planes, memory_budget)
@@ -697,22 +702,19 @@ def iter_activations(
     total = n_planes * steps
     # One plane is returned as the network produced it (no copy); a stack is filled in.
     out = np.empty(req.native_shape, dtype=np.float32) if lead else None
-    done = 0
     yield Progress(0, total, f"{info.name}: starting")
-    for idx in np.ndindex(*lead) if lead else [()]:
-        walk = req.forward_plane(idx)
-        while True:
-            try:
-                next(walk)
-            except StopIteration as stop:
-                if lead:
-                    out[idx] = stop.value
-                else:
-                    out = stop.value
-                break
-            done += 1
-            plane = f" plane {idx}" if lead else ""
-            yield Progress(done, total, f"{info.name}{plane}: step {done % steps or steps}/{steps}")
+    for k, idx in enumerate(np.ndindex(*lead) if lead else [()]):
+        plane = f" plane {idx}" if lead else ""
+        value = yield from report_steps(
+            req.forward_plane(idx),
+            lambda n, k=k, plane=plane: Progress(
+                k * steps + n, total, f"{info.name}{plane}: step {n}/{steps}"
+            ),
+        )
+        if lead:
+            out[idx] = value
+        else:
+            out = value
     if resize:
         return AlignedActivations(out, info, req.hw, req.scale, req.backend_used)
     return out
@@ -770,14 +772,6 @@ def _is_dask(a: Any) -> bool:
     return type(a).__module__.startswith("dask")
 
 
-def _drain(gen: Generator) -> Any:
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
-
-
 def activations(
     net: Network,
     image: Any,
@@ -825,7 +819,8 @@ def activations(
         equals the untiled one). Default: tiled only when one forward pass would exceed the
         memory budget.
     memory_budget : int or str, optional
-        Working-memory budget of one forward pass, in bytes or as ``"2G"``; default
+        Working-memory budget of one forward pass, in bytes or as ``"2GiB"`` (2*2**30 bytes;
+        ``"2G"`` or ``"2GB"``: 2*10**9, dask's units); default
         ``$NAPARI_ACTIVATIONS_MEMORY_BUDGET``, else 1 GiB (see :mod:`napari_activations.tiling`).
     backend : "auto", "torch" or "onnxruntime"
         What runs the network. ``"auto"``: ``$NAPARI_ACTIVATIONS_BACKEND`` where set, else ONNX
@@ -850,7 +845,7 @@ def activations(
         Unusable image (empty, complex, too small for the layer, ...); the message says what
         to do. :class:`UnknownLayerError` for a layer name that does not exist.
     """
-    return _drain(
+    return drain(
         iter_activations(
             net,
             image,
@@ -895,8 +890,8 @@ def classify(
     bounds = _intensity_bounds(image, intensity_range, colour)
     size = (NETWORK_INPUT_SIZE, NETWORK_INPUT_SIZE)
     with torch.inference_mode():
-        x = _plane_tensor(image, colour, bounds, net, size)
-        prob = _drain(torch_backend.forward(net.model, x, find_layer("prob")))[0, :, 0, 0].cpu()
+        x = plane_tensor(image, colour, bounds, net, size)
+        prob = drain(torch_backend.forward(net.model, x, find_layer("prob")))[0, :, 0, 0].cpu()
         k = max(1, min(int(top), prob.numel()))
         values, indices = torch.topk(prob, k)
     return [
@@ -953,5 +948,5 @@ def network_input(
             f"GiB). Use input_scale={advice:g} or less, a region of the image, or a larger "
             "memory_budget."
         )
-    x = _plane_tensor(req.image, req.colour, req.bounds, req.net, req.size)
+    x = plane_tensor(req.image, req.colour, req.bounds, req.net, req.size)
     return x.clone(), req.hw, req.scale, req.bounds

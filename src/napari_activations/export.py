@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .alignment import AlignedActivations, align
-from .compute import Progress
+from .compute import Progress, drain
+from .network import weights_metadata
 from .tiling import memory_budget as budget_bytes
 
 if TYPE_CHECKING:
@@ -83,22 +84,11 @@ def activations_metadata(
     The same keys as an activation layer's napari metadata; ``weights`` and the mean and std
     of ``normalisation`` are known only when ``network`` is given.
     """
-    info = stack.layer
+    described = stack.layer.metadata()
     out: dict[str, Any] = {
         "network": NETWORK_NAME,
-        "layer": {
-            "name": info.name,
-            "module": info.module,
-            "channels": info.channels,
-            "after_relu": info.after_relu,
-            "block": info.block,
-        },
-        "geometry": {
-            "stride": info.stride,
-            "offset": info.offset,
-            "receptive_field": info.receptive_field,
-            "native_shape": list(stack.native.shape),
-        },
+        "layer": described["layer"],
+        "geometry": {**described["geometry"], "native_shape": list(stack.native.shape)},
         "input_scale": list(stack.scale),
         "normalisation": {
             "intensity_range": (
@@ -107,12 +97,7 @@ def activations_metadata(
         },
     }
     if network is not None:
-        out["weights"] = {
-            "description": network.description,
-            "name": network.weights,
-            "sha256": network.sha256,
-            "trained": bool(network.trained),
-        }
+        out["weights"] = weights_metadata(network)
         out["normalisation"].update(mean=list(network.mean), std=list(network.std))
     return out
 
@@ -458,8 +443,4 @@ def export_activations(
         overwrite=overwrite,
         memory_budget=memory_budget,
     )
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drain(gen)

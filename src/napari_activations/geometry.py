@@ -540,7 +540,12 @@ def _shape(node: Any) -> tuple[int, ...] | None:
 
 
 class _Deriver:
-    """Walks one graph, node by node, from the geometry of its inputs."""
+    """Walks one graph in execution order: each call node's value from its inputs' values.
+
+    The walk knows only the graph: which value each node gets. What an operation does to the
+    geometry is a rule, looked up by module type, function or method name in the tables below
+    (``_MODULE_RULES``, ``_FUNCTION_RULES``, ``_METHOD_RULES``).
+    """
 
     def __init__(self, gm: fx.GraphModule):
         self.gm = gm
@@ -555,122 +560,54 @@ class _Deriver:
             if node.op == "placeholder":
                 value = next(placeholders, _CONST)
             elif node.op == "output":
-                result = self._arg(node.args[0])
+                result = _value_of(self.values, node.args[0])
                 continue
             elif node.op == "get_attr":
                 value = _CONST
             else:
-                value = self._node(node)
+                try:
+                    value = self._node(node)
+                except GeometryError:
+                    raise
+                except Exception as err:  # noqa: BLE001 - a rule met a call it cannot read
+                    raise GeometryError(
+                        f"Cannot derive the geometry at node {node.name!r} "
+                        f"({self.ops.get(node, node.target)}): {_root_cause(err)}. "
+                        "measure_geometry(model, layer) measures it instead."
+                    ) from err
             self.values[node] = value
         return result
 
-    # helpers
-    def _arg(self, a: Any) -> Any:
-        if isinstance(a, fx.Node):
-            return self.values[a]
-        if isinstance(a, (tuple, list)):
-            return _Seq(tuple(self._arg(x) for x in a))
-        return _CONST
-
-    def _inputs(self, node: fx.Node) -> list[Any]:
-        found: list[Any] = []
-
-        def visit(a: Any) -> None:
-            if isinstance(a, fx.Node):
-                found.append(self.values[a])
-            elif isinstance(a, (tuple, list)):
-                for x in a:
-                    visit(x)
-            elif isinstance(a, dict):
-                for x in a.values():
-                    visit(x)
-
-        visit(node.args)
-        visit(node.kwargs)
-        return [v for v in found if v is not _CONST]
-
-    def _first(self, node: fx.Node) -> Any:
-        return self._arg(node.args[0]) if node.args else self._arg(node.kwargs.get("input"))
-
-    def _param(self, node: fx.Node, pos: int, name: str, default: Any) -> Any:
-        if len(node.args) > pos:
-            return node.args[pos]
-        return node.kwargs.get(name, default)
-
-    # dispatch
     def _node(self, node: fx.Node) -> Any:
-        ins = self._inputs(node)
-        if not ins:
+        if not _inputs_of(self.values, node):
             return _CONST
-        if node.op == "call_module":
-            module = self.modules[node.target]
-            self.ops[node] = type(module).__name__
-            return self._module(node, module)
         target = node.target
+        if node.op == "call_module":
+            module = self.modules[target]
+            self.ops[node] = type(module).__name__
+            module_rule = next(
+                (r for types, r in _MODULE_RULES if isinstance(module, types)), self._submodule
+            )
+            return module_rule(_Call(node, self.values, self.ops[node]), module)
         self.ops[node] = (
             target if isinstance(target, str) else getattr(target, "__name__", str(target))
         )
+        call = _Call(node, self.values, self.ops[node])
         if node.op == "call_method":
-            return self._method(node, target)
-        return self._function(node, target)
+            rule = _METHOD_RULES.get(target, _unknown_method)
+        elif getattr(target, "__name__", None) in _POINTWISE_NAMES:
+            rule = _pointwise_function
+        else:
+            rule = _FUNCTION_RULES.get(target, _unknown_function)
+        return rule(call)
 
-    def _module(self, node: fx.Node, m: nn.Module) -> Any:
-        x = self._first(node)
-        if isinstance(m, _PER_PIXEL_MODULES):
-            return self._pointwise(
-                x,
-                nonneg=isinstance(m, _NONNEG_MODULES)
-                or (isinstance(m, _SIGN_KEEPING_MODULES) and _nonneg(x)),
-            )
-        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.LPPool2d)):
-            if isinstance(m, nn.Conv2d):
-                k, s, d = m.kernel_size, m.stride, m.dilation
-                pad = _conv_padding(m.padding, k, d)
-            else:
-                k, s = _pair(m.kernel_size), _pair(m.stride or m.kernel_size)
-                pad = _pair(getattr(m, "padding", 0))
-                d = _pair(getattr(m, "dilation", 1))
-            nonneg = not isinstance(m, nn.Conv2d) and _nonneg(x)
-            return self._window(x, k, s, pad, d, nonneg)
-        if isinstance(m, nn.ConvTranspose2d):
-            if m.padding == "same" or isinstance(m.padding, str):
-                return _unaligned(x, "transposed convolution with string padding")
-            return self._spread(
-                x,
-                [
-                    _transposed_taps(m.kernel_size[i], m.stride[i], m.padding[i], m.dilation[i])
-                    for i in range(2)
-                ],
-                False,
-            )
-        if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
-            return self._adaptive(node, x, m.output_size)
-        if isinstance(m, nn.Flatten):
-            return self._flatten(node, x, m.start_dim, m.end_dim)
-        if isinstance(m, (nn.Upsample,)):
-            return self._upsample(node, x, m.scale_factor, m.mode, m.align_corners)
-        if isinstance(m, nn.PixelShuffle):
-            f = m.upscale_factor
-            return self._spread(x, [_upsample_taps(f, "nearest")] * 2, _nonneg(x))
-        if isinstance(m, (nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d)):
-            return self._pad(node, x, m.padding, _nonneg(x) and not isinstance(m, nn.ConstantPad2d))
-        if isinstance(m, nn.Linear):
-            return self._last_dim(node, x, nonneg=False)
-        if isinstance(m, nn.LayerNorm):
-            return self._norm_over(node, x, len(m.normalized_shape))
-        if isinstance(m, (nn.GroupNorm, nn.InstanceNorm2d)):
-            return _with_context(x)
-        if isinstance(m, nn.Softmax):
-            return self._reduce_like(node, x, [m.dim], nonneg=True)
-        return self._submodule(node, m)
-
-    def _submodule(self, node: fx.Node, m: nn.Module) -> Any:
+    def _submodule(self, call: _Call, m: nn.Module) -> Any:
         """A leaf that is not a torch.nn primitive (torchvision.ops blocks, ...): trace inside."""
         try:
             sub = fx.symbolic_trace(m)
         except Exception as err:  # noqa: BLE001 - any tracing failure means: cannot look inside
-            return _unaligned(self._first(node), f"cannot trace into {type(m).__name__}: {err}")
-        args = list(node.args)
+            return _unaligned(call.x, f"cannot trace into {type(m).__name__}: {err}")
+        args = list(call.node.args)
         tensors = []
         for a in args:
             meta = a.meta.get("tensor_meta") if isinstance(a, fx.Node) else None
@@ -682,376 +619,561 @@ class _Deriver:
         try:
             _shape_prop(sub, tensors)
         except Exception as err:  # noqa: BLE001
-            return _unaligned(self._first(node), f"cannot run {type(m).__name__}: {err}")
-        inner = _Deriver(sub)
-        return inner.run([self._arg(a) for a in args])
+            return _unaligned(call.x, f"cannot run {type(m).__name__}: {err}")
+        return _Deriver(sub).run([call.value(a) for a in args])
 
-    def _function(self, node: fx.Node, f: Any) -> Any:
-        x = self._first(node)
-        if f in _POINTWISE_FUNCS or getattr(f, "__name__", None) in _POINTWISE_NAMES:
-            return self._pointwise(
-                x, nonneg=f in _RELU_FUNCS or (f not in _POINTWISE_FUNCS and _nonneg(x))
-            )
-        if f in _BINARY_FUNCS:
-            return self._merge(
-                self._inputs(node), nonneg=f in _SIGN_KEEPING_BINARY and _positive_constants(node)
-            )
-        if f in (torch.cat, torch.concat, torch.concatenate):
-            tensors = self._arg(self._param(node, 0, "tensors", ()))
-            dim = self._param(node, 1, "dim", 0)
-            return self._cat(node, tensors.items if isinstance(tensors, _Seq) else [], dim)
-        if f is F.conv2d:
-            w = _shape(self._param(node, 1, "weight", None))
-            if w is None:
-                return _unaligned(x, "conv2d with a weight of unknown shape")
-            k = (w[2], w[3])
-            s = _pair(self._param(node, 3, "stride", 1))
-            d = _pair(self._param(node, 5, "dilation", 1))
-            pad = _conv_padding(self._param(node, 4, "padding", 0), k, d)
-            return self._window(x, k, s, pad, d, False)
-        if f in (F.max_pool2d, torch.max_pool2d, F.avg_pool2d, torch._C._nn.avg_pool2d):
-            k = _pair(self._param(node, 1, "kernel_size", 1))
-            s = self._param(node, 2, "stride", None)
-            s = _pair(s) if s not in (None, [], ()) else k
-            pad = _pair(self._param(node, 3, "padding", 0))
-            d = _pair(self._param(node, 4, "dilation", 1)) if "max" in f.__name__ else (1, 1)
-            return self._window(x, k, s, pad, d, _nonneg(x))
-        if f in (F.adaptive_avg_pool2d, F.adaptive_max_pool2d):
-            return self._adaptive(node, x, self._param(node, 1, "output_size", None))
-        if f is torch.flatten:
-            return self._flatten(
-                node, x, self._param(node, 1, "start_dim", 0), self._param(node, 2, "end_dim", -1)
-            )
-        if f is F.interpolate:
-            return self._upsample(
-                node,
-                x,
-                self._param(node, 2, "scale_factor", None),
-                self._param(node, 3, "mode", "nearest"),
-                self._param(node, 4, "align_corners", None),
-            )
-        if f is F.pixel_shuffle:
-            r = self._param(node, 1, "upscale_factor", 1)
-            return self._spread(x, [_upsample_taps(r, "nearest")] * 2, _nonneg(x))
-        if f is F.pad:
-            return self._pad(node, x, self._param(node, 1, "pad", ()), _nonneg(x))
-        if f is F.linear:
-            return self._last_dim(node, x, nonneg=False)
-        if f is F.layer_norm:
-            return self._norm_over(node, x, len(self._param(node, 1, "normalized_shape", ())))
-        if f in (F.group_norm, F.instance_norm):
-            return _with_context(x)
-        if f in (torch.permute,):
-            return self._permute(x, self._param(node, 1, "dims", ()))
-        if f in (torch.transpose,):
-            return self._transpose(node, x, node.args[1], node.args[2])
-        if f in (torch.reshape,):
-            return self._reshape(node, x)
-        if f in (torch.mean, torch.sum, torch.amax, torch.amin):
-            return self._reduce(node, x, self._param(node, 1, "dim", None), nonneg=_nonneg(x))
-        if f in (F.softmax, torch.softmax):
-            return self._reduce_like(node, x, [self._param(node, 1, "dim", None)], nonneg=True)
-        if f in (torch.chunk, torch.split, torch.tensor_split, torch.unbind):
-            return self._split(node, x, self._param(node, 2, "dim", 0))
-        if f is operator.getitem:
-            return self._getitem(node, x, node.args[1])
-        if f in (getattr, len, operator.floordiv, torch._assert, math.sqrt):
-            return _CONST if not isinstance(x, _Seq) else x
-        return _unaligned(x, f"unknown operation {self.ops[node]}")
 
-    def _method(self, node: fx.Node, name: str) -> Any:
-        x = self._first(node)
-        if name in ("size", "dim", "numel", "__len__"):
-            return _CONST
-        if name in _BINARY_METHODS:
-            return self._merge(
-                self._inputs(node),
-                nonneg=name in _SIGN_KEEPING_BINARY and _positive_constants(node),
-            )
-        if name in _POINTWISE_METHODS:
-            return self._pointwise(
-                x,
-                nonneg=name in _NONNEG_METHODS
-                or (
-                    name in ("contiguous", "clone", "float", "double", "to", "detach")
-                    and _nonneg(x)
-                ),
-            )
-        if name == "permute":
-            dims = (
-                node.args[1]
-                if len(node.args) == 2 and isinstance(node.args[1], (tuple, list))
-                else node.args[1:]
-            )
-            return self._permute(x, dims)
-        if name == "transpose":
-            return self._transpose(node, x, node.args[1], node.args[2])
-        if name in ("view", "reshape"):
-            return self._reshape(node, x)
-        if name == "flatten":
-            return self._flatten(
-                node, x, self._param(node, 1, "start_dim", 0), self._param(node, 2, "end_dim", -1)
-            )
-        if name in ("mean", "sum", "amax", "amin"):
-            return self._reduce(node, x, self._param(node, 1, "dim", None), nonneg=_nonneg(x))
-        if name == "softmax":
-            return self._reduce_like(node, x, [self._param(node, 1, "dim", None)], nonneg=True)
-        if name in ("chunk", "split", "unbind"):
-            return self._split(node, x, self._param(node, 2, "dim", 0))
-        if name in ("expand_as", "expand"):
-            return x
-        return _unaligned(x, f"unknown method .{name}()")
+def _value_of(values: dict[fx.Node, Any], a: Any) -> Any:
+    """The value of an argument: a node's, a sequence of them, or _CONST for anything else."""
+    if isinstance(a, fx.Node):
+        return values[a]
+    if isinstance(a, (tuple, list)):
+        return _Seq(tuple(_value_of(values, x) for x in a))
+    return _CONST
 
-    # rules
-    def _pointwise(self, x: Any, nonneg: bool) -> Any:
+
+def _inputs_of(values: dict[fx.Node, Any], node: fx.Node) -> list[Any]:
+    """The values of every node among ``node``'s arguments, at any depth, but constants."""
+    found: list[Any] = []
+
+    def visit(a: Any) -> None:
+        if isinstance(a, fx.Node):
+            found.append(values[a])
+        elif isinstance(a, (tuple, list)):
+            for x in a:
+                visit(x)
+        elif isinstance(a, dict):
+            for x in a.values():
+                visit(x)
+
+    visit(node.args)
+    visit(node.kwargs)
+    return [v for v in found if v is not _CONST]
+
+
+class _Call:
+    """One call node as a rule sees it: the values of its arguments, its parameters, shapes.
+
+    Attributes
+    ----------
+    node : torch.fx.Node
+        The call.
+    op : str
+        Its operation's name (module type, function or method name), for notes.
+    x : Any
+        The value of its first argument (or of its ``input=`` keyword).
+    """
+
+    def __init__(self, node: fx.Node, values: dict[fx.Node, Any], op: str):
+        self.node = node
+        self.values = values
+        self.op = op
+        self.x = self.value(node.args[0]) if node.args else self.value(node.kwargs.get("input"))
+
+    def value(self, a: Any) -> Any:
+        """The value of one argument (a node, or a sequence of nodes)."""
+        return _value_of(self.values, a)
+
+    def inputs(self) -> list[Any]:
+        """The values of every node among the arguments, constants left out."""
+        return _inputs_of(self.values, self.node)
+
+    def param(self, pos: int, name: str, default: Any) -> Any:
+        """A parameter as written in the call: positional ``pos``, or keyword ``name``."""
+        if len(self.node.args) > pos:
+            return self.node.args[pos]
+        return self.node.kwargs.get(name, default)
+
+    @property
+    def ndim(self) -> int:
+        """Dimensions of the first argument (4 if unknown)."""
+        return _ndim(self.node.args[0])
+
+    @property
+    def in_shape(self) -> tuple[int, ...] | None:
+        """Shape of the first argument, from shape propagation."""
+        return _shape(self.node.args[0])
+
+    @property
+    def out_shape(self) -> tuple[int, ...] | None:
+        """Shape of the call's result, from shape propagation."""
+        return _shape(self.node)
+
+
+# --- rules: what one operation does to a value -----------------------------------------------
+# Each takes the value of the operation's input (``x``, or ``parts`` for merges) and the plain
+# facts it needs (kernel, dims, shapes), and returns the value of its output.
+
+
+def _window(x: Any, k, s, pad, d, nonneg: bool) -> Any:
+    """Convolution or pooling: kernel ``k``, stride ``s``, padding ``pad``, dilation ``d``."""
+    if not isinstance(x, _Local):
         return _pointwise_of(x, nonneg)
+    try:
+        axes = tuple(a.gather(*_conv_taps(k[i], s[i], pad[i], d[i])) for i, a in enumerate(x.axes))
+    except GeometryError as err:
+        return _unaligned(x, str(err))
+    return replace(x, axes=axes, nonneg=nonneg)
 
-    def _window(self, x: Any, k, s, pad, d, nonneg: bool) -> Any:
-        if not isinstance(x, _Local):
-            return _pointwise_of(x, nonneg)
-        try:
-            axes = tuple(
-                a.gather(*_conv_taps(k[i], s[i], pad[i], d[i])) for i, a in enumerate(x.axes)
-            )
-        except GeometryError as err:
-            return _unaligned(x, str(err))
-        return replace(x, axes=axes, nonneg=nonneg)
 
-    def _spread(self, x: Any, taps, nonneg: bool) -> Any:
-        if not isinstance(x, _Local):
-            return _pointwise_of(x, nonneg)
-        try:
-            axes = tuple(a.gather(*t) for a, t in zip(x.axes, taps, strict=False))
-        except GeometryError as err:
-            return _unaligned(x, str(err))
-        return replace(x, axes=axes, nonneg=nonneg)
-
-    def _pad(self, node: fx.Node, x: Any, pad: Sequence[int], nonneg: bool) -> Any:
-        if not isinstance(x, _Local):
-            return x
-        pad = (pad,) * 4 if isinstance(pad, int) else tuple(pad)
-        nd = _ndim(node.args[0])
-        axes = list(x.axes)
-        for a, dim in enumerate(x.dims):
-            k = nd - 1 - dim  # F.pad lists (before, after) pairs from the last dim backwards
-            before = pad[2 * k] if 2 * k < len(pad) else 0
-            if before:
-                axes[a] = axes[a].gather(lambda j, p=before: [j - p], 1, 1)
-        return replace(x, axes=tuple(axes), nonneg=nonneg)
-
-    def _upsample(self, node: fx.Node, x: Any, scale: Any, mode: str, align_corners: Any) -> Any:
-        if not isinstance(x, _Local):
-            return x
-        if align_corners:
-            return _unaligned(x, "upsampling with align_corners=True (grid depends on size)")
-        if mode not in ("nearest", "bilinear", "bicubic"):
-            return _unaligned(x, f"upsampling mode {mode!r}")
-        factors = []
-        if scale is not None:
-            scale = scale if isinstance(scale, (tuple, list)) else (scale, scale)
-            factors = [float(f) for f in scale]
-        else:
-            src, out = _shape(node.args[0]), _shape(node)
-            if src is None or out is None:
-                return _unaligned(x, "upsampling to a size")
-            factors = [out[d] / src[d] for d in x.dims]
-        if any(f != int(f) or f < 1 for f in factors):
-            return _unaligned(x, "upsampling by a factor that is not a whole number")
-        nonneg = _nonneg(x) and mode != "bicubic"
-        return self._spread(x, [_upsample_taps(int(f), mode) for f in factors], nonneg)
-
-    def _adaptive(self, node: fx.Node, x: Any, size: Any) -> Any:
-        if not isinstance(x, (_Local, _Unaligned)):
-            return x
-        size = size if isinstance(size, (tuple, list)) else (size, size)
-        if all(s == 1 for s in size):
-            return _Global(_nonneg(x))
-        return _Unaligned(
-            x.dims, _nonneg(x), x.context, "adaptive pooling: its grid depends on the input size"
-        )
-
-    def _flatten(self, node: fx.Node, x: Any, start: int, end: int) -> Any:
-        if not isinstance(x, (_Local, _Unaligned)) or x.dims is None:
-            return x
-        nd = _ndim(node.args[0])
-        start, end = start % nd, end % nd
-        if any(start <= d <= end for d in x.dims) and end > start:
-            return _Global(_nonneg(x))
-        shift = end - start
-        return _shift_dims(x, lambda d: d - shift if d > end else d)
-
-    def _last_dim(self, node: fx.Node, x: Any, nonneg: bool) -> Any:
-        if (
-            isinstance(x, (_Local, _Unaligned))
-            and x.dims is not None
-            and _ndim(node.args[0]) - 1 in x.dims
-        ):
-            return _Global(nonneg)
+def _spread(x: Any, taps, nonneg: bool) -> Any:
+    """Transposed convolution, upsampling, pixel shuffle: ``taps`` per axis as ``gather`` takes."""
+    if not isinstance(x, _Local):
         return _pointwise_of(x, nonneg)
+    try:
+        axes = tuple(a.gather(*t) for a, t in zip(x.axes, taps, strict=False))
+    except GeometryError as err:
+        return _unaligned(x, str(err))
+    return replace(x, axes=axes, nonneg=nonneg)
 
-    def _norm_over(self, node: fx.Node, x: Any, n_last: int) -> Any:
-        if isinstance(x, (_Local, _Unaligned)) and x.dims is not None:
-            nd = _ndim(node.args[0])
-            if any(d >= nd - n_last for d in x.dims):
-                return _with_context(x)
-        return _pointwise_of(x, False)
 
-    def _reduce_like(self, node: fx.Node, x: Any, dims: list, nonneg: bool) -> Any:
-        if isinstance(x, (_Local, _Unaligned)) and x.dims is not None:
-            nd = _ndim(node.args[0])
-            if any(d is None or d % nd in x.dims for d in dims):
-                return _with_context(x, nonneg)
-        return _pointwise_of(x, nonneg)
-
-    def _reduce(self, node: fx.Node, x: Any, dim: Any, nonneg: bool) -> Any:
-        if not isinstance(x, (_Local, _Unaligned)) or x.dims is None:
-            return _pointwise_of(x, nonneg)
-        nd = _ndim(node.args[0])
-        dims = list(range(nd)) if dim is None else [dim] if isinstance(dim, int) else list(dim)
-        dims = [d % nd for d in dims]
-        keep = node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 else False)
-        hit = [d for d in x.dims if d in dims]
-        if len(hit) == 2:
-            return _Global(nonneg)
-        if hit:
-            return _unaligned(x, "a reduction over one spatial axis")
-        if keep:
-            return _pointwise_of(x, nonneg)
-        return _shift_dims(
-            replace(x, nonneg=nonneg) if isinstance(x, _Local) else x,
-            lambda d: d - sum(1 for r in dims if r < d),
-        )
-
-    def _permute(self, x: Any, perm: Sequence[int]) -> Any:
-        if not isinstance(x, (_Local, _Unaligned)) or x.dims is None:
-            return x
-        perm = [int(p) % len(perm) for p in perm]
-        return _shift_dims(x, lambda d: perm.index(d))
-
-    def _transpose(self, node: fx.Node, x: Any, a: int, b: int) -> Any:
-        if not isinstance(x, (_Local, _Unaligned)) or x.dims is None:
-            return x
-        nd = _ndim(node.args[0])
-        a, b = a % nd, b % nd
-        return _shift_dims(x, lambda d: b if d == a else a if d == b else d)
-
-    def _reshape(self, node: fx.Node, x: Any) -> Any:
-        if not isinstance(x, (_Local, _Unaligned)) or x.dims is None:
-            return x
-        src, out = _shape(node.args[0]), _shape(node)
+def _upsample(
+    x: Any, scale: Any, mode: str, align_corners: Any, src: tuple | None, out: tuple | None
+) -> Any:
+    """Upsampling by ``scale``, or (without one) from shape ``src`` to shape ``out``."""
+    if not isinstance(x, _Local):
+        return x
+    if align_corners:
+        return _unaligned(x, "upsampling with align_corners=True (grid depends on size)")
+    if mode not in ("nearest", "bilinear", "bicubic"):
+        return _unaligned(x, f"upsampling mode {mode!r}")
+    factors = []
+    if scale is not None:
+        scale = scale if isinstance(scale, (tuple, list)) else (scale, scale)
+        factors = [float(f) for f in scale]
+    else:
         if src is None or out is None:
-            return _unaligned(x, "a reshape of unknown shape")
-        mapping = {}
-        for d in x.dims:
-            before = math.prod(src[:d])
-            for o in range(len(out)):
-                if math.prod(out[:o]) == before and out[o] == src[d]:
-                    mapping[d] = o
-                    break
-        if len(mapping) == 2:
-            return _shift_dims(x, mapping.__getitem__)
+            return _unaligned(x, "upsampling to a size")
+        factors = [out[d] / src[d] for d in x.dims]
+    if any(f != int(f) or f < 1 for f in factors):
+        return _unaligned(x, "upsampling by a factor that is not a whole number")
+    nonneg = _nonneg(x) and mode != "bicubic"
+    return _spread(x, [_upsample_taps(int(f), mode) for f in factors], nonneg)
+
+
+def _pad(x: Any, pad: Sequence[int] | int, nd: int, nonneg: bool) -> Any:
+    """Padding as ``F.pad`` lists it, on an ``nd``-dimensional tensor."""
+    if not isinstance(x, _Local):
+        return x
+    pad = (pad,) * 4 if isinstance(pad, int) else tuple(pad)
+    axes = list(x.axes)
+    for a, dim in enumerate(x.dims):
+        k = nd - 1 - dim  # F.pad lists (before, after) pairs from the last dim backwards
+        before = pad[2 * k] if 2 * k < len(pad) else 0
+        if before:
+            axes[a] = axes[a].gather(lambda j, p=before: [j - p], 1, 1)
+    return replace(x, axes=tuple(axes), nonneg=nonneg)
+
+
+def _adaptive(x: Any, size: Any) -> Any:
+    """Adaptive pooling to ``size``: global to 1x1, else a grid that depends on the input."""
+    if not isinstance(x, (_Local, _Unaligned)):
+        return x
+    size = size if isinstance(size, (tuple, list)) else (size, size)
+    if all(s == 1 for s in size):
         return _Global(_nonneg(x))
+    return _Unaligned(
+        x.dims, _nonneg(x), x.context, "adaptive pooling: its grid depends on the input size"
+    )
 
-    def _split(self, node: fx.Node, x: Any, dim: int) -> Any:
-        if (
-            isinstance(x, (_Local, _Unaligned))
-            and x.dims is not None
-            and dim % _ndim(node.args[0]) in x.dims
-        ):
-            return _unaligned(x, "a split along a spatial axis")
-        return _Repeat(x)
 
-    def _getitem(self, node: fx.Node, x: Any, index: Any) -> Any:
-        if isinstance(x, _Seq):
-            return x.items[index] if isinstance(index, int) else _Seq(x.items[index])
-        if isinstance(x, _Repeat):
-            return x.value
-        if not isinstance(x, (_Local, _Unaligned)) or x.dims is None:
-            return x
-        src = _shape(node.args[0])
-        index = index if isinstance(index, tuple) else (index,)
-        if src is None or any(isinstance(i, fx.Node) for i in index):
-            return _unaligned(x, "indexing with tensors")
-        # expand Ellipsis; map every index entry to the source dim it consumes
-        n_real = sum(1 for i in index if i is not None and i is not Ellipsis)
-        out_dim, src_dim, new_dims, axes = 0, 0, {}, list(getattr(x, "axes", ()))
-        for i in index:
-            if i is Ellipsis:
-                skip = len(src) - n_real
-                for _ in range(skip):
-                    new_dims[src_dim] = out_dim
-                    src_dim += 1
-                    out_dim += 1
-            elif i is None:
-                out_dim += 1
-            elif isinstance(i, int):
-                if src_dim in x.dims:
-                    return _unaligned(x, "indexing one row or column")
-                src_dim += 1
-            elif isinstance(i, slice):
-                if src_dim in x.dims and i != slice(None) and isinstance(x, _Local):
-                    start, _, step = i.indices(src[src_dim])
-                    a = x.dims.index(src_dim)
-                    axes[a] = axes[a].gather(lambda j, s=start, t=step: [s + t * j], 1, step)
+def _merge(parts: Sequence[Any], nonneg: bool) -> Any:
+    """Add, multiply, concatenate along channels: per pixel, the hull of every part's support."""
+    parts = [p.value if isinstance(p, _Repeat) else p for p in parts if p is not _CONST]
+    if not parts:
+        return _CONST
+    local = [p for p in parts if isinstance(p, _Local)]
+    unaligned = [p for p in parts if isinstance(p, _Unaligned)]
+    globals_ = [p for p in parts if isinstance(p, _Global)]
+    nonneg = nonneg and all(_nonneg(p) for p in parts)
+    if unaligned:
+        u = unaligned[0]
+        return _Unaligned(u.dims, nonneg, any(_context(p) for p in parts) or bool(globals_), u.note)
+    if not local:
+        return _Global(nonneg)
+    context = bool(globals_) or any(p.context for p in local)
+    first = local[0]
+    axes = list(first.axes)
+    aligned = all(p.aligned for p in local)
+    note = next((p.note for p in local if p.note), "")
+    for p in local[1:]:
+        if p.dims != first.dims:
+            return _Unaligned(first.dims, nonneg, context, "branches with different layouts")
+        for a in range(2):
+            if (p.axes[a].stride, p.axes[a].offset) != (axes[a].stride, axes[a].offset):
+                aligned = False
+                note = note or (
+                    f"branches disagree: S={_fmt(axes[a].stride)}, "
+                    f"O={_fmt(axes[a].offset)} vs S={_fmt(p.axes[a].stride)}, "
+                    f"O={_fmt(p.axes[a].offset)}"
+                )
+            merged = axes[a].union(p.axes[a])
+            if merged is None:
+                return _Unaligned(first.dims, nonneg, context, note)
+            axes[a] = merged
+    return _Local(tuple(axes), first.dims, nonneg, context, aligned, note)
+
+
+def _cat(parts: Sequence[Any], nd: int, dim: int) -> Any:
+    """Concatenation of ``nd``-dimensional parts along ``dim``."""
+    live = [p for p in parts if p is not _CONST]
+    for p in live:
+        if isinstance(p, (_Local, _Unaligned)) and p.dims is not None and dim % nd in p.dims:
+            return _unaligned(p, "concatenation along a spatial axis")
+    return _merge(live, nonneg=all(_nonneg(p) for p in live))
+
+
+def _last_dim(x: Any, nd: int, nonneg: bool) -> Any:
+    """An operation that mixes the last dim (Linear): global if that dim is spatial."""
+    if isinstance(x, (_Local, _Unaligned)) and x.dims is not None and nd - 1 in x.dims:
+        return _Global(nonneg)
+    return _pointwise_of(x, nonneg)
+
+
+def _norm_over(x: Any, nd: int, n_last: int) -> Any:
+    """A norm over the last ``n_last`` dims (LayerNorm): context if any of them is spatial."""
+    if (
+        isinstance(x, (_Local, _Unaligned))
+        and x.dims is not None
+        and any(d >= nd - n_last for d in x.dims)
+    ):
+        return _with_context(x)
+    return _pointwise_of(x, False)
+
+
+def _reduce_like(x: Any, nd: int, dims: list, nonneg: bool) -> Any:
+    """An operation that keeps shape but mixes ``dims`` (softmax): context if one is spatial."""
+    if (
+        isinstance(x, (_Local, _Unaligned))
+        and x.dims is not None
+        and any(d is None or d % nd in x.dims for d in dims)
+    ):
+        return _with_context(x, nonneg)
+    return _pointwise_of(x, nonneg)
+
+
+def _reduce(x: Any, nd: int, dim: Any, keep: bool, nonneg: bool) -> Any:
+    """A reduction (mean, sum, amax) over ``dim`` (None: all), keeping dims if ``keep``."""
+    if not isinstance(x, (_Local, _Unaligned)) or x.dims is None:
+        return _pointwise_of(x, nonneg)
+    dims = list(range(nd)) if dim is None else [dim] if isinstance(dim, int) else list(dim)
+    dims = [d % nd for d in dims]
+    hit = [d for d in x.dims if d in dims]
+    if len(hit) == 2:
+        return _Global(nonneg)
+    if hit:
+        return _unaligned(x, "a reduction over one spatial axis")
+    if keep:
+        return _pointwise_of(x, nonneg)
+    return _shift_dims(
+        replace(x, nonneg=nonneg) if isinstance(x, _Local) else x,
+        lambda d: d - sum(1 for r in dims if r < d),
+    )
+
+
+def _flatten(x: Any, nd: int, start: int, end: int) -> Any:
+    if not isinstance(x, (_Local, _Unaligned)) or x.dims is None:
+        return x
+    start, end = start % nd, end % nd
+    if any(start <= d <= end for d in x.dims) and end > start:
+        return _Global(_nonneg(x))
+    shift = end - start
+    return _shift_dims(x, lambda d: d - shift if d > end else d)
+
+
+def _permute(x: Any, perm: Sequence[int]) -> Any:
+    if not isinstance(x, (_Local, _Unaligned)) or x.dims is None:
+        return x
+    perm = [int(p) % len(perm) for p in perm]
+    return _shift_dims(x, lambda d: perm.index(d))
+
+
+def _transpose(x: Any, nd: int, a: int, b: int) -> Any:
+    if not isinstance(x, (_Local, _Unaligned)) or x.dims is None:
+        return x
+    a, b = a % nd, b % nd
+    return _shift_dims(x, lambda d: b if d == a else a if d == b else d)
+
+
+def _reshape(x: Any, src: tuple | None, out: tuple | None) -> Any:
+    """A view or reshape from shape ``src`` to shape ``out``: the spatial dims if both survive."""
+    if not isinstance(x, (_Local, _Unaligned)) or x.dims is None:
+        return x
+    if src is None or out is None:
+        return _unaligned(x, "a reshape of unknown shape")
+    mapping = {}
+    for d in x.dims:
+        before = math.prod(src[:d])
+        for o in range(len(out)):
+            if math.prod(out[:o]) == before and out[o] == src[d]:
+                mapping[d] = o
+                break
+    if len(mapping) == 2:
+        return _shift_dims(x, mapping.__getitem__)
+    return _Global(_nonneg(x))
+
+
+def _split(x: Any, nd: int, dim: int) -> Any:
+    """A split (chunk, split, unbind) along ``dim``: pieces along channels keep the geometry."""
+    if isinstance(x, (_Local, _Unaligned)) and x.dims is not None and dim % nd in x.dims:
+        return _unaligned(x, "a split along a spatial axis")
+    return _Repeat(x)
+
+
+def _getitem(x: Any, src: tuple | None, index: Any) -> Any:
+    """``x[index]``: a piece of a sequence or split, or basic indexing of a tensor of ``src``."""
+    if isinstance(x, _Seq):
+        return x.items[index] if isinstance(index, int) else _Seq(x.items[index])
+    if isinstance(x, _Repeat):
+        return x.value
+    if not isinstance(x, (_Local, _Unaligned)) or x.dims is None:
+        return x
+    index = index if isinstance(index, tuple) else (index,)
+    if src is None or any(isinstance(i, fx.Node) for i in index):
+        return _unaligned(x, "indexing with tensors")
+    # expand Ellipsis; map every index entry to the source dim it consumes
+    n_real = sum(1 for i in index if i is not None and i is not Ellipsis)
+    out_dim, src_dim, new_dims, axes = 0, 0, {}, list(getattr(x, "axes", ()))
+    for i in index:
+        if i is Ellipsis:
+            skip = len(src) - n_real
+            for _ in range(skip):
                 new_dims[src_dim] = out_dim
                 src_dim += 1
                 out_dim += 1
-            else:
-                return _unaligned(x, "indexing with an unsupported index")
-        while src_dim < len(src):
+        elif i is None:
+            out_dim += 1
+        elif isinstance(i, int):
+            if src_dim in x.dims:
+                return _unaligned(x, "indexing one row or column")
+            src_dim += 1
+        elif isinstance(i, slice):
+            if src_dim in x.dims and i != slice(None) and isinstance(x, _Local):
+                start, _, step = i.indices(src[src_dim])
+                a = x.dims.index(src_dim)
+                axes[a] = axes[a].gather(lambda j, s=start, t=step: [s + t * j], 1, step)
             new_dims[src_dim] = out_dim
             src_dim += 1
             out_dim += 1
-        y = _shift_dims(x, new_dims.__getitem__)
-        return replace(y, axes=tuple(axes)) if isinstance(y, _Local) else y
+        else:
+            return _unaligned(x, "indexing with an unsupported index")
+    while src_dim < len(src):
+        new_dims[src_dim] = out_dim
+        src_dim += 1
+        out_dim += 1
+    y = _shift_dims(x, new_dims.__getitem__)
+    return replace(y, axes=tuple(axes)) if isinstance(y, _Local) else y
 
-    def _cat(self, node: fx.Node, parts: Sequence[Any], dim: int) -> Any:
-        live = [p for p in parts if p is not _CONST]
-        for p in live:
-            if (
-                isinstance(p, (_Local, _Unaligned))
-                and p.dims is not None
-                and dim % _ndim(node) in p.dims
-            ):
-                return _unaligned(p, "concatenation along a spatial axis")
-        return self._merge(live, nonneg=all(_nonneg(p) for p in live))
 
-    def _merge(self, parts: Sequence[Any], nonneg: bool) -> Any:
-        parts = [p.value if isinstance(p, _Repeat) else p for p in parts if p is not _CONST]
-        if not parts:
-            return _CONST
-        local = [p for p in parts if isinstance(p, _Local)]
-        unaligned = [p for p in parts if isinstance(p, _Unaligned)]
-        globals_ = [p for p in parts if isinstance(p, _Global)]
-        nonneg = nonneg and all(_nonneg(p) for p in parts)
-        if unaligned:
-            u = unaligned[0]
-            return _Unaligned(
-                u.dims, nonneg, any(_context(p) for p in parts) or bool(globals_), u.note
-            )
-        if not local:
-            return _Global(nonneg)
-        context = bool(globals_) or any(p.context for p in local)
-        first = local[0]
-        axes = list(first.axes)
-        aligned = all(p.aligned for p in local)
-        note = next((p.note for p in local if p.note), "")
-        for p in local[1:]:
-            if p.dims != first.dims:
-                return _Unaligned(first.dims, nonneg, context, "branches with different layouts")
-            for a in range(2):
-                if (p.axes[a].stride, p.axes[a].offset) != (axes[a].stride, axes[a].offset):
-                    aligned = False
-                    note = note or (
-                        f"branches disagree: S={_fmt(axes[a].stride)}, "
-                        f"O={_fmt(axes[a].offset)} vs S={_fmt(p.axes[a].stride)}, "
-                        f"O={_fmt(p.axes[a].offset)}"
-                    )
-                merged = axes[a].union(p.axes[a])
-                if merged is None:
-                    return _Unaligned(first.dims, nonneg, context, note)
-                axes[a] = merged
-        return _Local(tuple(axes), first.dims, nonneg, context, aligned, note)
+# --- dispatch: which rule each module, function and method follows ---------------------------
+
+
+def _pointwise_module(c: _Call, m: nn.Module) -> Any:
+    sign_kept = isinstance(m, _SIGN_KEEPING_MODULES) and _nonneg(c.x)
+    return _pointwise_of(c.x, isinstance(m, _NONNEG_MODULES) or sign_kept)
+
+
+def _window_module(c: _Call, m: nn.Module) -> Any:
+    if isinstance(m, nn.Conv2d):
+        k, s, d = m.kernel_size, m.stride, m.dilation
+        pad = _conv_padding(m.padding, k, d)
+    else:
+        k, s = _pair(m.kernel_size), _pair(m.stride or m.kernel_size)
+        pad = _pair(getattr(m, "padding", 0))
+        d = _pair(getattr(m, "dilation", 1))
+    return _window(c.x, k, s, pad, d, not isinstance(m, nn.Conv2d) and _nonneg(c.x))
+
+
+def _transposed_module(c: _Call, m: nn.ConvTranspose2d) -> Any:
+    if m.padding == "same" or isinstance(m.padding, str):
+        return _unaligned(c.x, "transposed convolution with string padding")
+    taps = [
+        _transposed_taps(m.kernel_size[i], m.stride[i], m.padding[i], m.dilation[i])
+        for i in range(2)
+    ]
+    return _spread(c.x, taps, False)
+
+
+def _pad_module(c: _Call, m: nn.Module) -> Any:
+    nonneg = _nonneg(c.x) and not isinstance(m, nn.ConstantPad2d)
+    return _pad(c.x, m.padding, c.ndim, nonneg)
+
+
+# In order, the first whose types match; a module that none matches is traced into.
+_MODULE_RULES: tuple[tuple[type | tuple[type, ...], Callable[[_Call, Any], Any]], ...] = (
+    (_PER_PIXEL_MODULES, _pointwise_module),
+    ((nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.LPPool2d), _window_module),
+    (nn.ConvTranspose2d, _transposed_module),
+    ((nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d), lambda c, m: _adaptive(c.x, m.output_size)),
+    (nn.Flatten, lambda c, m: _flatten(c.x, c.ndim, m.start_dim, m.end_dim)),
+    (
+        nn.Upsample,
+        lambda c, m: _upsample(
+            c.x, m.scale_factor, m.mode, m.align_corners, c.in_shape, c.out_shape
+        ),
+    ),
+    (
+        nn.PixelShuffle,
+        lambda c, m: _spread(c.x, [_upsample_taps(m.upscale_factor, "nearest")] * 2, _nonneg(c.x)),
+    ),
+    ((nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d), _pad_module),
+    (nn.Linear, lambda c, m: _last_dim(c.x, c.ndim, nonneg=False)),
+    (nn.LayerNorm, lambda c, m: _norm_over(c.x, c.ndim, len(m.normalized_shape))),
+    ((nn.GroupNorm, nn.InstanceNorm2d), lambda c, m: _with_context(c.x)),
+    (nn.Softmax, lambda c, m: _reduce_like(c.x, c.ndim, [m.dim], nonneg=True)),
+)
+
+
+def _pointwise_function(c: _Call) -> Any:
+    f = c.node.target
+    return _pointwise_of(c.x, f in _RELU_FUNCS or (f not in _POINTWISE_FUNCS and _nonneg(c.x)))
+
+
+def _pointwise_method(c: _Call) -> Any:
+    name = c.node.target
+    sign_kept = name in ("contiguous", "clone", "float", "double", "to", "detach")
+    return _pointwise_of(c.x, name in _NONNEG_METHODS or (sign_kept and _nonneg(c.x)))
+
+
+def _binary_call(c: _Call) -> Any:
+    nonneg = c.node.target in _SIGN_KEEPING_BINARY and _positive_constants(c.node)
+    return _merge(c.inputs(), nonneg)
+
+
+def _cat_call(c: _Call) -> Any:
+    tensors = c.value(c.param(0, "tensors", ()))
+    parts = tensors.items if isinstance(tensors, _Seq) else []
+    return _cat(parts, _ndim(c.node), c.param(1, "dim", 0))
+
+
+def _conv2d_call(c: _Call) -> Any:
+    w = _shape(c.param(1, "weight", None))
+    if w is None:
+        return _unaligned(c.x, "conv2d with a weight of unknown shape")
+    k = (w[2], w[3])
+    s = _pair(c.param(3, "stride", 1))
+    d = _pair(c.param(5, "dilation", 1))
+    pad = _conv_padding(c.param(4, "padding", 0), k, d)
+    return _window(c.x, k, s, pad, d, False)
+
+
+def _pool2d_call(c: _Call) -> Any:
+    k = _pair(c.param(1, "kernel_size", 1))
+    s = c.param(2, "stride", None)
+    s = _pair(s) if s not in (None, [], ()) else k
+    pad = _pair(c.param(3, "padding", 0))
+    d = _pair(c.param(4, "dilation", 1)) if "max" in c.node.target.__name__ else (1, 1)
+    return _window(c.x, k, s, pad, d, _nonneg(c.x))
+
+
+def _interpolate_call(c: _Call) -> Any:
+    scale = c.param(2, "scale_factor", None)
+    mode = c.param(3, "mode", "nearest")
+    align_corners = c.param(4, "align_corners", None)
+    return _upsample(c.x, scale, mode, align_corners, c.in_shape, c.out_shape)
+
+
+def _flatten_call(c: _Call) -> Any:
+    return _flatten(c.x, c.ndim, c.param(1, "start_dim", 0), c.param(2, "end_dim", -1))
+
+
+def _reduce_call(c: _Call) -> Any:
+    keep = c.node.kwargs.get("keepdim", c.node.args[2] if len(c.node.args) > 2 else False)
+    return _reduce(c.x, c.ndim, c.param(1, "dim", None), keep, nonneg=_nonneg(c.x))
+
+
+def _softmax_call(c: _Call) -> Any:
+    return _reduce_like(c.x, c.ndim, [c.param(1, "dim", None)], nonneg=True)
+
+
+def _split_call(c: _Call) -> Any:
+    return _split(c.x, c.ndim, c.param(2, "dim", 0))
+
+
+def _transpose_call(c: _Call) -> Any:
+    return _transpose(c.x, c.ndim, c.node.args[1], c.node.args[2])
+
+
+def _reshape_call(c: _Call) -> Any:
+    return _reshape(c.x, c.in_shape, c.out_shape)
+
+
+def _permute_method(c: _Call) -> Any:
+    args = c.node.args
+    dims = args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]
+    return _permute(c.x, dims)
+
+
+def _unknown_function(c: _Call) -> Any:
+    return _unaligned(c.x, f"unknown operation {c.op}")
+
+
+def _unknown_method(c: _Call) -> Any:
+    return _unaligned(c.x, f"unknown method .{c.node.target}()")
+
+
+def _rule_table(*groups: tuple[Iterable[Any], Callable[[_Call], Any]]) -> dict[Any, Callable]:
+    """A lookup table from (targets, rule) groups; a target in several keeps its first rule."""
+    table: dict[Any, Callable] = {}
+    for targets, rule in groups:
+        for target in targets:
+            table.setdefault(target, rule)
+    return table
+
+
+# call_function nodes, by function (and, for those torch.fx keeps whole, by _POINTWISE_NAMES)
+_FUNCTION_RULES = _rule_table(
+    (_POINTWISE_FUNCS, _pointwise_function),
+    (_BINARY_FUNCS, _binary_call),
+    ((torch.cat, torch.concat, torch.concatenate), _cat_call),
+    ((F.conv2d,), _conv2d_call),
+    ((F.max_pool2d, torch.max_pool2d, F.avg_pool2d, torch._C._nn.avg_pool2d), _pool2d_call),
+    (
+        (F.adaptive_avg_pool2d, F.adaptive_max_pool2d),
+        lambda c: _adaptive(c.x, c.param(1, "output_size", None)),
+    ),
+    ((torch.flatten,), _flatten_call),
+    ((F.interpolate,), _interpolate_call),
+    (
+        (F.pixel_shuffle,),
+        lambda c: _spread(
+            c.x, [_upsample_taps(c.param(1, "upscale_factor", 1), "nearest")] * 2, _nonneg(c.x)
+        ),
+    ),
+    ((F.pad,), lambda c: _pad(c.x, c.param(1, "pad", ()), c.ndim, _nonneg(c.x))),
+    ((F.linear,), lambda c: _last_dim(c.x, c.ndim, nonneg=False)),
+    (
+        (F.layer_norm,),
+        lambda c: _norm_over(c.x, c.ndim, len(c.param(1, "normalized_shape", ()))),
+    ),
+    ((F.group_norm, F.instance_norm), lambda c: _with_context(c.x)),
+    ((torch.permute,), lambda c: _permute(c.x, c.param(1, "dims", ()))),
+    ((torch.transpose,), _transpose_call),
+    ((torch.reshape,), _reshape_call),
+    ((torch.mean, torch.sum, torch.amax, torch.amin), _reduce_call),
+    ((F.softmax, torch.softmax), _softmax_call),
+    ((torch.chunk, torch.split, torch.tensor_split, torch.unbind), _split_call),
+    ((operator.getitem,), lambda c: _getitem(c.x, c.in_shape, c.node.args[1])),
+    (
+        (getattr, len, operator.floordiv, torch._assert, math.sqrt),
+        lambda c: _CONST if not isinstance(c.x, _Seq) else c.x,
+    ),
+)
+
+# call_method nodes, by method name
+_METHOD_RULES = _rule_table(
+    (("size", "dim", "numel", "__len__"), lambda c: _CONST),
+    (_BINARY_METHODS, _binary_call),
+    (_POINTWISE_METHODS, _pointwise_method),
+    (("permute",), _permute_method),
+    (("transpose",), _transpose_call),
+    (("view", "reshape"), _reshape_call),
+    (("flatten",), _flatten_call),
+    (("mean", "sum", "amax", "amin"), _reduce_call),
+    (("softmax",), _softmax_call),
+    (("chunk", "split", "unbind"), _split_call),
+    (("expand_as", "expand"), lambda c: c.x),
+)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "LayerInfo",
@@ -68,6 +69,24 @@ class LayerInfo:
     receptive_field: int | None
     after_relu: bool
     block: str
+
+    def metadata(self) -> dict[str, dict[str, Any]]:
+        """Plain, JSON-able ``{"layer": ..., "geometry": ...}``: what an activation layer's
+        napari metadata and an export's attributes say of the network layer."""
+        return {
+            "layer": {
+                "name": self.name,
+                "module": self.module,
+                "channels": self.channels,
+                "after_relu": self.after_relu,
+                "block": self.block,
+            },
+            "geometry": {
+                "stride": self.stride,
+                "offset": self.offset,
+                "receptive_field": self.receptive_field,
+            },
+        }
 
     @property
     def is_global(self) -> bool:

@@ -28,6 +28,9 @@ __all__ = [
     "resolve_device",
     "default_weights_path",
     "builtin_weights_path",
+    "resolve_weights",
+    "describe_weights",
+    "weights_metadata",
     "WEIGHTS_CHOICES",
     "WeightsError",
     "WeightsUnavailableError",
@@ -190,6 +193,18 @@ def default_weights_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
 
 
+def weights_metadata(network: Network) -> dict[str, Any]:
+    """Plain, JSON-able values saying which weights made a result (in napari layer metadata
+    and exports): ``description``, ``name`` (:attr:`Network.weights`), ``sha256``, ``trained``.
+    """
+    return {
+        "description": network.description,
+        "name": network.weights,
+        "sha256": network.sha256,
+        "trained": bool(network.trained),
+    }
+
+
 def _sha256(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
@@ -346,6 +361,73 @@ def _choice(weights: str) -> str | None:
     return None
 
 
+def resolve_weights(weights: str | os.PathLike | None = "DEFAULT") -> str | Path | None:
+    """Which weights ``weights`` names: ``"caffe"``, ``"torchvision"``, a file, or None.
+
+    The one place that says where the weights come from: ``"DEFAULT"`` is the file named by
+    ``$NAPARI_ACTIVATIONS_WEIGHTS`` where that is set, else ``"caffe"`` (the built-in ones);
+    other names as :func:`load_squeezenet` lists them. Reads no weights.
+
+    Returns
+    -------
+    str, pathlib.Path or None
+        ``"caffe"`` or ``"torchvision"``; the path of a state_dict file (``~`` expanded);
+        None for random weights.
+
+    Raises
+    ------
+    WeightsError
+        A file that is not there, or a value that names no weights.
+    """
+    if weights is None:
+        return None
+    if isinstance(weights, str) and weights.strip().upper() == "DEFAULT":
+        env = os.environ.get(WEIGHTS_ENV, "").strip()
+        if not env:
+            return "caffe"
+        path = Path(env).expanduser()
+        if not path.is_file():
+            raise WeightsError(
+                f"{WEIGHTS_ENV} names {path}, but there is no file there. "
+                f"Fix or unset {WEIGHTS_ENV}."
+            )
+        return path
+    if isinstance(weights, str) and _choice(weights) is not None:
+        return _choice(weights)
+    if isinstance(weights, (str, os.PathLike)):
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsError(
+                f"No weights file at {path}. Check the path, or use "
+                "weights='caffe' (built in) or 'torchvision'."
+            )
+        return path
+    raise WeightsError(
+        f"weights must be 'DEFAULT', 'caffe', 'torchvision', a file path or "
+        f"None, not {type(weights).__name__}."
+    )
+
+
+def describe_weights(weights: str | os.PathLike | None, network: Network | None = None) -> str:
+    """One line for people: which weights ``weights`` names (a file by its name only, never
+    its folder), or ``network.description`` where the network is given. Never raises: a
+    missing file is described by its name."""
+    if network is not None:
+        return network.description
+    if weights is None:
+        return "random, untrained (for tests only: the activations mean nothing)"
+    try:
+        source = resolve_weights(weights)
+    except WeightsError:
+        source = None
+    if isinstance(source, str):
+        return WEIGHTS_CHOICES[source]
+    if isinstance(weights, str) and weights.strip().upper() == "DEFAULT":
+        env = os.environ.get(WEIGHTS_ENV, "").strip()
+        return f"file {Path(env).name} (from ${WEIGHTS_ENV})"
+    return f"file {Path(os.fspath(weights)).name}"
+
+
 def load_squeezenet(
     weights: str | os.PathLike | None = "DEFAULT", *, device: Any = "auto", progress: bool = True
 ) -> Network:
@@ -383,36 +465,12 @@ def load_squeezenet(
     dev = resolve_device(device)
     categories = list(SqueezeNet1_1_Weights.DEFAULT.meta["categories"])
 
-    path: Path | None = None
-    if weights is None:
-        key: tuple = ("random",)
-    elif isinstance(weights, str) and weights.strip().upper() == "DEFAULT":
-        env = os.environ.get(WEIGHTS_ENV, "").strip()
-        if env:
-            path = Path(env).expanduser()
-            if not path.is_file():
-                raise WeightsError(
-                    f"{WEIGHTS_ENV} names {path}, but there is no file there. "
-                    f"Fix or unset {WEIGHTS_ENV}."
-                )
-            key = _file_key(path)
-        else:
-            key = ("caffe",)
-    elif isinstance(weights, str) and _choice(weights) is not None:
-        key = (_choice(weights),)
-    elif isinstance(weights, (str, os.PathLike)):
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise WeightsError(
-                f"No weights file at {path}. Check the path, or use "
-                "weights='caffe' (built in) or 'torchvision'."
-            )
-        key = _file_key(path)
+    source = resolve_weights(weights)
+    path = source if isinstance(source, Path) else None
+    if path is not None:
+        key: tuple = _file_key(path)
     else:
-        raise WeightsError(
-            f"weights must be 'DEFAULT', 'caffe', 'torchvision', a file path or "
-            f"None, not {type(weights).__name__}."
-        )
+        key = (source or "random",)
     key = key + (str(dev),)
 
     with _CACHE_LOCK:

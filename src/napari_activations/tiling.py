@@ -11,15 +11,20 @@ bytes per network-input pixel (measured on CPU, float32, 2048x2048 RGB, for conv
 fire9-concat, with torch; ONNX Runtime's peak was lower, 137 to 144 bytes against torch's 147 to
 151 at 1024x1024 for conv1 and fire9-concat, so one budget serves both backends). Images whose
 estimate exceeds the memory budget are tiled. The budget defaults to
-:data:`DEFAULT_MEMORY_BUDGET` and is set by ``$NAPARI_ACTIVATIONS_MEMORY_BUDGET`` (bytes, or
-with a K/M/G suffix) or per call.
+:data:`DEFAULT_MEMORY_BUDGET` and is set by ``$NAPARI_ACTIVATIONS_MEMORY_BUDGET`` or per call,
+in bytes or as a string read by dask's :func:`dask.utils.parse_bytes`: decimal units for
+``"500M"``, ``"2G"`` or ``"2GB"`` (2*10**9 bytes), binary ones for ``"2Gi"`` or ``"2GiB"``
+(2*2**30 bytes), as in dask's own chunk-size and memory-limit settings.
+
+Global layers (``pool10``, ``prob``) are the mean of :data:`CONTEXT_LAYER` over the image
+(and its softmax): a tiled run computes that layer tile by tile and pools the stitched map
+(:func:`forward_layer`, :func:`global_pool`).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +42,11 @@ __all__ = [
     "choose_tile",
     "AxisTile",
     "plan_axis",
+    "CONTEXT_LAYER",
+    "forward_layer",
+    "global_pool",
+    "tiled_forward",
+    "tile_count",
 ]
 
 FORWARD_BYTES_PER_PIXEL = 160
@@ -46,27 +56,37 @@ DEFAULT_MEMORY_BUDGET = 1 << 30
 """Default working-memory budget of one forward pass: 1 GiB."""
 
 MEMORY_BUDGET_ENV = "NAPARI_ACTIVATIONS_MEMORY_BUDGET"
+"""Environment variable: the default memory budget, in bytes or with a unit as
+:func:`memory_budget` reads it (``"2G"`` = 2*10**9 bytes, ``"2GiB"`` = 2*2**30)."""
 
-_CONTEXT_LAYER = "relu_conv10"  # global layers are computed as the mean of this layer
+CONTEXT_LAYER = "relu_conv10"
+"""The network layer whose mean over the image the global layers (``pool10``, ``prob``) are."""
 
 
 def memory_budget(budget: int | str | None = None) -> int:
-    """The working-memory budget in bytes: ``budget``, else the environment, else 1 GiB."""
+    """The working-memory budget in bytes: ``budget``, else the environment, else 1 GiB.
+
+    A number is bytes; a string is read by :func:`dask.utils.parse_bytes`, whose units are
+    decimal without an ``i`` (``"500M"`` or ``"500MB"``: 500*10**6 bytes) and binary with it
+    (``"500Mi"`` or ``"500MiB"``: 500*2**20 bytes); case and spaces do not matter.
+    """
+    from dask.utils import parse_bytes
+
     value = budget if budget is not None else os.environ.get(MEMORY_BUDGET_ENV)
     if value is None or value == "":
         return DEFAULT_MEMORY_BUDGET
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value <= 0:
-            raise ValueError(f"The memory budget must be positive; got {value}.")
-        return int(value)
-    m = re.fullmatch(r"\s*([0-9.]+)\s*([kKmMgGtT]?)i?[bB]?\s*", str(value))
-    if not m:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(
-            f"Cannot read the memory budget {value!r}: use bytes, or a number "
-            f"with K, M or G, e.g. '2G' (from {MEMORY_BUDGET_ENV} or the call)."
+            f"The memory budget must be bytes or a string such as '2GiB'; got {value!r}."
         )
-    factor = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2).lower()]
-    out = int(float(m.group(1)) * factor)
+    try:
+        out = parse_bytes(value.strip() if isinstance(value, str) else value)
+    except (ValueError, OverflowError) as exc:  # OverflowError: infinity
+        raise ValueError(
+            f"Cannot read the memory budget {value!r}: use bytes, or a number with a unit, "
+            f"e.g. '2GiB' (2*2**30 bytes) or '2GB' (2*10**9 bytes) (from "
+            f"{MEMORY_BUDGET_ENV} or the call)."
+        ) from exc
     if out <= 0:
         raise ValueError(f"The memory budget must be positive; got {value!r}.")
     return out
@@ -75,6 +95,28 @@ def memory_budget(budget: int | str | None = None) -> int:
 def estimate_forward_bytes(height: int, width: int) -> int:
     """Estimated peak working memory (bytes) of one untiled forward pass on ``height x width``."""
     return int(height) * int(width) * FORWARD_BYTES_PER_PIXEL
+
+
+def forward_layer(info: LayerInfo, tiled: bool = True) -> LayerInfo:
+    """The network layer a forward pass for ``info`` stops at.
+
+    ``info`` itself, except for a global layer computed in tiles: its :data:`CONTEXT_LAYER`,
+    pooled afterwards by :func:`global_pool` (an untiled pass runs the network to the end).
+    """
+    return find_layer(CONTEXT_LAYER) if tiled and info.is_global else info
+
+
+def global_pool(context: Any, info: LayerInfo) -> Any:
+    """A global layer from its context layer's ``(C, h, w)`` map: ``(C, 1, 1)`` float32.
+
+    The mean over the pixels (accumulated in float64), and for ``prob`` the softmax of it.
+    Works on numpy and on dask arrays alike (dask stays lazy).
+    """
+    pooled = context.mean(axis=(-2, -1), keepdims=True, dtype=np.float64)
+    if info.name == "prob":
+        e = np.exp(pooled - pooled.max())
+        pooled = e / e.sum()
+    return pooled.astype(np.float32)
 
 
 def _halo(info: LayerInfo) -> int:
@@ -92,7 +134,7 @@ def choose_tile(
     limit = memory_budget(budget)
     if estimate_forward_bytes(height, width) <= limit:
         return None
-    geo = find_layer(_CONTEXT_LAYER) if info.is_global else info
+    geo = forward_layer(info, tiled=True)
     side = int(math.sqrt(limit / FORWARD_BYTES_PER_PIXEL)) - 2 * _halo(geo)
     side = (side // geo.stride) * geo.stride
     if side < geo.stride:
@@ -117,6 +159,16 @@ class AxisTile:
     out_start: int
     out_stop: int
     local_start: int
+
+    @property
+    def kept(self) -> slice:
+        """The activation pixels kept, in the tile's own activation grid."""
+        return slice(self.local_start, self.local_start + self.out_stop - self.out_start)
+
+    @property
+    def output(self) -> slice:
+        """The same pixels in the whole image's activation grid."""
+        return slice(self.out_start, self.out_stop)
 
 
 def plan_axis(n: int, info: LayerInfo, tile: int) -> list[AxisTile]:
@@ -153,35 +205,24 @@ def tiled_forward(
         out = yield from run(region(0, size[0], 0, size[1]), info)
         return out[0]
 
-    geo = find_layer(_CONTEXT_LAYER) if info.is_global else info
+    geo = forward_layer(info)
     rows, cols = plan_axis(size[0], geo, tile), plan_axis(size[1], geo, tile)
     h, w = output_size(geo, *size)
     out: np.ndarray | None = None
     for r in rows:
         for c in cols:
             part = yield from run(region(r.start, r.stop, c.start, c.stop), geo)
-            part = part[
-                0,
-                :,
-                r.local_start : r.local_start + r.out_stop - r.out_start,
-                c.local_start : c.local_start + c.out_stop - c.out_start,
-            ]
+            part = part[0, :, r.kept, c.kept]
             if out is None:
                 out = np.empty((part.shape[0], h, w), dtype=np.float32)
-            out[:, r.out_start : r.out_stop, c.out_start : c.out_stop] = part
+            out[:, r.output, c.output] = part
     assert out is not None
-    if not info.is_global:
-        return out
-    pooled = out.mean(axis=(1, 2), dtype=np.float64).astype(np.float32)
-    if info.name == "prob":
-        e = np.exp(pooled - pooled.max())
-        pooled = (e / e.sum()).astype(np.float32)
-    return pooled[:, None, None]
+    return global_pool(out, info) if info.is_global else out
 
 
 def tile_count(info: LayerInfo, size: tuple[int, int], tile: int | None) -> int:
     """How many tiles :func:`tiled_forward` runs for this layer and network-input size."""
     if tile is None:
         return 1
-    geo = find_layer(_CONTEXT_LAYER) if info.is_global else info
+    geo = forward_layer(info)
     return len(plan_axis(size[0], geo, tile)) * len(plan_axis(size[1], geo, tile))
