@@ -55,7 +55,7 @@ def main() -> None:
     from torchvision.models.feature_extraction import create_feature_extractor
 
     import napari_activations as na
-    from napari_activations.compute import _plane_tensor
+    from napari_activations.compute import plane_tensor
 
     torch.set_num_threads(args.threads)
     net = na.load_squeezenet(None, device="cpu")
@@ -71,7 +71,7 @@ def main() -> None:
         module = model.get_submodule(node)
 
         def prep():
-            return _plane_tensor(image, True, None, net, (n, n))
+            return plane_tensor(image, True, None, net, (n, n))
 
         def whole():
             return np.asarray(na.activations(net, image, layer, resize=True))
