@@ -71,6 +71,19 @@ def test_edges_are_held(layer):
     assert aligned.min() >= native.min() and aligned.max() <= native.max()
 
 
+@pytest.mark.parametrize("layer", [*STRIDE_CLASSES, "fire9-concat"])
+def test_whole_planes_equal_the_pixel_by_pixel_gather(layer):
+    """The whole-plane kernels (2D for small strides, separable for large) give the gather's
+    numbers, on an image whose far edges end between activation pixels."""
+    info = find_layer(layer)
+    h, w = output_size(info, H, W)
+    native = np.random.default_rng(1).normal(size=(2, 3, h, w)).astype(np.float32)
+    whole = na.align(native, info, (H, W))
+    gathered = na.align(native, info, (H, W), rows=np.arange(H))
+    assert whole.shape == (2, 3, H, W)
+    np.testing.assert_allclose(whole, gathered, rtol=0, atol=1e-6 * np.abs(native).max())
+
+
 @pytest.mark.parametrize(
     "layer, min_error", [("pool3", 2.0), ("pool5", 4.0), ("fire9-concat", 4.0)]
 )

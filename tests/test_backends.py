@@ -46,14 +46,21 @@ def fresh_net():
 # --- choosing ---------------------------------------------------------------------------------
 
 
-def test_auto_is_torch_unless_the_variable_opts_in(monkeypatch):
+def test_auto_is_onnxruntime_on_the_cpu_and_torch_on_gpus(monkeypatch):
     monkeypatch.delenv(backends.BACKEND_ENV, raising=False)
-    assert backends.resolve_backend("auto", "cpu") == "torch"
-    monkeypatch.setenv(backends.BACKEND_ENV, "onnxruntime")
     expected = "onnxruntime" if backends.onnxruntime_installed() else "torch"
     assert backends.resolve_backend("auto", "cpu") == expected
+    assert backends.resolve_backend(None, "cpu") == expected
     assert backends.resolve_backend(None, "cuda") == "torch"
     assert backends.resolve_backend("auto", "mps") == "torch"
+    monkeypatch.setenv(backends.BACKEND_ENV, "onnxruntime")
+    assert backends.resolve_backend("auto", "cuda") == "torch"  # not usable there
+
+
+def test_auto_is_torch_where_onnxruntime_is_missing(monkeypatch):
+    monkeypatch.delenv(backends.BACKEND_ENV, raising=False)
+    monkeypatch.setattr(backends, "onnxruntime_installed", lambda: False)
+    assert backends.resolve_backend("auto", "cpu") == "torch"
 
 
 def test_the_environment_variable_chooses_for_auto(monkeypatch):
