@@ -18,8 +18,8 @@ and after. Run from the repository root::
     .venv/bin/python benchmarks/bench_resize.py [--threads T] [--repeats N] [--size N]
 
 ``--kernels`` times only the resize of a random native ``(C, h, w)`` stack of each layer:
-the 2D kernel (``alignment._align_2d``) against the separable passes
-(``alignment._align_separable``) and the peers' plain ``F.interpolate``; the two kernels'
+the 2D kernel (``alignment.align_2d``) against the separable passes
+(``alignment.align_separable``) and the peers' plain ``F.interpolate``; the two kernels'
 ratio chooses ``alignment._SEPARABLE_MIN_STRIDE``.
 
 Not part of the test suite.
@@ -147,8 +147,8 @@ def kernels(args: argparse.Namespace) -> None:
         channels = na.activations(na.load_squeezenet(None), np.zeros((67, 67, 3)), layer).shape[0]
         native = rng.normal(size=(channels, h, w)).astype(np.float32)
         funcs = {
-            "2d": lambda: alignment._align_2d(native, info, (n, n)),
-            "separable": lambda: alignment._align_separable(native, info, (n, n)),
+            "2d": lambda: alignment.align_2d(native, info, (n, n)),
+            "separable": lambda: alignment.align_separable(native, info, (n, n)),
             "peer": lambda: F.interpolate(
                 torch.from_numpy(native)[None], size=(n, n), mode="bilinear"
             )[0].numpy(),

@@ -344,20 +344,31 @@ def test_cancel_stops_promptly_adds_nothing_and_leaves_the_widget_ready(
 def run_interrupted(qtbot, widget, network_layer: str, interrupt) -> list:
     """Run, call ``interrupt()`` once at the first progress step, wait for the end.
 
-    Returns ``[what interrupt returned]``, or ``[]`` if it never ran.
+    Returns ``[what interrupt returned]``, or ``[]`` if it never ran. The test's slots are
+    connected before the worker starts: a quick run can step and finish in its thread before
+    ``widget.run()`` returns, and a signal emitted before a connection never reaches it.
     """
-    widget.set_network_layer(network_layer)
-    widget.run()
-    worker = widget.worker
+    from napari_activations._qt.worker import BackgroundRun
+
     done: list = []
+    finished: list = []
 
     def once(_):
         if not done:
             done.append(interrupt())
 
-    worker.yielded.connect(once)
-    with qtbot.waitSignal(worker.finished, timeout=30_000):
-        pass
+    start = BackgroundRun.start
+
+    def start_observed(run):
+        run.worker.yielded.connect(once)
+        run.worker.finished.connect(lambda: finished.append(True))
+        return start(run)
+
+    widget.set_network_layer(network_layer)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(BackgroundRun, "start", start_observed)
+        widget.run()
+    qtbot.waitUntil(lambda: bool(finished), timeout=30_000)
     qtbot.wait(10)
     return done
 

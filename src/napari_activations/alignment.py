@@ -123,13 +123,13 @@ def _on_integer_grid(
 
 _SEPARABLE_MIN_STRIDE = 8
 """From this stride on, :func:`_align_whole` interpolates in two separable passes: measured
-about 0.75x the time of :func:`_align_2d` for fire9-concat's whole 1024x1024 stack, but about
+about 0.75x the time of :func:`align_2d` for fire9-concat's whole 1024x1024 stack, but about
 twice its time for conv1's (stride 2), where the 2D kernel stays (``benchmarks/bench_resize.py
 --kernels``)."""
 
 
 def _axis_blocks(n_act: int, n_img: int, info: LayerInfo) -> tuple[int, int, np.ndarray]:
-    """One axis of :func:`_align_separable`: ``(start, blocks, index)``.
+    """One axis of :func:`align_separable`: ``(start, blocks, index)``.
 
     Image pixel ``y`` lies ``(y + start) % S`` pixels past padded activation pixel
     ``j = (y + start) // S``, the padded activations being ``native[index]``: the activations
@@ -145,7 +145,7 @@ def _axis_blocks(n_act: int, n_img: int, info: LayerInfo) -> tuple[int, int, np.
     return start, blocks, index
 
 
-def _align_separable(native: np.ndarray, info: LayerInfo, HW: tuple[int, int]) -> np.ndarray:
+def align_separable(native: np.ndarray, info: LayerInfo, HW: tuple[int, int]) -> np.ndarray:
     """:func:`_align_whole` for large strides: columns, then rows, each pass written once.
 
     Columns by ``F.interpolate``'s 1D linear kernel on the small native rows; rows as one
@@ -174,14 +174,14 @@ def _align_separable(native: np.ndarray, info: LayerInfo, HW: tuple[int, int]) -
 
 
 def _align_whole(native: np.ndarray, info: LayerInfo, HW: tuple[int, int]) -> np.ndarray:
-    """:func:`align` of whole planes: :func:`_align_separable` from stride
-    ``_SEPARABLE_MIN_STRIDE`` on, else :func:`_align_2d`."""
+    """:func:`align` of whole planes: :func:`align_separable` from stride
+    ``_SEPARABLE_MIN_STRIDE`` on, else :func:`align_2d`."""
     if info.stride >= _SEPARABLE_MIN_STRIDE:
-        return _align_separable(native, info, HW)
-    return _align_2d(native, info, HW)
+        return align_separable(native, info, HW)
+    return align_2d(native, info, HW)
 
 
-def _align_2d(native: np.ndarray, info: LayerInfo, HW: tuple[int, int]) -> np.ndarray:
+def align_2d(native: np.ndarray, info: LayerInfo, HW: tuple[int, int]) -> np.ndarray:
     """:func:`align` of whole planes with PyTorch's multi-threaded 2D bilinear kernel.
 
     With unit input scale, activation pixel ``i`` sits on input pixel ``O + S*i``. Pad the
