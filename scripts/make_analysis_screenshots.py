@@ -73,9 +73,11 @@ def main() -> None:
     widget.layer_combo.setCurrentText(act.name)
     widget.tabs.setCurrentIndex(1)
     widget.region_tab.region_combo.setCurrentText("Eye")
+    widget.border_check.setChecked(True)  # the whole face counts, as in the docs' code
     widget.rank_region()
     settle()
     shot("region")
+    widget.border_check.setChecked(False)
 
     # 3. Compare the face pair, ranked by the drop inside the eye region
     covered.visible = True
