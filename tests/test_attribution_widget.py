@@ -208,6 +208,7 @@ def test_rank_classes_in_a_drawn_region_and_explain_the_score_there(
     np.testing.assert_allclose(layer.data, ours, rtol=0, atol=1e-4 * np.abs(ours).max())
 
     assert widget.region.rank_button.isEnabled()  # still usable after a run added a layer
+    assert widget.ranked_classes()  # the ranking stays while image and region stay
     # the map can be probed: the value under a world position is the map's at that pixel
     y, x = 100, 50
     world = np.array([y, x]) * face_layer.scale + face_layer.translate
@@ -245,3 +246,23 @@ def test_bad_regions_are_plain_notifications(viewer, widget, face_layer, qtbot, 
     assert not [n for n in viewer.layers if ":" in n.name]  # nothing was added
     np.testing.assert_array_equal(face_layer.data, original)
     assert widget.status_label.text().startswith("Ready.")
+
+
+def test_a_ranking_is_cleared_when_the_image_or_the_region_changes(
+    viewer, widget, face_layer, region, qtbot
+):
+    """A ranking names one image's classes in one region: shown beside another image (or
+    region) it would tell the user something false."""
+    viewer.add_shapes([[[0, 0], [0, 20], [20, 20], [20, 0]]], name="corner")
+    viewer.add_image(np.zeros((40, 40), np.float32), name="other")
+    for change in (
+        lambda: widget.region.region_combo.setCurrentText("corner"),
+        lambda: widget.image_combo.setCurrentText("other"),
+    ):
+        widget.image_combo.setCurrentText("Face")
+        widget.region.region_combo.setCurrentText("nose box")
+        widget.rank_in_region()
+        wait(qtbot, widget)
+        assert len(widget.ranked_classes()) == 5
+        change()
+        assert widget.ranked_classes() == []

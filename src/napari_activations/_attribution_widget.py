@@ -108,7 +108,7 @@ class AttributionWidget(QWidget):
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.status_label)
-        self.region = RegionSection(self.viewer, self.set_target)
+        self.region = RegionSection(self.viewer, self.set_target, self.image_combo)
         self.region.rank_button.clicked.connect(self.rank_in_region)
         layout.addWidget(self.region)
         layout.addStretch(1)
@@ -127,7 +127,8 @@ class AttributionWidget(QWidget):
 
     def refresh_images(self, event: Any = None) -> None:
         """Refill the image list (the plugin's own results are not offered as images)."""
-        refill_combo(self.image_combo, [layer.name for layer in input_images(self.viewer)])
+        if refill_combo(self.image_combo, [layer.name for layer in input_images(self.viewer)]):
+            self.region.clear_ranking()  # the ranking's image is gone
 
     def selected_image(self) -> Image | None:
         name = self.image_combo.currentText()

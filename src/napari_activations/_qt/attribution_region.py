@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (
 )
 
 from .._attribution_layers import region_layers
+from .layer_choice import refill_combo
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -39,9 +40,16 @@ class RegionSection(QGroupBox):
     viewer : napari.Viewer
     on_class_clicked : callable(str)
         Called with a ranked class's name when its row is clicked.
+    image_combo : QComboBox
+        The widget's image choice: the ranking is of that image, and cleared when it changes.
     """
 
-    def __init__(self, viewer: napari.Viewer, on_class_clicked: Callable[[str], None]):
+    def __init__(
+        self,
+        viewer: napari.Viewer,
+        on_class_clicked: Callable[[str], None],
+        image_combo: QComboBox,
+    ):
         super().__init__("Region")
         self.viewer = viewer
         self._on_class_clicked = on_class_clicked
@@ -71,6 +79,9 @@ class RegionSection(QGroupBox):
         layout.addWidget(self.rank_button)
         layout.addWidget(self.rank_table)
         self.rank_table.cellClicked.connect(self._row_clicked)
+        # A ranking belongs to one image and one region: another choice makes it stale.
+        self.region_combo.currentTextChanged.connect(self.clear_ranking)
+        image_combo.currentTextChanged.connect(self.clear_ranking)
         events = self.viewer.layers.events
         for event in (events.inserted, events.removed):
             event.connect(self.refresh_regions)
@@ -85,12 +96,9 @@ class RegionSection(QGroupBox):
 
     def refresh_regions(self, event: Any = None) -> None:
         """Refill the region list (Shapes and Labels layers)."""
-        current = self.region_combo.currentText()
         names = [layer.name for layer in region_layers(self.viewer)]
-        self.region_combo.clear()
-        self.region_combo.addItems(names)
-        if current in names:
-            self.region_combo.setCurrentText(current)
+        if refill_combo(self.region_combo, names):  # the ranking's region is gone
+            self.clear_ranking()
         self.region_check.setEnabled(bool(names))
         self.rank_button.setEnabled(bool(names))
         if not names:
@@ -130,6 +138,10 @@ class RegionSection(QGroupBox):
             item.setData(256, index)  # Qt.UserRole
             self.rank_table.setItem(row, 0, item)
             self.rank_table.setItem(row, 1, QTableWidgetItem(f"{score:.4g}"))
+
+    def clear_ranking(self, *_: Any) -> None:
+        """Empty the table (its ranking was of another image or region)."""
+        self.rank_table.setRowCount(0)
 
     def ranked_classes(self) -> list[str]:
         """The classes listed by the last ranking, strongest first."""

@@ -24,9 +24,9 @@ def input_images(viewer: napari.Viewer) -> list[Image]:
     ]
 
 
-def refill_combo(combo: QComboBox, names: list[str], first: str | None = None) -> None:
+def refill_combo(combo: QComboBox, names: list[str], first: str | None = None) -> bool:
     """Offer ``names`` (after ``first``, if given), keeping the current choice where it is
-    still offered, without emitting the combo's change signals."""
+    still offered, without emitting the combo's change signals; True if the choice changed."""
     current = combo.currentText()
     combo.blockSignals(True)
     combo.clear()
@@ -35,3 +35,4 @@ def refill_combo(combo: QComboBox, names: list[str], first: str | None = None) -
     combo.addItems(names)
     combo.setCurrentIndex(max(combo.findText(current), 0))
     combo.blockSignals(False)
+    return combo.currentText() != current
