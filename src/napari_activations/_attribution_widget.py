@@ -40,7 +40,7 @@ from ._qt.attribution_region import RegionSection
 from ._qt.class_choice import ClassChoice
 from ._qt.layer_choice import input_images, refill_combo
 from ._qt.network_tab import top_classes
-from ._qt.worker import BackgroundRun
+from ._qt.worker import BackgroundRun, RunOutcome
 from .compute import Progress
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 __all__ = ["AttributionWidget"]
 
 
-class AttributionWidget(QWidget):
+class AttributionWidget(RunOutcome, QWidget):
     """Dock widget: which parts of the image made the network say this class?
 
     Parameters
@@ -261,18 +261,6 @@ class AttributionWidget(QWidget):
             show_warning(
                 f"{layer.name!r} was computed with random, untrained weights: it means nothing."
             )
-
-    def _on_failure(self, message: str) -> None:
-        from napari.utils.notifications import show_error
-
-        self._outcome = "Ready. The last run failed: see the notification."
-        show_error(message)
-
-    def _on_cancelled(self) -> None:
-        from napari.utils.notifications import show_info
-
-        self._outcome = "Cancelled."
-        show_info("Computation cancelled; nothing was added.")
 
     def _on_finished(self) -> None:
         self._run = None

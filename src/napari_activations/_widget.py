@@ -29,7 +29,7 @@ from ._qt.layer_choice import input_images
 from ._qt.network_layer_choice import NetworkLayerChoice
 from ._qt.run_options import RunOptions
 from ._qt.weights_choice import WeightsChoice, describe_weights
-from ._qt.worker import BackgroundRun
+from ._qt.worker import BackgroundRun, RunOutcome
 from .compute import network_input_size
 from .layers import LayerInfo
 
@@ -47,7 +47,7 @@ NO_IMAGE = (
 )
 
 
-class ActivationsWidget(QWidget):
+class ActivationsWidget(RunOutcome, QWidget):
     """Dock widget: compute one network layer's activations for an image layer.
 
     Parameters
@@ -258,18 +258,6 @@ class ActivationsWidget(QWidget):
                 f"{layer.name!r} was computed with random, untrained weights: its "
                 "activations mean nothing. Choose trained weights under 'Weights'."
             )
-
-    def _on_failure(self, message: str) -> None:
-        from napari.utils.notifications import show_error
-
-        self._outcome = "Ready. The last run failed: see the notification."
-        show_error(message)
-
-    def _on_cancelled(self) -> None:
-        from napari.utils.notifications import show_info
-
-        self._outcome = "Cancelled."
-        show_info("Computation cancelled; nothing was added.")
 
     def _on_end(self) -> None:
         self._run, self._source = None, None

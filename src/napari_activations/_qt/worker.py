@@ -32,7 +32,7 @@ from ..export import ExportError
 from ..layers import UnknownLayerError
 from ..network import DeviceUnavailableError, WeightsError
 
-__all__ = ["USER_ERRORS", "BackgroundRun", "Failure", "call_as_steps", "guarded"]
+__all__ = ["RunOutcome", "USER_ERRORS", "BackgroundRun", "Failure", "call_as_steps", "guarded"]
 
 # Errors whose message is written for users: shown as they are. Anything else is a bug.
 USER_ERRORS: tuple[type[Exception], ...] = (
@@ -86,6 +86,22 @@ def _show_cancelled() -> None:
     from napari.utils.notifications import show_info
 
     show_info("Computation cancelled; nothing was added.")
+
+
+class RunOutcome:
+    """For a widget with a status line: what its last run came to (``_outcome``), and the
+    notifications of a failed or cancelled run. Pass its ``_on_failure`` and ``_on_cancelled``
+    to :class:`BackgroundRun`."""
+
+    _outcome = "Ready."
+
+    def _on_failure(self, message: str) -> None:
+        self._outcome = "Ready. The last run failed: see the notification."
+        _show_error(message)
+
+    def _on_cancelled(self) -> None:
+        self._outcome = "Cancelled."
+        _show_cancelled()
 
 
 class BackgroundRun:
