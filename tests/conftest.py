@@ -66,3 +66,19 @@ def face() -> np.ndarray:
     import skimage.data
 
     return skimage.data.astronaut()[30:250, 120:300].copy()
+
+
+@pytest.fixture
+def notifications(monkeypatch):
+    """Messages shown as napari notifications during the test: [(severity, message)]."""
+    from napari.utils.notifications import notification_manager
+
+    seen: list[tuple[str, str]] = []
+    original = notification_manager.dispatch
+
+    def record(notification):
+        seen.append((str(notification.severity), str(notification.message)))
+        return original(notification)
+
+    monkeypatch.setattr(notification_manager, "dispatch", record)
+    return seen

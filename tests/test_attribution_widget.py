@@ -38,21 +38,6 @@ def widget(viewer, random_net, face_layer):
     return w
 
 
-@pytest.fixture
-def notifications(monkeypatch):
-    from napari.utils.notifications import notification_manager
-
-    seen: list[tuple[str, str]] = []
-    original = notification_manager.dispatch
-
-    def record(notification):
-        seen.append((str(notification.severity), str(notification.message)))
-        return original(notification)
-
-    monkeypatch.setattr(notification_manager, "dispatch", record)
-    return seen
-
-
 def wait(qtbot, widget, timeout=60_000):
     qtbot.waitUntil(lambda: not widget.busy, timeout=timeout)
 

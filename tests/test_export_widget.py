@@ -43,21 +43,6 @@ def viewer(make_napari_viewer):
 
 
 @pytest.fixture
-def notifications(monkeypatch):
-    from napari.utils.notifications import notification_manager
-
-    seen: list[tuple[str, str]] = []
-    original = notification_manager.dispatch
-
-    def record(notification):
-        seen.append((str(notification.severity), str(notification.message)))
-        return original(notification)
-
-    monkeypatch.setattr(notification_manager, "dispatch", record)
-    return seen
-
-
-@pytest.fixture
 def placed(viewer, random_net):
     """An activation layer over an image with its own pixel size and origin."""
     img = np.random.default_rng(7).integers(0, 256, (60, 80), dtype=np.uint8)

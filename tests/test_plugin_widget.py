@@ -38,22 +38,6 @@ def widget(viewer, random_net):
     return w
 
 
-@pytest.fixture
-def notifications(monkeypatch):
-    """Messages shown as napari notifications during the test: [(severity, message)]."""
-    from napari.utils.notifications import notification_manager
-
-    seen: list[tuple[str, str]] = []
-    original = notification_manager.dispatch
-
-    def record(notification):
-        seen.append((str(notification.severity), str(notification.message)))
-        return original(notification)
-
-    monkeypatch.setattr(notification_manager, "dispatch", record)
-    return seen
-
-
 def run_and_wait(qtbot, widget, timeout=30_000):
     widget.run()
     qtbot.waitUntil(lambda: not widget.busy, timeout=timeout)
