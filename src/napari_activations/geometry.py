@@ -437,7 +437,8 @@ _POINTWISE_FUNCS = _RELU_FUNCS | {
 }
 # functions that torch.fx keeps whole (torch.fx.wrap) and that act on each sample or pixel
 _POINTWISE_NAMES = {"stochastic_depth", "drop_path", "drop_block2d"}
-_POINTWISE_METHODS = {
+# methods that are activation functions (made identity by the measurement's linearised copy)
+_ACTIVATION_METHODS = {
     "relu",
     "relu_",
     "sigmoid",
@@ -448,6 +449,9 @@ _POINTWISE_METHODS = {
     "clamp_",
     "clamp_min",
     "clamp_min_",
+    "hardtanh_",
+}
+_POINTWISE_METHODS = _ACTIVATION_METHODS | {
     "contiguous",
     "clone",
     "float",
@@ -462,7 +466,6 @@ _POINTWISE_METHODS = {
     "pow",
     "sqrt",
     "square",
-    "hardtanh_",
     "mul_",
     "add_",
     "sub_",
@@ -1401,19 +1404,6 @@ _KEEP_FUNCS = {
     operator.pow,
     torch.pow,
     torch.square,
-}
-_ACTIVATION_METHODS = {
-    "relu",
-    "relu_",
-    "sigmoid",
-    "sigmoid_",
-    "tanh",
-    "tanh_",
-    "clamp",
-    "clamp_",
-    "clamp_min",
-    "clamp_min_",
-    "hardtanh_",
 }
 
 
