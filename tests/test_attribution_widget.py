@@ -204,12 +204,19 @@ def test_region_from_the_console_equals_the_api(viewer, face_layer, region, rand
     import napari_activations as na
 
     layer = na.show_attribution(
-        viewer, "Face", "grad-cam", 3, network=random_net, region="nose box"
+        viewer, "Face", "grad-cam", 3, network=random_net, region="nose box", layer="fire9-concat"
     )
     assert layer.name == f"Face: Grad-CAM {random_net.categories[3]} in nose box"
     goal = na.region_target(random_net, _pixel_mask(face_layer), 3)
-    theirs = na.grad_cam(random_net, face_layer.data, goal)
+    theirs = na.grad_cam(random_net, face_layer.data, goal, layer="fire9-concat")
     np.testing.assert_allclose(layer.data, theirs, rtol=0, atol=1e-4 * theirs.max())
+    # At the class-score layer itself a region changes nothing: refused, saying what to use.
+    whole = na.grad_cam(random_net, face_layer.data, 3)
+    np.testing.assert_allclose(na.grad_cam(random_net, face_layer.data, goal), whole, rtol=1e-5)
+    before = [lay.name for lay in viewer.layers]
+    with pytest.raises(na.AttributionError, match="same map for any region.*occlusion"):
+        na.show_attribution(viewer, "Face", "grad-cam", 3, network=random_net, region="nose box")
+    assert [lay.name for lay in viewer.layers] == before
 
 
 def test_bad_regions_are_plain_notifications(viewer, widget, face_layer, qtbot, notifications):

@@ -234,3 +234,19 @@ def test_global_pool_is_one_function_for_numpy_and_dask(name):
     else:
         want = mean
     np.testing.assert_allclose(pooled[:, 0, 0], want, rtol=1e-5)
+
+
+def test_a_budget_that_cannot_be_read_is_a_user_error_everywhere(random_net, monkeypatch, tmp_path):
+    """A bad $NAPARI_ACTIVATIONS_MEMORY_BUDGET reaches the widgets as one of the package's own
+    errors (a plain notification there), not as a bare ValueError (a traceback)."""
+    from napari_activations._qt.worker import USER_ERRORS
+
+    image = np.zeros((40, 40, 3), np.uint8)
+    monkeypatch.setenv("NAPARI_ACTIVATIONS_MEMORY_BUDGET", "lots")
+    with pytest.raises(na.ImageError, match="Cannot read the memory budget 'lots'"):
+        na.activations(random_net, image, "conv1")
+    monkeypatch.delenv("NAPARI_ACTIVATIONS_MEMORY_BUDGET")
+    stack = na.activations(random_net, image, "conv1", resize=True)
+    with pytest.raises(na.ExportError, match="Cannot read the memory budget"):
+        na.export_activations(stack, tmp_path / "out.ome.zarr", memory_budget="lots")
+    assert issubclass(na.ImageError, USER_ERRORS) and issubclass(na.ExportError, USER_ERRORS)

@@ -34,6 +34,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from . import _mesa_workaround
 from ._analysis_layers import (
     MONTAGE_KEY,
     activation_layers,
@@ -110,6 +111,7 @@ class AnalysisWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, *, network: Network | None = None):
         super().__init__()
+        _mesa_workaround.install()  # deleting layers must not crash napari (Mesa software GL)
         self.viewer = napari_viewer
         self.network = network
         self._run: BackgroundRun | None = None

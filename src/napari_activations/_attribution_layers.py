@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import _mesa_workaround
 from ._layer_kinds import ATTRIBUTION_KEY
 from ._napari_layers import (
     LayerInputError,
@@ -221,6 +222,13 @@ def compute_attribution_for_image_layer(
     info = None
     if key == "grad-cam":
         info = attribution.feature_layer(network, layer)
+        if mask is not None and info.name == attribution.feature_layer(network, None).name:
+            raise attribution.AttributionError(
+                f"Grad-CAM at {info.name!r} averages the gradient over the whole layer, so it "
+                f"gives the same map for any region: the region {region_name!r} would change "
+                "nothing. To see why the class is there, use occlusion sensitivity, or Grad-CAM "
+                "at an earlier layer (e.g. 'fire9-concat')."
+            )
         result = yield from attribution.iter_grad_cam(network, data, target, layer=info, **common)
     else:
         settings = {"window": window, "stride": stride, "fill": fill}
@@ -256,6 +264,7 @@ def add_attribution_layer(viewer: napari.Viewer, source: Image, result: Attribut
     contrast and metadata.
     """
     viewer, source = unproxy(viewer), unproxy(source)
+    _mesa_workaround.install()  # deleting layers must not crash napari (Mesa software GL)
     kwargs = attribution_layer_kwargs(source, result)
     existing = find_attribution_layer(viewer, kwargs["name"])
     if existing is not None:

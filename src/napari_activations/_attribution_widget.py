@@ -28,6 +28,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from . import _mesa_workaround
 from ._attribution_layers import (
     AttributionResult,
     add_attribution_layer,
@@ -76,7 +77,7 @@ class AttributionWidget(RunOutcome, QWidget):
         self._network = network
         self._weights = weights
         self._run: BackgroundRun | None = None
-        self._outcome = "Ready."
+        _mesa_workaround.install()  # deleting layers must not crash napari (Mesa software GL)
         self._build()
         self.viewer.layers.events.inserted.connect(self.refresh_images)
         self.viewer.layers.events.removed.connect(self.refresh_images)

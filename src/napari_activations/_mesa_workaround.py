@@ -58,7 +58,11 @@ def install() -> bool:
 
     def delete_unless_mesa_software(self: Any) -> None:
         if _state["software"] is None:  # the context is current while GLIR commands run
-            renderer = str(gl.glGetParameter(gl.GL_RENDERER))
+            try:
+                renderer = str(gl.glGetParameter(gl.GL_RENDERER))
+            except Exception:  # noqa: BLE001 - no renderer to ask: delete as vispy does
+                delete(self)
+                return
             _state["software"] = is_software_renderer(renderer)
             if _state["software"]:
                 _log.info("%s: keeping removed layers' GL programs (see %s)", renderer, __name__)

@@ -449,7 +449,7 @@ def _make_request(
     if tile is None:
         try:
             tile = choose_tile(info, *size, memory_budget)
-        except MemoryError as exc:
+        except (MemoryError, ValueError) as exc:  # ValueError: a budget that cannot be read
             raise ImageError(str(exc)) from exc
     else:
         if not isinstance(tile, (int, np.integer)) or tile < 1:

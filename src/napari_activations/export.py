@@ -257,7 +257,11 @@ def iter_export_activations(
     ]
     axes_units = _known_units(lead + ("y", "x"), units)
 
-    channels, rows = _block_plan((C, H, W), budget_bytes(memory_budget))
+    try:
+        budget = budget_bytes(memory_budget)
+    except ValueError as exc:  # a budget that cannot be read: say so as the export's error
+        raise ExportError(str(exc)) from exc
+    channels, rows = _block_plan((C, H, W), budget)
     if channels >= side["c"]:  # whole chunks, so that no chunk is written twice
         channels = channels // side["c"] * side["c"]
     planes = list(np.ndindex(*lead_shape))
