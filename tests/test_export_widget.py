@@ -262,3 +262,32 @@ def test_a_sheared_layer_keeps_its_shear_in_the_metadata(placed, tmp_path):
         (path,) = na.export_activation_layer(placed, tmp_path)
     meta = zarr.open_group(str(path), mode="r").attrs.asdict()["napari_activations"]
     assert meta["napari_transform"]["shear"] == [0.0, 0.0, 0.25]
+
+
+def test_a_second_export_waits_and_closing_mid_export_breaks_nothing(
+    viewer, placed, tmp_path, qtbot, monkeypatch, notifications
+):
+    """A second export while one runs is refused plainly; closing the widget mid-export stops
+    it, removes the half-written image and raises nothing (its row is gone)."""
+    import napari_activations._export_widget as export_widget
+
+    widget, row = _row(viewer)
+    real = export_widget.iter_export_activation_layer
+
+    def slow(*args, **kwargs):  # many small blocks, so that the export is still running
+        return real(*args, **kwargs, memory_budget=20_000)
+
+    monkeypatch.setattr(export_widget, "iter_export_activation_layer", slow)
+    row.export(placed, str(tmp_path))
+    first = row.worker
+    with qtbot.waitSignal(first.yielded, timeout=30_000):  # writing has begun
+        pass
+    row.export(placed, str(tmp_path / "second"))
+    assert row.worker is first
+    assert ("error", "An export is running: wait for it, or cancel it, first.") in notifications
+    viewer.window.remove_dock_widget(widget)
+    widget.deleteLater()
+    qtbot.waitUntil(lambda: not first.is_running, timeout=30_000)
+    qtbot.wait(100)
+    assert os.listdir(tmp_path) == []
+    assert not [n for n in notifications if n[0] == "error" and "export is running" not in n[1]]

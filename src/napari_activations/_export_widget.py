@@ -49,6 +49,9 @@ class ExportRow(QWidget):
         self.button = QPushButton("Export…")
         self.button.setToolTip("Save the selected activation layer as OME-Zarr in a folder.")
         self.button.clicked.connect(self.on_click)
+        # Closed with its widget mid-export: stop, remove the half-written image, touch nothing.
+        # A lambda, not a method: it must run while the row is being destroyed.
+        self.destroyed.connect(lambda *_: self._run is not None and self._run.detach())
         row = QHBoxLayout(self)
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(self.kind_combo)
@@ -92,6 +95,11 @@ class ExportRow(QWidget):
 
     def export(self, layer: Any, folder: str, kinds: tuple[str, ...] | None = None) -> None:
         """Save ``layer`` in ``folder`` in a worker (``kinds`` default: the chooser's)."""
+        if self._run is not None:
+            from napari.utils.notifications import show_error
+
+            show_error("An export is running: wait for it, or cancel it, first.")
+            return
         remember(EXPORT_FOLDER, folder)
         kinds = kinds or self.kind_combo.currentData()
         self._run = BackgroundRun(
