@@ -258,3 +258,16 @@ def test_a_ranking_is_cleared_when_the_image_or_the_region_changes(
         assert len(widget.ranked_classes()) == 5
         change()
         assert widget.ranked_classes() == []
+
+
+def test_a_ranking_that_arrives_after_the_region_changed_is_dropped(
+    viewer, widget, face_layer, region, qtbot
+):
+    viewer.add_shapes([[[0, 0], [0, 20], [20, 20], [20, 0]]], name="corner")
+    widget.region.region_combo.setCurrentText("nose box")
+    widget.rank_in_region()
+    assert not widget.region.rank_button.isEnabled()  # busy: one ranking at a time
+    widget.region.region_combo.setCurrentText("corner")  # before the result is delivered
+    wait(qtbot, widget)
+    assert widget.ranked_classes() == []  # the nose box's ranking is not shown for the corner
+    assert widget.region.rank_button.isEnabled()

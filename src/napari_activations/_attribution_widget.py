@@ -165,8 +165,8 @@ class AttributionWidget(RunOutcome, QWidget):
         return self._run.worker if self._run is not None else None
 
     def _set_busy(self, busy: bool, message: str = "Ready.") -> None:
-        self.run_button.setEnabled(not busy)
-        self.top5_button.setEnabled(not busy)
+        for button in (self.run_button, self.top5_button, self.region.rank_button):
+            button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
         self.status_label.setText(message)
 
@@ -281,13 +281,13 @@ class AttributionWidget(RunOutcome, QWidget):
         """Rank every class by its Grad-CAM inside the region (in a worker) and list the top 5."""
         if self.busy or self._no_image():
             return
-        region = self.region.required_region()
-        if region is None:
+        if (region := self.region.required_region()) is None:
             return
         source = self.selected_image()
+        self.region.expect_ranking()  # shown only if image and region stay as they are
         gen = rank_classes_for_image_layer(self._network, source, region, 5, weights=self._weights)
         self._start(gen, self._on_ranked, f"Ranking classes in {region.name!r}…")
 
     def _on_ranked(self, result: Any) -> None:
-        self.region.show_ranking(result)
-        self._outcome = f"Strongest class in the region: {result[0][1]}."
+        if self.region.show_ranking(result):
+            self._outcome = f"Strongest class in the region: {result[0][1]}."

@@ -78,6 +78,7 @@ class RegionSection(QGroupBox):
         layout.addWidget(self.region_check)
         layout.addWidget(self.rank_button)
         layout.addWidget(self.rank_table)
+        self._expected = False  # a ranking is on its way for the current image and region
         self.rank_table.cellClicked.connect(self._row_clicked)
         # A ranking belongs to one image and one region: another choice makes it stale.
         self.region_combo.currentTextChanged.connect(self.clear_ranking)
@@ -130,17 +131,26 @@ class RegionSection(QGroupBox):
             self.region_combo.setCurrentText(name)
         self.region_check.setChecked(name is not None)
 
-    def show_ranking(self, result: list[tuple[int, str, float]]) -> None:
-        """List ``(index, name, score)`` rows, strongest first."""
+    def show_ranking(self, result: list[tuple[int, str, float]]) -> bool:
+        """List ``(index, name, score)`` rows, strongest first, unless the image or region
+        changed since the ranking started."""
+        if not self._expected:
+            return False
         self.rank_table.setRowCount(len(result))
         for row, (index, name, score) in enumerate(result):
             item = QTableWidgetItem(name)
             item.setData(256, index)  # Qt.UserRole
             self.rank_table.setItem(row, 0, item)
             self.rank_table.setItem(row, 1, QTableWidgetItem(f"{score:.4g}"))
+        return True
+
+    def expect_ranking(self) -> None:
+        """A ranking of the current image and region is on its way."""
+        self._expected = True
 
     def clear_ranking(self, *_: Any) -> None:
-        """Empty the table (its ranking was of another image or region)."""
+        """Empty the table, and drop a ranking on its way: it is of another image or region."""
+        self._expected = False
         self.rank_table.setRowCount(0)
 
     def ranked_classes(self) -> list[str]:
