@@ -10,6 +10,7 @@ result to :func:`~napari_activations._napari_layers.add_activation_layer`, exact
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtWidgets import (
@@ -126,7 +127,8 @@ class ActivationsWidget(RunOutcome, QWidget):
         """Stop computing, and stop listening to a viewer that outlives the widget."""
         if self._run is not None:
             self._run.detach()
-        self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
+        with contextlib.suppress(RuntimeError, TypeError, ValueError):  # the viewer is gone
+            self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
 
     def refresh_images(self, event: Any = None) -> None:
         """Offer the viewer's Image layers, keeping the current choices where they still exist."""

@@ -122,6 +122,7 @@ class _Truncated:
 
         import torch
 
+        from ..compute import drain
         from .torch_backend import forward
 
         model = copy.deepcopy(net.model).to("cpu")
@@ -141,12 +142,7 @@ class _Truncated:
                 self.model = model
 
             def forward(self, x: torch.Tensor) -> torch.Tensor:
-                walk = forward(self.model, x, info)
-                while True:
-                    try:
-                        next(walk)
-                    except StopIteration as stop:
-                        return stop.value
+                return drain(forward(self.model, x, info))
 
         return Truncated().eval()
 
@@ -201,6 +197,7 @@ def _check_against_torch(session: Any, net: Network, info: LayerInfo) -> None:
     """Raise :class:`ExportError` unless the session matches torch on two odd-sized inputs."""
     import torch
 
+    from ..compute import drain
     from .torch_backend import forward
 
     rng = np.random.default_rng(0)
@@ -212,12 +209,7 @@ def _check_against_torch(session: Any, net: Network, info: LayerInfo) -> None:
         normalised = ((x - mean) / std).astype(np.float32)
         with torch.inference_mode():
             walk = forward(net.model, torch.from_numpy(normalised).to(net.device), info)
-            while True:
-                try:
-                    next(walk)
-                except StopIteration as stop:
-                    want = stop.value.to("cpu", torch.float32).numpy()
-                    break
+            want = drain(walk).to("cpu", torch.float32).numpy()
         try:
             got = session.run(None, {"input": x})[0]
         except Exception as exc:
