@@ -21,10 +21,8 @@ from typing import TYPE_CHECKING, Any
 from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -41,7 +39,7 @@ from ._qt.attribution_region import RegionSection
 from ._qt.class_choice import ClassChoice
 from ._qt.layer_choice import input_images, refill_combo
 from ._qt.network_tab import top_classes
-from ._qt.worker import BackgroundRun, RunOutcome
+from ._qt.worker import BackgroundRun, RunOutcome, run_layout
 from .compute import Progress
 
 if TYPE_CHECKING:
@@ -102,13 +100,7 @@ class AttributionWidget(RunOutcome, QWidget):
         form.addRow("Image", self.image_combo)
         self.classes.add_rows(form)
         self.method.add_rows(form)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.status_label)
+        layout = run_layout(self, form)
         self.region = RegionSection(self.viewer, self.set_target, self.image_combo)
         self.region.rank_button.clicked.connect(self.rank_in_region)
         layout.addWidget(self.region)

@@ -15,10 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from qtpy.QtWidgets import (
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -30,7 +28,7 @@ from ._qt.layer_choice import input_images
 from ._qt.network_layer_choice import NetworkLayerChoice
 from ._qt.run_options import RunOptions
 from ._qt.weights_choice import WeightsChoice, describe_weights
-from ._qt.worker import BackgroundRun, RunOutcome
+from ._qt.worker import BackgroundRun, RunOutcome, run_layout
 from .compute import network_input_size
 from .layers import LayerInfo
 
@@ -103,13 +101,7 @@ class ActivationsWidget(RunOutcome, QWidget):
         form.addRow("Network layer", self.layer_combo)
         self.options.add_rows(form)
         self.weights_choice.add_rows(form)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.status_label)
+        layout = run_layout(self, form)
         layout.addWidget(self.export_row)
         layout.addStretch(1)
 

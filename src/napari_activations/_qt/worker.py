@@ -32,7 +32,15 @@ from ..export import ExportError
 from ..layers import UnknownLayerError
 from ..network import DeviceUnavailableError, WeightsError
 
-__all__ = ["RunOutcome", "USER_ERRORS", "BackgroundRun", "Failure", "call_as_steps", "guarded"]
+__all__ = [
+    "run_layout",
+    "RunOutcome",
+    "USER_ERRORS",
+    "BackgroundRun",
+    "Failure",
+    "call_as_steps",
+    "guarded",
+]
 
 # Errors whose message is written for users: shown as they are. Anything else is a bug.
 USER_ERRORS: tuple[type[Exception], ...] = (
@@ -86,6 +94,21 @@ def _show_cancelled() -> None:
     from napari.utils.notifications import show_info
 
     show_info("Computation cancelled; nothing was added.")
+
+
+def run_layout(widget: Any, form: Any) -> Any:
+    """The layout of a widget that runs work: its ``form``, a row of its ``run_button`` and
+    ``cancel_button``, then its ``status_label``; returned so that more can be added."""
+    from qtpy.QtWidgets import QHBoxLayout, QVBoxLayout
+
+    buttons = QHBoxLayout()
+    buttons.addWidget(widget.run_button)
+    buttons.addWidget(widget.cancel_button)
+    layout = QVBoxLayout(widget)
+    layout.addLayout(form)
+    layout.addLayout(buttons)
+    layout.addWidget(widget.status_label)
+    return layout
 
 
 class RunOutcome:
