@@ -58,6 +58,9 @@ def test_aligned_stack_reads_back_equal_with_its_placement_and_metadata(
         "stride": 4,
         "offset": 3.0,
         "receptive_field": 23,
+        "aligned": True,
+        "note": "",
+        "source": "table",
         "native_shape": list(stack.native.shape),
     }
     assert meta["input_scale"] == [1.0, 1.0]

@@ -101,6 +101,7 @@ def test_run_on_the_face_sample(viewer, qtbot, face_layer, widget, notifications
         "channels": 64,
         "after_relu": False,
         "block": "conv1",
+        "network": "squeezenet1_1",
     }
     assert meta["weights"]["trained"] is False
     # Starts at the strongest channel, with that channel's own (zero-centred) contrast.

@@ -41,7 +41,10 @@ def axis_map(
     if info.is_global or n_act == 1:
         zeros = np.zeros(y.shape, dtype=np.intp)
         return AxisMap(zeros, zeros, np.zeros(y.shape, dtype=np.float32))
-    t = ((y + 0.5) * scale - 0.5 - info.offset) / info.stride
+    if not info.aligned:  # no single grid: stretched over the image
+        t = (y + 0.5) * n_act / n_out - 0.5
+    else:
+        t = ((y + 0.5) * scale - 0.5 - info.offset) / info.stride
     t = np.clip(t, 0.0, n_act - 1)
     lo = np.floor(t).astype(np.intp)
     hi = np.minimum(lo + 1, n_act - 1)
@@ -60,7 +63,7 @@ def interior(info: LayerInfo, n_act: int, n_input: int | None = None) -> slice:
     Layers without padding (``conv1``) and global layers keep every pixel; so does an axis too
     short to have an inside at all.
     """
-    if info.is_global or n_act < 1:
+    if info.is_global or not info.aligned or n_act < 1:
         return slice(0, n_act)
     half = (info.receptive_field - 1) / 2
     first = max(0, math.ceil((half - info.offset) / info.stride - 1e-9))
@@ -115,6 +118,8 @@ def _on_integer_grid(
     return (
         scale == (1.0, 1.0)
         and not info.is_global
+        and info.aligned
+        and float(info.stride).is_integer()
         and min(hw) > 1
         and float(info.offset).is_integer()
         and info.offset < min(HW)

@@ -19,10 +19,12 @@ import numpy as np
 from . import backends
 from .alignment import AlignedActivations
 from .backends import torch_backend
-from .layers import LayerInfo, find_layer, minimum_input_size, output_size
+from .layers import LayerInfo, minimum_input_size, output_size
 from .tiling import (
+    can_tile,
     choose_tile,
     estimate_forward_bytes,
+    forward_bytes_per_pixel,
     forward_layer,
     global_pool,
     plan_axis,
@@ -259,13 +261,22 @@ def plane_tensor(
     import torch.nn.functional as F
 
     p = np.asarray(plane)
+    c = net.in_channels
     if colour:
-        p = p[..., :3]
-    src = p.transpose(2, 0, 1) if colour else p[np.newaxis]  # (3 or 1, H, W), a view
-    x = _input_buffer((1, 3) + src.shape[-2:])
+        p = p[..., :3] if c == 3 else p
+        src = p.transpose(2, 0, 1)  # (channels, H, W), a view
+    else:
+        src = p[np.newaxis]  # (1, H, W): broadcast to the network's channels
+    if src.shape[0] not in (1, c):
+        raise ImageError(
+            f"{net.title} takes {c} input channel{'s' if c != 1 else ''}; this image has "
+            f"{src.shape[0]}. Pass a single-channel (gray) image{' or RGB' if c == 3 else ''}"
+            f"{f', or {c} channels along the last axis with rgb=True' if c in (3, 4) else ''}."
+        )
+    x = _input_buffer((1, c) + src.shape[-2:])
     out = x.numpy()[0]
-    mean = np.array(net.mean, dtype=np.float64).reshape(3, 1, 1)
-    std = np.array(net.std, dtype=np.float64).reshape(3, 1, 1)
+    mean = np.array(net.mean, dtype=np.float64).reshape(c, 1, 1)
+    std = np.array(net.std, dtype=np.float64).reshape(c, 1, 1)
     if bounds is None and not normalise:  # uint8 by 255
         np.multiply(src, np.float32(1.0 / 255.0), out=out)
     elif bounds is None:  # uint8 by 255: x = v / (255 std) - mean / std
@@ -387,7 +398,9 @@ class _Request:
             return self.runner(info).run(x)
 
         return (
-            yield from _inference_steps(tiled_forward(run, region, self.size, self.info, self.tile))
+            yield from _inference_steps(
+                tiled_forward(run, region, self.size, self.info, self.tile, self.net.model)
+            )
         )
 
     def compute_plane(self, idx: tuple[int, ...]) -> np.ndarray:
@@ -423,7 +436,7 @@ def _make_request(
     backend: str | None = "auto",
     precision: str | None = "float32",
 ) -> _Request:
-    info = find_layer(layer)
+    info = net.find_layer(layer)
     backend = backends.resolve_backend(backend, net.device)
     precision = backends.check_precision(precision, net.device, backend)
     if not (
@@ -454,7 +467,9 @@ def _make_request(
     else:
         if not isinstance(tile, (int, np.integer)) or tile < 1:
             raise ImageError(f"tile must be a positive number of pixels; got {tile!r}.")
-        tile = int(tile)
+        # a layer without a single grid (or a global one without a context layer) is one
+        # forward pass: its tiles would not fit together
+        tile = int(tile) if can_tile(info) else None
     bounds = _intensity_bounds(image, intensity_range, colour)
     return _Request(net, image, info, lead, hw, colour, size, bounds, tile, backend, precision)
 
@@ -552,7 +567,7 @@ def _tile_task(
     """
     import torch
 
-    runner = backends.prepare(net, find_layer(layer), backend, precision)
+    runner = backends.prepare(net, net.find_layer(layer), backend, precision)
     with torch.inference_mode():
         x = plane_tensor(
             region, colour, bounds, net, tuple(region.shape[:2]), normalise=runner.normalised_input
@@ -576,7 +591,7 @@ def _plane_task(
     req = _Request(
         net,
         plane,
-        find_layer(layer),
+        net.find_layer(layer),
         (),
         tuple(plane.shape[:2]),
         colour,
@@ -600,7 +615,7 @@ def _dask_activations(req: _Request) -> Any:
     planes = []
     for idx in np.ndindex(*req.lead) if req.lead else [()]:
         plane = req.image[idx] if idx else req.image
-        if req.size != req.hw:
+        if req.size != req.hw or geo.is_global or not geo.aligned:  # one chunk per plane
             d = dask.delayed(_plane_task, pure=True)(
                 req.net,
                 plane,
@@ -640,7 +655,7 @@ def _dask_activations(req: _Request) -> Any:
                 )
             grid.append(line)
         native = da.block(grid)
-        planes.append(global_pool(native, info) if info.is_global else native)
+        planes.append(global_pool(native, info, req.net.model) if info.is_global else native)
     out = planes[0] if not req.lead else da.stack(planes).reshape(req.native_shape)
     return out
 
@@ -754,7 +769,9 @@ def _check_memory(req: _Request, planes: int, budget: int | str | None) -> None:
         return
     C, h, w = req.native_shape[-3:]
     result = planes * C * h * w * 4
-    need = result + min(estimate_forward_bytes(*req.size), budget_bytes(budget))
+    need = result + min(
+        estimate_forward_bytes(*req.size, forward_bytes_per_pixel(req.info)), budget_bytes(budget)
+    )
     if need <= available:
         return
     scale = math.floor(100 * math.sqrt(available / 2 / need) * req.scale[0]) / 100
@@ -888,10 +905,26 @@ def classify(
     if min(hw) == 0:
         raise ImageError(f"The image is empty (shape {tuple(image.shape)}).")
     bounds = _intensity_bounds(image, intensity_range, colour)
-    size = (NETWORK_INPUT_SIZE, NETWORK_INPUT_SIZE)
+    if not net.categories:
+        raise ImageError(
+            f"{net.title} has no categories: it is not a classifier, or its categories were "
+            "not given (load_network(..., categories=[...]))."
+        )
+    size = (net.arch.input_size, net.arch.input_size)
     with torch.inference_mode():
         x = plane_tensor(image, colour, bounds, net, size)
-        prob = drain(torch_backend.forward(net.model, x, find_layer("prob")))[0, :, 0, 0].cpu()
+        if net.arch.name == "squeezenet1_1":
+            prob = drain(torch_backend.forward(net.model, x, net.find_layer("prob")))
+            prob = prob[0, :, 0, 0].cpu()
+        else:
+            logits = net.model(x)
+            logits = logits[0] if isinstance(logits, (tuple, list)) else logits
+            prob = torch.softmax(logits.reshape(-1).float(), dim=0).cpu()
+        if prob.numel() != len(net.categories):
+            raise ImageError(
+                f"{net.title} gives {prob.numel()} scores but has {len(net.categories)} "
+                "categories; give one category per output."
+            )
         k = max(1, min(int(top), prob.numel()))
         values, indices = torch.topk(prob, k)
     return [
@@ -940,7 +973,10 @@ def network_input(
             "image[0]."
         )
     if req.tile is not None:
-        most = math.sqrt(budget_bytes(memory_budget) / estimate_forward_bytes(1, 1))
+        most = math.sqrt(
+            budget_bytes(memory_budget)
+            / estimate_forward_bytes(1, 1, forward_bytes_per_pixel(req.info))
+        )
         advice = min(1.0, math.floor(100 * most / max(req.hw)) / 100)
         raise ImageError(
             f"The network would see {req.size[0]}x{req.size[1]} pixels, more than one forward "

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
@@ -38,7 +38,8 @@ class UnknownLayerError(KeyError, ValueError):
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """One layer of SqueezeNet v1.1.
+    """One layer of a network (SqueezeNet v1.1's table here; other networks' tables are
+    derived from their graphs by :mod:`napari_activations.architecture`).
 
     Attributes
     ----------
@@ -58,7 +59,26 @@ class LayerInfo:
     after_relu : bool
         True if the values are non-negative by construction (after a ReLU or of ReLU outputs).
     block : str
-        Group for menus: ``"conv1"``, ``"pool1"``, ``"fire2"``, ..., ``"classifier"``.
+        Group for menus: ``"conv1"``, ``"pool1"``, ``"fire2"``, ..., ``"classifier"`` (for
+        other networks: the top-level module, e.g. ``"layer3"``).
+    network : str
+        The network it belongs to: ``"squeezenet1_1"``, ``"resnet50"``, ``"module:UNet"``.
+    aligned : bool
+        False where the layer has no single grid over the image (branches with different S or
+        O merged, adaptive pooling to several pixels): shown stretched over the image.
+    note : str
+        Why a layer is not aligned, or ``""``.
+    unit : int or None
+        Tiles of this layer start at multiples of this many input pixels (the least common
+        multiple of the strides on the way, so a tile's grid is the image's, shifted by whole
+        pixels). None: the stride.
+    global_context : bool
+        Also depends on the whole image through a global gate (squeeze-and-excitation).
+    op : str
+        What the layer computes (``"Conv2d"``, ``"add"``, ...), where derived from a graph.
+    geometry_source : str
+        ``"table"`` (SqueezeNet's hand-checked table), ``"traced"`` (derived from the graph)
+        or ``"measured"`` (gradients, for models that cannot be traced).
     """
 
     name: str
@@ -69,6 +89,14 @@ class LayerInfo:
     receptive_field: int | None
     after_relu: bool
     block: str
+    network: str = "squeezenet1_1"
+    aligned: bool = True
+    note: str = ""
+    unit: int | None = None
+    global_context: bool = False
+    op: str = ""
+    geometry_source: str = "table"
+    arch: Any = field(default=None, compare=False, repr=False, hash=False)
 
     def metadata(self) -> dict[str, dict[str, Any]]:
         """Plain, JSON-able ``{"layer": ..., "geometry": ...}``: what an activation layer's
@@ -80,22 +108,35 @@ class LayerInfo:
                 "channels": self.channels,
                 "after_relu": self.after_relu,
                 "block": self.block,
+                "network": self.network,
             },
             "geometry": {
                 "stride": self.stride,
                 "offset": self.offset,
                 "receptive_field": self.receptive_field,
+                "aligned": self.aligned,
+                "note": self.note,
+                "source": self.geometry_source,
             },
         }
 
     @property
+    def tile_unit(self) -> int:
+        """Tiles start at multiples of this many input pixels (see ``unit``)."""
+        if self.unit is not None:
+            return int(self.unit)
+        return max(1, math.ceil(self.stride)) if self.stride is not None else 1
+
+    @property
     def is_global(self) -> bool:
         """True for layers whose single pixel sees the whole image (``pool10``, ``prob``)."""
-        return self.stride is None
+        return self.stride is None and self.aligned
 
     @property
     def index(self) -> int:
-        """Position in :data:`LAYERS` (network order)."""
+        """Position in its network's layer table (network order)."""
+        if self.arch is not None:
+            return self.arch.index(self)
         return _INDEX[self.name]
 
 
@@ -256,9 +297,12 @@ def _size_after(n: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
 def output_size(layer: str | LayerInfo, height: int, width: int) -> tuple[int, int]:
     """Spatial size ``(h, w)`` of ``layer``'s activation for an input of ``height x width``.
 
-    Returns ``(0, 0)`` where the input is too small for the layer.
+    Returns ``(0, 0)`` where the input is too small for the layer. ``layer`` may be a row of
+    any network (its own network computes the size); a name is SqueezeNet's.
     """
     info = find_layer(layer)
+    if info.arch is not None:
+        return info.arch.output_size(info, height, width)
     sizes = []
     for n in (int(height), int(width)):
         for k, s, p, c in _spatial_ops(info):
@@ -274,6 +318,8 @@ def output_size(layer: str | LayerInfo, height: int, width: int) -> tuple[int, i
 def minimum_input_size(layer: str | LayerInfo) -> int:
     """Smallest image side (pixels) for which ``layer`` has at least one activation pixel."""
     info = find_layer(layer)
+    if info.arch is not None:
+        return info.arch.minimum_input_size(info)
     n = 1
     while output_size(info, n, n)[0] < 1:
         n += 1

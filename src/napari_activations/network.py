@@ -1,12 +1,20 @@
-"""Loading SqueezeNet v1.1 with its weights: the built-in reference weights (the original Caffe
-release behind MATLAB's ``squeezenet``), torchvision's download, a local file, or random.
+"""Loading networks with their weights.
 
-The network is built once per (weights, device) and cached, so the widget and scripts that
-call :func:`load_squeezenet` repeatedly never rebuild it.
+- :func:`load_squeezenet`: SqueezeNet v1.1, the default network, with the built-in reference
+  weights (the original Caffe release behind MATLAB's ``squeezenet``), torchvision's
+  download, a local file, or random.
+- :func:`load_network`: any of :func:`list_networks` (SqueezeNet and torchvision's
+  classification CNNs, by torchvision's builder names) or the user's own ``torch.nn.Module``.
+
+A network is built once per (network, weights, device) and cached, so the widget and scripts
+that load it repeatedly never rebuild it. What a network *is* (layers, geometry, sizes, how to
+run it up to a layer) is its :attr:`Network.arch` (:mod:`napari_activations.architecture`).
 """
 
 from __future__ import annotations
 
+import copy
+import difflib
 import hashlib
 import os
 import pickle
@@ -17,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .layers import LAYERS, LayerInfo
+from .architecture import SQUEEZENET, Architecture, GraphArchitecture
+from .layers import LayerInfo
 
 if TYPE_CHECKING:
     import torch
@@ -25,6 +34,9 @@ if TYPE_CHECKING:
 __all__ = [
     "Network",
     "load_squeezenet",
+    "load_network",
+    "list_networks",
+    "NETWORK_TITLES",
     "resolve_device",
     "default_weights_path",
     "builtin_weights_path",
@@ -71,59 +83,94 @@ class WeightsUnavailableError(WeightsError):
 
 @dataclass(eq=False)
 class Network:
-    """A SqueezeNet v1.1 ready for inference, with what is known about its weights.
+    """A network ready for inference, with what is known about its weights.
 
     Attributes
     ----------
     model : torch.nn.Module
-        torchvision ``SqueezeNet`` in eval mode, on :attr:`device`.
+        The model in eval mode, on :attr:`device` (torchvision's ``SqueezeNet`` for the
+        default network).
     weights : str
-        Which weights: ``"caffe"`` (built in), ``"torchvision"``, ``"file:<file name>"`` or
-        ``"random"``. Never a machine path.
+        Which weights: ``"caffe"`` (built in), ``"torchvision"``, a torchvision weights name
+        (``"IMAGENET1K_V2"``), ``"file:<file name>"``, ``"module"`` (a model given as it is)
+        or ``"random"``. Never a machine path.
     trained : bool
         False for random weights: their activations mean nothing.
-    categories : list of str
-        The 1000 ImageNet class names, in output order.
+    categories : list of str or None
+        Class names in output order (ImageNet's 1000 for the built-in networks), or None for
+        a model that is not a classifier or did not say.
     device : torch.device
     sha256 : str or None
         Hash of the weights file, where there is one.
+    mean, std : tuple of float
+        Per input channel: the network sees ``(x - mean) / std`` for intensities ``x`` in
+        [0, 1] (ImageNet's for the built-in networks; 0 and 1 for a model that declares none).
     source : str or None
-        The ``weights`` argument of :func:`load_squeezenet` that loads these weights again
-        (for a file, its resolved path; kept out of the description and layer metadata).
+        The ``weights`` argument that loads these weights again (for a file, its resolved
+        path; kept out of the description and layer metadata).
+    arch : Architecture
+        Layers, geometry, sizes and how to run the network up to a layer.
     """
 
     model: Any
     weights: str
     trained: bool
-    categories: list[str]
+    categories: list[str] | None
     device: Any
     sha256: str | None = None
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
     source: str | None = field(default=None, repr=False)
+    arch: Architecture = field(default=SQUEEZENET, repr=False)
+
+    @property
+    def name(self) -> str:
+        """The network's short name (``"squeezenet1_1"``, ``"resnet50"``, ``"module:UNet"``)."""
+        return self.arch.name
+
+    @property
+    def title(self) -> str:
+        """The network's name for people (``"SqueezeNet v1.1"``, ``"ResNet-50"``)."""
+        return self.arch.title
 
     @property
     def layers(self) -> tuple[LayerInfo, ...]:
-        """The layer table, in network order (see :data:`napari_activations.LAYERS`)."""
-        return LAYERS
+        """The layer table, in network order: rows with ``name``, ``channels``, ``stride``,
+        ``offset``, ``receptive_field``, ``after_relu``, ``aligned`` (see
+        :class:`~napari_activations.LayerInfo`)."""
+        return self.arch.layers
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels the network takes (3 for RGB networks)."""
+        return self.arch.in_channels
+
+    def find_layer(self, layer: str | LayerInfo) -> LayerInfo:
+        """The row of one of this network's layers, by name (case-insensitive)."""
+        return self.arch.find_layer(layer)
 
     @property
     def description(self) -> str:
-        """One line for people: the weights and the device."""
+        """One line for people: the network, the weights and the device."""
+        title = self.arch.title
         if not self.trained:
             return (
-                f"SqueezeNet v1.1 with RANDOM, UNTRAINED weights on {self.device} "
+                f"{title} with RANDOM, UNTRAINED weights on {self.device} "
                 "(for tests only: its activations mean nothing)"
             )
         if self.weights == "caffe":
             what = "original Caffe ImageNet weights (MATLAB's, built in)"
         elif self.weights == "torchvision":
             what = "torchvision's ImageNet weights (IMAGENET1K_V1)"
-        else:
+        elif self.weights == "module":
+            what = "its own weights"
+        elif self.weights.startswith("file:"):
             what = f"weights from {self.weights.removeprefix('file:')}"
             if self.sha256:
                 what += f" (sha256 {self.sha256[:12]})"
-        return f"SqueezeNet v1.1, {what}, on {self.device}"
+        else:
+            what = f"torchvision's weights {self.weights}"
+        return f"{title}, {what}, on {self.device}"
 
     def __repr__(self) -> str:
         return f"<Network: {self.description}>"
@@ -133,6 +180,7 @@ class Network:
         # walk every weight tensor, once per chunk (seconds for a graph of a few hundred).
         return (
             "napari_activations.Network",
+            self.arch.name,
             self.weights,
             self.sha256,
             str(self.device),
@@ -141,8 +189,16 @@ class Network:
 
     def __reduce__(self):
         # Pickled as how to load it, not as tensors: a dask worker loads (and caches) its own
-        # copy, so a graph that names this network stays small.
-        return (_load_pickled, (self.source, self.device.type))
+        # copy, so a graph that names this network stays small. A user's model has no other
+        # way to be loaded again, so it travels as itself.
+        if self.arch is SQUEEZENET:
+            return (_load_pickled, (self.source, self.device.type))
+        if self.arch.name in NETWORK_TITLES:
+            return (_load_pickled_named, (self.arch.name, self.source, self.device.type))
+        return (
+            _module_network,
+            (self.model, self.weights, self.trained, self.categories, self.mean, self.std),
+        )
 
 
 _CACHE: dict[tuple, Network] = {}
@@ -305,7 +361,7 @@ def _read_builtin() -> dict:
     return {k: v.float() for k, v in state.items()}
 
 
-def _apply_state_dict(model: Any, state: dict, source: str) -> None:
+def _apply_state_dict(model: Any, state: dict, source: str, title: str = "SqueezeNet 1.1") -> None:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -320,7 +376,8 @@ def _apply_state_dict(model: Any, state: dict, source: str) -> None:
         if not detail:
             detail.append("tensor shapes differ")
         raise WeightsError(
-            f"{source} is not a SqueezeNet 1.1 state_dict: {'; '.join(detail)}."
+            f"{source} is not a {title} state_dict: {'; '.join(detail)}. Load it with the "
+            "network it was saved from."
         ) from exc
 
 
@@ -536,3 +593,344 @@ def _load_pickled(weights: str | None, device: str) -> Network:
         return load_squeezenet(weights, device=device, progress=False)
     except ValueError:
         return load_squeezenet(weights, device="cpu", progress=False)
+
+
+def _load_pickled_named(name: str, weights: str | None, device: str) -> Network:
+    try:
+        return load_network(name, weights, device=device, progress=False)
+    except ValueError:
+        return load_network(name, weights, device="cpu", progress=False)
+
+
+def _module_network(model, weights, trained, categories, mean, std) -> Network:
+    net = load_network(model, device="cpu", categories=categories, mean=mean, std=std)
+    net.weights, net.trained = weights, trained
+    return net
+
+
+# --- any network -----------------------------------------------------------------------------
+
+NETWORK_TITLES: dict[str, str] = {
+    "squeezenet1_1": "SqueezeNet v1.1",
+    "alexnet": "AlexNet",
+    "vgg16": "VGG-16",
+    "resnet18": "ResNet-18",
+    "resnet50": "ResNet-50",
+    "googlenet": "GoogLeNet",
+    "inception_v3": "Inception v3",
+    "mobilenet_v2": "MobileNet v2",
+    "mobilenet_v3_large": "MobileNet v3 (large)",
+    "mobilenet_v3_small": "MobileNet v3 (small)",
+    "efficientnet_b0": "EfficientNet-B0",
+    "densenet121": "DenseNet-121",
+    "convnext_tiny": "ConvNeXt-Tiny",
+    "regnet_y_400mf": "RegNetY-400MF",
+}
+"""The networks :func:`load_network` knows by name (torchvision's builder names), with their
+names for people. SqueezeNet v1.1 first: the default."""
+
+_ALIASES = {"squeezenet": "squeezenet1_1", "squeezenet1.1": "squeezenet1_1"}
+_INCEPTIONS = ("googlenet", "inception_v3")
+_ARCH_CACHE: dict[str, Architecture] = {}
+_ARCH_LOCK = threading.Lock()
+
+
+def list_networks() -> list[str]:
+    """Names :func:`load_network` accepts, SqueezeNet v1.1 (the default) first.
+
+    torchvision's classification CNNs, by their builder names (``"resnet50"``); their titles
+    are in :data:`NETWORK_TITLES`. Any ``torch.nn.Module`` is accepted as well.
+    """
+    return list(NETWORK_TITLES)
+
+
+def _network_name(name: str) -> str:
+    key = name.strip().lower().replace("-", "_")
+    key = _ALIASES.get(key, key)
+    if key not in NETWORK_TITLES:
+        close = difflib.get_close_matches(key, list(NETWORK_TITLES), 3, 0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(
+            f"Unknown network {name!r}.{hint} See napari_activations.list_networks(), or "
+            "pass your own torch.nn.Module."
+        )
+    return key
+
+
+def _builder_kwargs(name: str, trained: bool) -> dict:
+    if name in _INCEPTIONS:
+        # As torchvision builds them with pretrained weights: the input conversion of the
+        # original release inside, no auxiliary classifiers (eval mode never runs them).
+        return {"aux_logits": False, "transform_input": True, "init_weights": not trained}
+    return {}
+
+
+def _tv_weights_enum(name: str) -> Any:
+    from torchvision.models import get_model_weights
+
+    return get_model_weights(name)
+
+
+def torchvision_architecture(name: str) -> Architecture:
+    """The architecture of torchvision's ``name``, derived once (from a weightless copy)."""
+    import torch
+    from torchvision.models import get_model
+
+    name = _network_name(name)
+    if name == "squeezenet1_1":
+        return SQUEEZENET
+    with _ARCH_LOCK:
+        arch = _ARCH_CACHE.get(name)
+        if arch is None:
+            with torch.device("meta"):
+                model = get_model(name, weights=None, **_builder_kwargs(name, True))
+            crop = _tv_weights_enum(name).DEFAULT.transforms.keywords.get("crop_size", 224)
+            arch = GraphArchitecture(model, name, NETWORK_TITLES[name], input_size=int(crop))
+            _ARCH_CACHE[name] = arch
+    return arch
+
+
+def _tv_weights(name: str, weights: Any) -> Any:
+    """torchvision's weights entry that ``weights`` names, or None if it names none."""
+    enum = _tv_weights_enum(name)
+    if isinstance(weights, enum):
+        return weights
+    if not isinstance(weights, str):
+        return None
+    key = weights.strip()
+    if key.upper() in ("DEFAULT", "TORCHVISION"):
+        return enum.DEFAULT
+    for member in enum:
+        if member.name.lower() == key.lower():
+            return member
+    return None
+
+
+def _download(entry: Any, title: str, progress: bool) -> tuple[dict, Path]:
+    """torchvision's state_dict of ``entry``: from the hub cache, else downloaded into it."""
+    import torch
+
+    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(entry.url)
+    if path.is_file():
+        return _read_state_dict(path), path
+    try:
+        return entry.get_state_dict(progress=progress, check_hash=True, weights_only=True), path
+    except Exception as exc:  # urllib, ssl, socket, hash check
+        if path.is_file():
+            return _read_state_dict(path), path
+        raise WeightsUnavailableError(
+            f"Could not get torchvision's pretrained {title} weights "
+            f"({type(exc).__name__}: {exc}).\n"
+            f"  URL: {entry.url}\n"
+            f"  A file downloaded by hand is picked up at: {path}\n"
+            "  Or pass weights='path/to/file.pth', or weights=None for random weights."
+        ) from exc
+
+
+def load_network(
+    name_or_module: Any = "squeezenet1_1",
+    weights: Any = "DEFAULT",
+    *,
+    device: Any = "auto",
+    progress: bool = True,
+    in_channels: int | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    categories: list[str] | None = None,
+    input_size: int | None = None,
+    title: str | None = None,
+) -> Network:
+    """A network ready for inference: one of :func:`list_networks`, or your own model.
+
+    Parameters
+    ----------
+    name_or_module : str or torch.nn.Module
+        A name from :func:`list_networks` (``"squeezenet1_1"``, ``"resnet50"``, ...), or any
+        ``torch.nn.Module`` taking one ``(N, C, H, W)`` image tensor (a copy is used: your
+        model is not changed).
+    weights : "DEFAULT", str, path or None
+        SqueezeNet: as :func:`load_squeezenet` (built-in weights by default). torchvision's
+        networks: ``"DEFAULT"`` (torchvision's best ImageNet weights, downloaded once into
+        the torch hub cache, ``$TORCH_HOME``), a weights name (``"IMAGENET1K_V1"``), a
+        state_dict file (loaded with ``weights_only=True``, ``strict=True``), or None for
+        random weights (seeded). A module: None marks its weights as untrained; anything
+        else keeps them as they are (a path loads that state_dict into the copy first).
+    device : "auto", "cpu", "cuda", "mps" or torch.device
+    in_channels, mean, std, categories, input_size, title
+        For a module only: what it takes and declares. Default: the first convolution's
+        input channels; no normalisation (mean 0, std 1: the network sees intensities in
+        [0, 1]); no categories; 224; the class name.
+
+    Returns
+    -------
+    Network
+        Named networks are cached: the same weights on the same device return the same
+        object.
+
+    Raises
+    ------
+    ValueError
+        An unknown name. :class:`WeightsError` for weights that cannot be used;
+        :class:`~napari_activations.GeometryError` for a module that can neither be traced
+        nor run on an image.
+    """
+    import torch
+
+    if isinstance(name_or_module, torch.nn.Module):
+        return _load_module(
+            name_or_module,
+            weights,
+            device=device,
+            in_channels=in_channels,
+            mean=mean,
+            std=std,
+            categories=categories,
+            input_size=input_size,
+            title=title,
+        )
+    if not isinstance(name_or_module, str):
+        raise ValueError(
+            f"load_network takes a network name (see list_networks()) or a torch.nn.Module, "
+            f"not {type(name_or_module).__name__}."
+        )
+    name = _network_name(name_or_module)
+    if name == "squeezenet1_1":
+        return load_squeezenet(weights, device=device, progress=progress)
+    return _load_torchvision(name, weights, device=device, progress=progress)
+
+
+def _load_torchvision(name: str, weights: Any, *, device: Any, progress: bool) -> Network:
+    import torch
+    from torchvision.models import get_model
+
+    title = NETWORK_TITLES[name]
+    dev = resolve_device(device)
+    arch = torchvision_architecture(name)
+    default = _tv_weights_enum(name).DEFAULT
+    entry = None if weights is None else _tv_weights(name, weights)
+    path = None
+    if weights is not None and entry is None:
+        if not isinstance(weights, (str, os.PathLike)):
+            raise WeightsError(
+                f"weights must be 'DEFAULT', a torchvision weights name, a file path or None, "
+                f"not {type(weights).__name__}."
+            )
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            names = ", ".join(repr(m.name) for m in _tv_weights_enum(name))
+            raise WeightsError(
+                f"{weights!r} names no weights of {title}: use 'DEFAULT', one of {names}, "
+                "a state_dict file, or None."
+            )
+    if path is not None:
+        key: tuple = (name,) + _file_key(path)
+    else:
+        key = (name, entry.name if entry is not None else "random")
+    key = key + (str(dev),)
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+        trained = weights is not None
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = get_model(name, weights=None, **_builder_kwargs(name, trained))
+        sha = None
+        if entry is not None:
+            state, file = _download(entry, title, progress)
+            _apply_state_dict(model, _drop_aux(name, state), str(file), title)
+            label, source, sha = entry.name, entry.name, _sha256(file) if file.is_file() else None
+        elif path is not None:
+            _apply_state_dict(model, _drop_aux(name, _read_state_dict(path)), str(path), title)
+            label, source, sha = f"file:{path.name}", str(path.resolve()), _sha256(path)
+        else:
+            label, source = "random", None
+        model.eval().to(dev)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        meta = (entry or default).meta
+        tf = (entry or default).transforms()
+        net = Network(
+            model=model,
+            weights=label,
+            trained=trained,
+            categories=list(meta["categories"]),
+            device=dev,
+            sha256=sha,
+            mean=tuple(float(v) for v in tf.mean),
+            std=tuple(float(v) for v in tf.std),
+            source=source,
+            arch=arch,
+        )
+        _CACHE[key] = net
+        return net
+
+
+def _drop_aux(name: str, state: dict) -> dict:
+    if name not in _INCEPTIONS:
+        return state
+    return {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2.", "AuxLogits."))}
+
+
+def _load_module(
+    module: Any,
+    weights: Any,
+    *,
+    device: Any,
+    in_channels: int | None,
+    mean: Any,
+    std: Any,
+    categories: Any,
+    input_size: int | None,
+    title: str | None,
+) -> Network:
+    from .geometry import GeometryError
+
+    dev = resolve_device(device)
+    try:
+        model = copy.deepcopy(module)
+    except Exception as exc:  # noqa: BLE001 - a module that cannot be copied
+        raise WeightsError(
+            f"Cannot copy the model ({type(exc).__name__}: {exc}); napari-activations works "
+            "on a copy so that your model is never changed."
+        ) from exc
+    label, sha, source = "module", None, None
+    if isinstance(weights, (str, os.PathLike)) and str(weights).strip().upper() != "DEFAULT":
+        path = Path(weights).expanduser()
+        cls = type(module).__name__
+        _apply_state_dict(model, _read_state_dict(path), str(path), cls)
+        label, sha, source = f"file:{path.name}", _sha256(path), str(path.resolve())
+    model.eval().to(dev)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    cls = type(module).__name__
+    name = f"module:{cls}"
+    try:
+        arch = GraphArchitecture(
+            model, name, title or cls, in_channels=in_channels, input_size=input_size or 224
+        )
+    except GeometryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - anything the model raises on a dummy image
+        raise GeometryError(
+            f"Cannot read the layers of {title or cls}: {type(exc).__name__}: {exc}"
+        ) from exc
+    c = arch.in_channels
+    mean = tuple(float(v) for v in (mean if mean is not None else (0.0,) * c))
+    std = tuple(float(v) for v in (std if std is not None else (1.0,) * c))
+    if len(mean) != c or len(std) != c or not all(v > 0 for v in std):
+        raise ValueError(
+            f"mean and std need one value per input channel ({c}), std positive; got "
+            f"mean={mean}, std={std}."
+        )
+    return Network(
+        model=model,
+        weights=label,
+        trained=weights is not None,
+        categories=list(categories) if categories is not None else None,
+        device=dev,
+        sha256=sha,
+        mean=mean,
+        std=std,
+        source=source,
+        arch=arch,
+    )

@@ -16,9 +16,15 @@ in bytes or as a string read by dask's :func:`dask.utils.parse_bytes`: decimal u
 ``"500M"``, ``"2G"`` or ``"2GB"`` (2*10**9 bytes), binary ones for ``"2Gi"`` or ``"2GiB"``
 (2*2**30 bytes), as in dask's own chunk-size and memory-limit settings.
 
-Global layers (``pool10``, ``prob``) are the mean of :data:`CONTEXT_LAYER` over the image
-(and its softmax): a tiled run computes that layer tile by tile and pools the stitched map
-(:func:`forward_layer`, :func:`global_pool`).
+Global layers (SqueezeNet's ``pool10``, ``prob``; ResNet's ``avgpool``, ``fc``) are functions
+of the mean of a local *context layer* over the image (SqueezeNet: :data:`CONTEXT_LAYER`; other
+networks: the layer their global average pool reads, see
+:meth:`~napari_activations.architecture.Architecture.context_layer`): a tiled run computes that
+layer tile by tile and pools the stitched map (:func:`forward_layer`, :func:`global_pool`).
+A global layer without such a context layer is never tiled.
+
+Every network's layers carry their own geometry (stride, offset, receptive field and
+``tile_unit``, the multiple of input pixels a tile starts at), so one plan serves them all.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from .architecture import architecture_of
 from .layers import LayerInfo, find_layer, output_size
 
 __all__ = [
@@ -39,6 +46,8 @@ __all__ = [
     "MEMORY_BUDGET_ENV",
     "memory_budget",
     "estimate_forward_bytes",
+    "forward_bytes_per_pixel",
+    "can_tile",
     "choose_tile",
     "AxisTile",
     "plan_axis",
@@ -92,35 +101,74 @@ def memory_budget(budget: int | str | None = None) -> int:
     return out
 
 
-def estimate_forward_bytes(height: int, width: int) -> int:
-    """Estimated peak working memory (bytes) of one untiled forward pass on ``height x width``."""
-    return int(height) * int(width) * FORWARD_BYTES_PER_PIXEL
+def estimate_forward_bytes(height: int, width: int, per_pixel: int | None = None) -> int:
+    """Estimated peak working memory (bytes) of one untiled forward pass on ``height x width``.
+
+    ``per_pixel``: the network's bytes per input pixel (default SqueezeNet's
+    :data:`FORWARD_BYTES_PER_PIXEL`).
+    """
+    return int(height) * int(width) * int(per_pixel or FORWARD_BYTES_PER_PIXEL)
+
+
+def forward_bytes_per_pixel(info: LayerInfo) -> int:
+    """Peak bytes per input pixel of a forward pass of ``info``'s network."""
+    return int(getattr(architecture_of(info), "bytes_per_pixel", FORWARD_BYTES_PER_PIXEL))
 
 
 def forward_layer(info: LayerInfo, tiled: bool = True) -> LayerInfo:
     """The network layer a forward pass for ``info`` stops at.
 
-    ``info`` itself, except for a global layer computed in tiles: its :data:`CONTEXT_LAYER`,
-    pooled afterwards by :func:`global_pool` (an untiled pass runs the network to the end).
+    ``info`` itself, except for a global layer computed in tiles: its network's context layer
+    (SqueezeNet's :data:`CONTEXT_LAYER`), pooled afterwards by :func:`global_pool` (an untiled
+    pass runs the network to the end).
     """
-    return find_layer(CONTEXT_LAYER) if tiled and info.is_global else info
+    if tiled and info.is_global:
+        context = architecture_of(info).context_layer(info)
+        if context is not None:
+            return context
+    return info
 
 
-def global_pool(context: Any, info: LayerInfo) -> Any:
-    """A global layer from its context layer's ``(C, h, w)`` map: ``(C, 1, 1)`` float32.
+def can_tile(info: LayerInfo) -> bool:
+    """Whether ``info`` can be computed in tiles (local layers, and global layers whose
+    network says which local layer they pool)."""
+    geo = forward_layer(info)
+    return geo.aligned and not geo.is_global
 
-    The mean over the pixels (accumulated in float64), and for ``prob`` the softmax of it.
-    Works on numpy and on dask arrays alike (dask stays lazy).
+
+def global_pool(context: Any, info: LayerInfo, model: Any = None) -> Any:
+    """A global layer from its context layer's ``(C, h, w)`` map: ``(C', 1, 1)`` float32.
+
+    The mean over the pixels (accumulated in float64), then the rest of the network after its
+    global pool (SqueezeNet's ``prob``: the softmax; ResNet's ``fc``: the linear layer, run
+    by ``model``). Works on numpy and on dask arrays alike (dask stays lazy).
     """
     pooled = context.mean(axis=(-2, -1), keepdims=True, dtype=np.float64)
-    if info.name == "prob":
-        e = np.exp(pooled - pooled.max())
-        pooled = e / e.sum()
+    arch = architecture_of(info)
+    if arch.context_layer(info) is not None and info.name != arch.context_layer(info).name:
+        pool_row = arch.layers[arch.index(arch.context_layer(info)) + 1]
+        if info.name != pool_row.name:  # more than the pool itself
+            if hasattr(pooled, "compute"):
+                import dask.array as da
+
+                pooled = da.from_delayed(
+                    _delayed_tail(pooled, info, model),
+                    shape=(info.channels, 1, 1),
+                    dtype=np.float64,
+                )
+            else:
+                pooled = arch.from_context(pooled, info, model)
     return pooled.astype(np.float32)
 
 
+def _delayed_tail(pooled: Any, info: LayerInfo, model: Any) -> Any:
+    import dask
+
+    return dask.delayed(architecture_of(info).from_context, pure=True)(pooled, info, model)
+
+
 def _halo(info: LayerInfo) -> int:
-    return (info.receptive_field - 1) // 2
+    return int(math.ceil((info.receptive_field - 1) / 2))
 
 
 def choose_tile(
@@ -132,12 +180,23 @@ def choose_tile(
     """
     info = find_layer(layer)
     limit = memory_budget(budget)
-    if estimate_forward_bytes(height, width) <= limit:
+    per_pixel = forward_bytes_per_pixel(info)
+    if estimate_forward_bytes(height, width, per_pixel) <= limit:
         return None
     geo = forward_layer(info, tiled=True)
-    side = int(math.sqrt(limit / FORWARD_BYTES_PER_PIXEL)) - 2 * _halo(geo)
-    side = (side // geo.stride) * geo.stride
-    if side < geo.stride:
+    if geo.is_global or not geo.aligned:
+        raise MemoryError(
+            f"Layer {info.name!r} cannot be computed in tiles ("
+            f"{'it has no single grid' if not geo.aligned else 'a global layer'}), and one "
+            "forward pass would need about "
+            f"{estimate_forward_bytes(height, width, per_pixel) / 2**30:.1f} GiB, more than "
+            f"the memory budget of {limit / 2**20:.0f} MiB. Raise the budget "
+            f"({MEMORY_BUDGET_ENV} or memory_budget=) or use a smaller input_scale."
+        )
+    unit = geo.tile_unit
+    side = int(math.sqrt(limit / per_pixel)) - 2 * _halo(geo)
+    side = (side // unit) * unit
+    if side < unit:
         raise MemoryError(
             f"Layer {info.name!r} needs {geo.receptive_field}-pixel tiles at least, more than "
             f"a memory budget of {limit / 2**20:.0f} MiB allows. Raise the budget "
@@ -174,16 +233,16 @@ class AxisTile:
 def plan_axis(n: int, info: LayerInfo, tile: int) -> list[AxisTile]:
     """Tiles covering an axis of ``n`` input pixels, about ``tile`` input pixels of output each."""
     n_out = output_size(info, n, n)[0]
-    S, O, halo = info.stride, info.offset, _halo(info)
-    step = max(1, int(tile) // S)
+    S, O, halo, unit = info.stride, info.offset, _halo(info), info.tile_unit
+    step = max(1, int(int(tile) // unit * unit / S))  # activation pixels per tile
     tiles = []
     for a0 in range(0, n_out, step):
         a1 = min(n_out, a0 + step)
         lo = O + S * a0 - halo
-        x0 = max(0, int(math.floor(lo / S)) * S)
+        x0 = max(0, int(math.floor(lo / unit)) * unit)
         hi = O + S * (a1 - 1) + halo + 1
         x1 = min(n, int(math.ceil(hi)))
-        tiles.append(AxisTile(x0, x1, a0, a1, a0 - x0 // S))
+        tiles.append(AxisTile(x0, x1, a0, a1, a0 - int(round(x0 / S))))
     return tiles
 
 
@@ -193,6 +252,7 @@ def tiled_forward(
     size: tuple[int, int],
     info: LayerInfo,
     tile: int | None,
+    model: Any = None,
 ) -> Generator[None, None, np.ndarray]:
     """Forward one plane, whole or in tiles; yields after each network block of each tile.
 
@@ -217,7 +277,7 @@ def tiled_forward(
                 out = np.empty((part.shape[0], h, w), dtype=np.float32)
             out[:, r.output, c.output] = part
     assert out is not None
-    return global_pool(out, info) if info.is_global else out
+    return global_pool(out, info, model) if info.is_global else out
 
 
 def tile_count(info: LayerInfo, size: tuple[int, int], tile: int | None) -> int:

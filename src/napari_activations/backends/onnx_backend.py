@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..layers import LAYERS, LayerInfo, minimum_input_size
+from ..architecture import SQUEEZENET
+from ..layers import LayerInfo, minimum_input_size
 
 if TYPE_CHECKING:
     from ..network import Network
@@ -46,8 +47,7 @@ OPSET = 17
 TOLERANCE = 1e-5
 """Largest accepted difference from torch, as a fraction of the layer's largest magnitude."""
 
-_FORMAT = 2  # bump when the exported graph changes for the same inputs
-_RELU_MODULE_SUFFIXES = ("_activation", "features.1", "classifier.2")
+_FORMAT = 3  # bump when the exported graph changes for the same inputs
 
 
 class ExportError(RuntimeError):
@@ -65,9 +65,9 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("napari-activations", appauthor=False)) / "onnx"
 
 
-def is_relu(info: LayerInfo) -> bool:
-    """Whether ``info`` is a ReLU module, computed from the layer before it."""
-    return info.module.endswith(_RELU_MODULE_SUFFIXES)
+def _folds_normalisation(net: Network) -> bool:
+    """Whether the export takes intensities in [0, 1] (SqueezeNet: folded into conv1)."""
+    return net.arch is SQUEEZENET
 
 
 def weights_digest(net: Network) -> str:
@@ -100,9 +100,10 @@ def cache_path(net: Network, info: LayerInfo) -> Path:
     """The cache file of ``net`` exported up to ``info``."""
     key = json.dumps(
         {
-            "network": "squeezenet1_1",
+            "network": net.arch.name,
             "weights": weights_digest(net),
             "layer": info.name,
+            "row": repr(info),  # the layer's geometry and layout, as this version derives it
             "opset": OPSET,
             "format": _FORMAT,
             **_versions(),
@@ -110,7 +111,8 @@ def cache_path(net: Network, info: LayerInfo) -> Path:
         sort_keys=True,
     )
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]
-    return cache_dir() / f"squeezenet1_1-{info.name}-{digest}.onnx"
+    safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in net.arch.name)
+    return cache_dir() / f"{safe}-{info.name}-{digest}.onnx"
 
 
 class _Truncated:
@@ -119,6 +121,9 @@ class _Truncated:
     @staticmethod
     def make(net: Network, info: LayerInfo) -> Any:
         import copy
+
+        if not _folds_normalisation(net):
+            return net.arch.truncated(copy.deepcopy(net.model).to("cpu"), info)
 
         import torch
 
@@ -152,7 +157,7 @@ def _export(net: Network, info: LayerInfo) -> bytes:
     import torch
 
     side = max(minimum_input_size(info), 64)
-    x = torch.zeros((1, 3, side, side + 8), dtype=torch.float32)
+    x = torch.zeros((1, net.in_channels, side, side + 8), dtype=torch.float32)
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
@@ -172,9 +177,17 @@ def _export(net: Network, info: LayerInfo) -> bytes:
             )
     except Exception as exc:  # any exporter failure means: this network stays on torch
         raise ExportError(
-            f"export of layer {info.name!r} to ONNX failed: {type(exc).__name__}: {exc}"
+            f"export of layer {info.name!r} to ONNX failed: {type(exc).__name__}: "
+            f"{_first_line(exc)}"
         ) from exc
     return buffer.getvalue()
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message, shortened (exporter messages run to pages)."""
+    lines = str(exc).strip().splitlines()
+    line = lines[0] if lines else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _session(model: bytes) -> Any:
@@ -198,20 +211,21 @@ def _check_against_torch(session: Any, net: Network, info: LayerInfo) -> None:
     import torch
 
     from ..compute import drain
-    from .torch_backend import forward
 
     rng = np.random.default_rng(0)
     base = max(minimum_input_size(info), 40)
-    mean = np.reshape(net.mean, (1, 3, 1, 1))
-    std = np.reshape(net.std, (1, 3, 1, 1))
+    c = net.in_channels
+    mean = np.reshape(net.mean, (1, c, 1, 1))
+    std = np.reshape(net.std, (1, c, 1, 1))
     for h, w in ((base + 7, base + 18), (base + 32, base + 3)):
-        x = rng.random((1, 3, h, w), dtype=np.float32)  # intensities in [0, 1]
+        x = rng.random((1, c, h, w), dtype=np.float32)  # intensities in [0, 1]
         normalised = ((x - mean) / std).astype(np.float32)
         with torch.inference_mode():
-            walk = forward(net.model, torch.from_numpy(normalised).to(net.device), info)
+            walk = net.arch.forward(net.model, torch.from_numpy(normalised).to(net.device), info)
             want = drain(walk).to("cpu", torch.float32).numpy()
+        feed = x if _folds_normalisation(net) else normalised
         try:
-            got = session.run(None, {"input": x})[0]
+            got = session.run(None, {"input": feed})[0]
         except Exception as exc:
             raise ExportError(
                 f"ONNX Runtime failed on a {h}x{w} input: {type(exc).__name__}: {exc}"
@@ -297,22 +311,30 @@ class OnnxRunner:
 
     backend = "onnxruntime"
     steps = 1
-    normalised_input = False  # the export normalises in conv1
 
-    def __init__(self, session: Any, info: LayerInfo, relu: bool, source: str):
+    def __init__(
+        self,
+        session: Any,
+        info: LayerInfo,
+        relu: bool,
+        source: str,
+        normalised_input: bool = False,
+    ):
         self.session = session
         self.info = info
         self.relu = relu
         self.source = source  # "cache" or "export"
+        # SqueezeNet's export normalises in conv1; other networks take normalised input
+        self.normalised_input = normalised_input
 
     @classmethod
     def create(cls, net: Network, info: LayerInfo) -> OnnxRunner:
         if getattr(net.device, "type", "cpu") != "cpu":
             raise ExportError(f"ONNX Runtime runs on the CPU; this network is on {net.device}")
-        relu = is_relu(info)
-        exported = LAYERS[info.index - 1] if relu else info
+        pre = net.arch.pre_relu(info)
+        exported = pre if pre is not None else info
         session, source = load_or_export(net, exported)
-        return cls(session, info, relu, source)
+        return cls(session, info, pre is not None, source, not _folds_normalisation(net))
 
     def run(self, x: Any) -> Generator[None, None, np.ndarray]:
         array = np.ascontiguousarray(x.numpy() if hasattr(x, "numpy") else x, dtype=np.float32)

@@ -1,5 +1,8 @@
 """The torch backend: the network's own modules, walked up to the requested layer.
 
+SqueezeNet's walk is written here (:func:`forward`); every other network is walked through its
+``torch.fx`` graph by its architecture.
+
 The reference for every other backend, on every device. On CUDA and MPS it can run in half
 precision (``"float16"``, ``"bfloat16"``) on a channels_last copy of the network; the result is
 always float32.
@@ -105,7 +108,9 @@ def _model_for(net: Network, precision: str) -> tuple[Any, Any, Any]:
 
 
 class TorchRunner:
-    """Runs ``net`` up to ``info`` with torch; yields after each network block.
+    """Runs ``net`` up to ``info`` with torch (its architecture's walk, see
+    :meth:`~napari_activations.architecture.Architecture.forward`); yields after each
+    network block.
 
     ``note`` says why torch runs where another backend was asked for (a fallback).
     """
@@ -120,7 +125,7 @@ class TorchRunner:
         self.info = info
         self.precision = precision
         self.note = note
-        self.steps = forward_steps(info)
+        self.steps = net.arch.forward_steps(info)
 
     def run(self, x: torch.Tensor) -> Generator[None, None, np.ndarray]:
         import torch
@@ -128,5 +133,5 @@ class TorchRunner:
         model, dtype, memory_format = _model_for(self.net, self.precision)
         if dtype != torch.float32:
             x = x.to(dtype=dtype, memory_format=memory_format)
-        out = yield from forward(model, x, self.info)
+        out = yield from self.net.arch.forward(model, x, self.info)
         return out.detach().to("cpu", torch.float32).numpy()
