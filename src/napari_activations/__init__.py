@@ -23,6 +23,9 @@ except PackageNotFoundError:  # running from a source tree without an install
 # public name -> module that defines it
 _API = {
     "load_squeezenet": "network",
+    "load_network": "network",
+    "list_networks": "network",
+    "NETWORK_TITLES": "network",
     "Network": "network",
     "resolve_device": "network",
     "default_weights_path": "network",
@@ -131,11 +134,14 @@ if TYPE_CHECKING:
         output_size,
     )
     from .network import (
+        NETWORK_TITLES,
         WEIGHTS_ENV,
         Network,
         WeightsError,
         WeightsUnavailableError,
         default_weights_path,
+        list_networks,
+        load_network,
         load_squeezenet,
         resolve_device,
     )
