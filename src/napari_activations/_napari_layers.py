@@ -404,6 +404,7 @@ def activation_metadata(result: ActivationResult, contrast: str) -> dict[str, An
     from . import __version__
 
     info, net = result.layer, result.network
+    arch = architecture_of(info)  # the network's, as its weights are net's
     native = result.activations.native
     described = info.metadata()
     return {
@@ -411,9 +412,9 @@ def activation_metadata(result: ActivationResult, contrast: str) -> dict[str, An
         "source_layer": result.source_name,
         "layer": described["layer"],
         "network": {
-            "name": net.name,
-            "title": net.title,
-            "in_channels": int(net.in_channels),
+            "name": arch.name,
+            "title": arch.title,
+            "in_channels": int(arch.in_channels),
             "layer_index": int(info.index),
         },
         "geometry": {

@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     import napari
     from napari.layers import Image
 
-    from .architecture import Architecture
     from .network import Network
 
 __all__ = ["ActivationsWidget", "describe_weights"]
@@ -115,7 +114,8 @@ class ActivationsWidget(RunOutcome, QWidget):
         layout.addWidget(self.export_row)
         layout.addStretch(1)
 
-        self.network_choice.ready.connect(self._use_architecture)
+        self.network_choice.named.connect(self.weights_choice.set_network_name)
+        self.network_choice.ready.connect(self.layer_combo.set_architecture)
         self.network_choice.loading.connect(self.layer_combo.set_loading)
         self.network_choice.user_loaded.connect(self.weights_choice.set_network)
         self.images.changed.connect(self.refresh_layer_sizes)
@@ -125,7 +125,6 @@ class ActivationsWidget(RunOutcome, QWidget):
         )
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
-        self.set_network_layer("conv1")
         self._set_busy(False)
 
     def _on_destroyed(self) -> None:
@@ -134,10 +133,6 @@ class ActivationsWidget(RunOutcome, QWidget):
             self._run.detach()
         with contextlib.suppress(RuntimeError, TypeError, ValueError):  # the viewer is gone
             self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
-
-    def refresh_images(self, event: Any = None) -> None:
-        """Offer the viewer's Image layers, keeping the current choices where they still exist."""
-        self.images.refresh()
 
     def refresh_layer_sizes(self, *args: Any) -> None:
         """Show each network layer's channel count and size for the chosen image."""
@@ -177,11 +172,6 @@ class ActivationsWidget(RunOutcome, QWidget):
         """Use this loaded network (e.g. from the console) from the next Run on."""
         self.network_choice.show_network(network)
         self.weights_choice.set_network(network)
-
-    def _use_architecture(self, arch: Architecture) -> None:
-        self.weights_choice.set_network_name(self.network_choice.name)
-        self.layer_combo.set_architecture(arch)
-        self.refresh_layer_sizes()
 
     def set_device(self, device: str) -> None:
         """Run on ``device`` ("auto", "cpu", "cuda" or "mps") from the next Run on."""

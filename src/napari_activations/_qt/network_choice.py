@@ -59,11 +59,13 @@ class NetworkChoice(QObject):
     """The network a Run uses: :attr:`name` (a name of :func:`list_networks`, or
     :data:`USER_MODEL`), and the user's loaded model, if any (:attr:`user_network`).
 
-    Signals: :attr:`ready` (the chosen network's Architecture, once its layers are read),
+    Signals: :attr:`named` (the chosen network's name, as soon as it is chosen), :attr:`ready`
+    (its Architecture, once its layers are read),
     :attr:`loading` (a message, while they are being read) and :attr:`user_loaded` (the
     user's Network, once loaded).
     """
 
+    named = Signal(str)
     ready = Signal(object)
     loading = Signal(str)
     user_loaded = Signal(object)
@@ -142,6 +144,7 @@ class NetworkChoice(QObject):
         self._show_buttons()
         if remember_it:
             remember(NETWORK, name)
+        self.named.emit(name)
         arch = SQUEEZENET if name == SQUEEZENET_NAME else network._ARCH_CACHE.get(name)
         if arch is not None:
             self.ready.emit(arch)
@@ -167,6 +170,7 @@ class NetworkChoice(QObject):
             self.name, self.user_network = USER_MODEL, network
         self._select(self.name)
         self._show_buttons()
+        self.named.emit(self.name)
         self.ready.emit(network.arch)
         if self.name == USER_MODEL:
             self.user_loaded.emit(network)
