@@ -207,11 +207,36 @@ def test_resnet18_runs_named_and_described_for_its_network(
     assert meta["network"]["title"] == "ResNet-18" and meta["network"]["in_channels"] == 3
     assert meta["weights"]["trained"] is False
     assert "ResNet-18 with RANDOM" in widget.weights_label.text()
+    # Input scale and contrast as for SqueezeNet: the same layer, updated, still on the image.
+    widget.scale_spin.setValue(2.0)
+    widget.contrast_combo.setCurrentIndex(widget.contrast_combo.findData("global"))
+    run_and_wait(qtbot, widget)
+    assert viewer.layers["Face: layer1.0.relu_1 (ResNet-18)"] is layer
+    assert layer.data.native.shape == (64, 48, 40)  # stride 4 over the image seen at 192 x 160
+    meta = layer.metadata["napari_activations"]
+    assert meta["input_scale"] == 2.0 and meta["contrast"] == "global"
+    assert layer.contrast_limits[1] == pytest.approx(float(np.asarray(layer.data.native).max()))
     # Its channel axis is its own, apart from SqueezeNet's conv1 shown beside it.
     na.show_activations(viewer, "Face", "conv1", network=random_net)
     labels = [str(label) for label in viewer.dims.axis_labels]
     assert "layer1.0.relu_1 (ResNet-18) channel" in labels and "conv1 channel" in labels
     assert labels.index("layer1.0.relu_1 (ResNet-18) channel") < labels.index("conv1 channel")
+
+
+def test_resnet18_in_tiles_equals_one_pass(qtbot, viewer, image, widget, monkeypatch):
+    from napari_activations import tiling
+
+    choose(qtbot, widget, "resnet18")
+    widget.set_network_layer("layer1.0.relu_1")
+    run_and_wait(qtbot, widget)
+    layer = viewer.layers["Face: layer1.0.relu_1 (ResNet-18)"]
+    whole = np.array(layer.data.native)
+    info = widget.selected_layer()
+    assert tiling.choose_tile(info, 96, 80, "600k") is not None  # this budget tiles
+    monkeypatch.setenv(tiling.MEMORY_BUDGET_ENV, "600k")
+    run_and_wait(qtbot, widget)
+    tiled = np.asarray(layer.data.native)
+    assert np.abs(tiled - whole).max() <= 1e-4 * np.abs(whole).max()
 
 
 def test_network_is_remembered_for_the_next_launch(qtbot, viewer, widget):
@@ -335,6 +360,13 @@ BAD_FILES = {
     "no_model": ("import torch\nnet = torch.nn.Conv2d(3, 4, 3)\n", "defines no `model`"),
     "not_python": ("model = (\n", "not valid Python"),
     "not_a_module": ("model = 42\n", "is of type int, not a torch.nn.Module"),
+    # Neither traceable nor measurable: it never runs.
+    "never_runs": (
+        "import torch\n\n\nclass Odd(torch.nn.Module):\n    def __init__(self):\n"
+        "        super().__init__()\n        self.conv = torch.nn.Conv2d(3, 4, 3)\n\n"
+        "    def forward(self, x):\n        raise ValueError('I never run')\n\n\nmodel = Odd()\n",
+        "cannot run on a 3-channel 224x224 input (ValueError: I never run)",
+    ),
 }
 
 
@@ -354,6 +386,24 @@ def test_a_bad_python_file_is_a_plain_message(
     assert widget.selected_layer().name == "conv1"
     run_and_wait(qtbot, widget)
     assert "Face: conv1" in viewer.layers
+
+
+def test_layers_that_cannot_be_read_are_a_plain_message(
+    qtbot, viewer, widget, notifications, monkeypatch
+):
+    from napari_activations import network
+
+    def broken(name):
+        raise RuntimeError("torch.fx gave up")
+
+    monkeypatch.setattr(network, "torchvision_architecture", broken)
+    monkeypatch.delitem(network._ARCH_CACHE, "googlenet", raising=False)
+    widget.choose_network("googlenet")
+    qtbot.waitUntil(lambda: not widget.network_choice.busy, timeout=60_000)
+    shown = errors(notifications)
+    assert shown and "layers of GoogLeNet: RuntimeError: torch.fx gave up" in shown[-1]
+    assert widget.network_choice.combo.currentText() == "SqueezeNet v1.1"
+    assert widget.selected_layer().name == "conv1" and widget.layer_combo.isEnabled()
 
 
 def test_a_state_dict_for_another_architecture_is_a_plain_message(

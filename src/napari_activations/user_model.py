@@ -15,7 +15,9 @@ at its top level, as one of:
 
 Optional top-level names the file may define as well: ``in_channels`` (int), ``mean`` and
 ``std`` (one value per input channel: the network sees ``(x - mean) / std`` for intensities
-``x`` in [0, 1]; default 0 and 1) and ``categories`` (class names in output order).
+``x`` in [0, 1]; default 0 and 1), ``categories`` (class names in output order),
+``input_size`` (the side of the images it takes; default 224) and ``title`` (its name in
+menus and napari layer names; default the class name).
 
 The state_dict file is loaded with ``torch.load(weights_only=True)`` (no code runs) and
 ``strict=True``. Every failure is a :class:`UserModelError` (a
@@ -43,7 +45,7 @@ __all__ = ["MODEL_NAME", "UserModelError", "load_model_file", "on_device", "with
 MODEL_NAME = "model"
 """The top-level name the Python file defines the model under."""
 
-_OPTIONAL = ("in_channels", "mean", "std", "categories")
+_OPTIONAL = ("in_channels", "mean", "std", "categories", "input_size", "title")
 
 
 class UserModelError(WeightsError):

@@ -31,7 +31,7 @@ from ..architecture import SQUEEZENET
 from ..network import NETWORK_TITLES, list_networks
 from ..user_model import MODEL_NAME
 from .weights_choice import SQUEEZENET_NAME, USER_MODEL
-from .worker import BackgroundRun, call_as_steps
+from .worker import USER_ERRORS, BackgroundRun, Failure, call_as_steps
 
 if TYPE_CHECKING:
     from ..network import Network
@@ -44,10 +44,22 @@ MODEL_HELP = (
     "Your model: a Python file (.py) that defines it at its top level as "
     f"`{MODEL_NAME} = MyNet()` (a torch.nn.Module instance), or as a function or class "
     f"`{MODEL_NAME}` that takes no arguments and returns one. It may also define `in_channels`, "
-    "`mean` and `std` (per input channel, for intensities in [0, 1]; default 0 and 1) and "
-    "`categories`. Loading the file runs its Python code: you are asked first. Its weights "
-    "are those the file gives it, or a state_dict file (loaded with weights_only=True)."
+    "`mean` and `std` (per input channel, for intensities in [0, 1]; default 0 and 1), "
+    "`categories`, `input_size` and `title`. Loading the file runs its Python code: you are "
+    "asked first. Its weights are those the file gives it, or a state_dict file (loaded with "
+    "weights_only=True)."
 )
+
+
+def _plainly(what: str, func: Any, *args: Any) -> Any:
+    """``func(*args)`` in a worker; any error comes back as a plain :class:`Failure` (the
+    user's code can raise anything; reading the layers must never leave the menu waiting)."""
+    try:
+        return (yield from call_as_steps(func, *args))
+    except USER_ERRORS:
+        raise  # their messages are written for users already
+    except Exception as exc:  # noqa: BLE001 - shown as a message, never as a traceback
+        return Failure(f"{what}: {type(exc).__name__}: {exc}")
 
 
 def _parent_widget(obj: QObject) -> QWidget | None:
@@ -151,8 +163,13 @@ class NetworkChoice(QObject):
             return
         self.loading.emit(f"Reading the layers of {NETWORK_TITLES[name]}…")
         self._start(
-            call_as_steps(network.torchvision_architecture, name),
+            _plainly(
+                f"Could not read the layers of {NETWORK_TITLES[name]}",
+                network.torchvision_architecture,
+                name,
+            ),
             lambda arch: self.ready.emit(arch) if self.name == name else None,
+            lambda: self.choose(SQUEEZENET_NAME) if self.name == name else None,
         )
 
     def choose_remembered(self) -> None:
@@ -227,7 +244,8 @@ class NetworkChoice(QObject):
             self.model_path = str(path)
             self.show_network(net)
 
-        self._start(call_as_steps(load_model_file, path, state_dict), loaded, self._restore)
+        what = f"Could not load your model from {Path(path).name}"
+        self._start(_plainly(what, load_model_file, path, state_dict), loaded, self._restore)
         return True
 
     def choose_state_dict(self) -> None:
@@ -249,7 +267,7 @@ class NetworkChoice(QObject):
             raise ValueError("Load your model's Python file first.")
         self.loading.emit(f"Loading the weights {Path(path).name}…")
         self._start(
-            call_as_steps(with_state_dict, self.user_network, path),
+            _plainly("Could not load the weights", with_state_dict, self.user_network, path),
             self.show_network,
             self._restore,
         )

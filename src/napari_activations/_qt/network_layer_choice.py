@@ -9,7 +9,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtGui import QFont, QStandardItem, QStandardItemModel
 from qtpy.QtWidgets import QComboBox
 
-from ..architecture import SQUEEZENET, Architecture, architecture_of
+from ..architecture import SQUEEZENET, Architecture
 from ..layers import LayerInfo, output_size
 
 __all__ = ["NetworkLayerChoice", "STRETCHED"]
@@ -146,8 +146,3 @@ def _size_text(info: LayerInfo, hw: tuple[int, int]) -> str:
     except Exception:  # noqa: BLE001 - a user's model that cannot take this input size
         return f", no output for {hw[0]}×{hw[1]}"
     return f", {h}×{w}" if h else ", image too small"
-
-
-def network_title(info: LayerInfo) -> str:
-    """The title of the network ``info`` belongs to."""
-    return architecture_of(info).title
