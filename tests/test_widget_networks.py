@@ -204,7 +204,7 @@ def test_resnet18_runs_named_and_described_for_its_network(
     assert layer.data.shape == (64, 96, 80)  # exactly over the image
     meta = layer.metadata["napari_activations"]
     assert meta["layer"]["network"] == "resnet18" and meta["layer"]["name"] == "layer1.0.relu_1"
-    assert meta["network"]["title"] == "ResNet-18" and meta["network"]["in_channels"] == 3
+    assert meta["network"] == "ResNet-18" and meta["layer_index"] == 10
     assert meta["weights"]["trained"] is False
     assert "ResNet-18 with RANDOM" in widget.weights_label.text()
     # Input scale and contrast as for SqueezeNet: the same layer, updated, still on the image.

@@ -75,16 +75,17 @@ def image_ndim(layer: Layer) -> int:
 
 def _group(layer: Layer) -> str:
     meta = channel_metadata(layer)
-    described, net = meta["layer"], meta.get("network") or {}
-    return network_layer_label(str(described["name"]), described.get("network"), net.get("title"))
+    described, title = meta["layer"], meta.get("network")
+    title = title if isinstance(title, str) else None
+    return network_layer_label(str(described["name"]), described.get("network"), title)
 
 
 def _order(layer: Layer) -> tuple:
     """Where the layer's network layer comes: SqueezeNet's first, then by network and depth."""
     meta = channel_metadata(layer)
-    described, net = meta["layer"], meta.get("network") or {}
+    described = meta["layer"]
     network = described.get("network") or "squeezenet1_1"
-    index = net.get("layer_index")
+    index = meta.get("layer_index")
     if index is None:
         index = _network_order(str(described["name"]))
     return (network != "squeezenet1_1", network, int(index))

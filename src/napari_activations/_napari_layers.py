@@ -411,12 +411,8 @@ def activation_metadata(result: ActivationResult, contrast: str) -> dict[str, An
         "plugin_version": __version__,
         "source_layer": result.source_name,
         "layer": described["layer"],
-        "network": {
-            "name": arch.name,
-            "title": arch.title,
-            "in_channels": int(arch.in_channels),
-            "layer_index": int(info.index),
-        },
+        "network": arch.title,  # as in exports; its short name is under "layer"
+        "layer_index": int(info.index),  # the network layer's place in its network
         "geometry": {
             **described["geometry"],
             "native_shape": list(native.shape),  # (..., C, h, w)
