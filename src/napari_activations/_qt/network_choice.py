@@ -242,7 +242,10 @@ class NetworkChoice(QObject):
 
         def loaded(net: Network) -> None:
             self.model_path = str(path)
-            self.show_network(net)
+            if self.combo.currentData() == USER_MODEL:
+                self.show_network(net)
+            else:  # another network was chosen meanwhile: keep the model for later
+                self.user_network = net
 
         what = f"Could not load your model from {Path(path).name}"
         self._start(_plainly(what, load_model_file, path, state_dict), loaded, self._restore)
