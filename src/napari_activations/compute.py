@@ -395,7 +395,7 @@ class _Request:
                 )
 
         def run(x: torch.Tensor, info: LayerInfo) -> Generator[None, None, np.ndarray]:
-            return self.runner(info).run(x)
+            return self.runner(info).run(x, release_memory=self.tile is not None)
 
         return (
             yield from _inference_steps(
@@ -572,7 +572,7 @@ def _tile_task(
         x = plane_tensor(
             region, colour, bounds, net, tuple(region.shape[:2]), normalise=runner.normalised_input
         )
-        out = drain(runner.run(x))[0]
+        out = drain(runner.run(x, release_memory=True))[0]
         return np.ascontiguousarray(out[:, crop[0], crop[1]])
 
 
