@@ -220,9 +220,16 @@ def _check_against_torch(session: Any, net: Network, info: LayerInfo) -> None:
     for h, w in ((base + 7, base + 18), (base + 32, base + 3)):
         x = rng.random((1, c, h, w), dtype=np.float32)  # intensities in [0, 1]
         normalised = ((x - mean) / std).astype(np.float32)
-        with torch.inference_mode():
-            walk = net.arch.forward(net.model, torch.from_numpy(normalised).to(net.device), info)
-            want = drain(walk).to("cpu", torch.float32).numpy()
+        try:
+            with torch.inference_mode():
+                x_torch = torch.from_numpy(normalised).to(net.device)
+                want = drain(net.arch.forward(net.model, x_torch, info))
+                want = want.to("cpu", torch.float32).numpy()
+        except RuntimeError as exc:  # e.g. a U-Net whose skips need sizes divisible by 2^k
+            raise ExportError(
+                f"the network does not run on a {h}x{w} input to check the export: "
+                f"{_first_line(exc)}"
+            ) from exc
         feed = x if _folds_normalisation(net) else normalised
         try:
             got = session.run(None, {"input": feed})[0]
