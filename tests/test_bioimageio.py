@@ -10,6 +10,7 @@ import hashlib
 import json
 import pickle
 import shutil
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -342,3 +343,54 @@ def test_what_is_not_a_package_says_so(tmp_path):
     (folder / "rdf.yaml").write_text(json.dumps(rdf))
     with pytest.raises(BioimageioError, match="not a valid bioimage.io model description"):
         na.load_bioimageio(folder, device="cpu")
+
+
+def test_a_format_0_4_package_is_converted_and_gives_the_same_network(package, unet, tmp_path):
+    # most models in the zoo are described in format 0.4: axes as letters, preprocessing by name
+    folder = tmp_path / "v04"
+    shutil.copytree(package, folder)
+    (folder / "rdf.yaml").write_text(
+        f"""format_version: 0.4.10
+type: model
+name: Small U-Net
+description: A small U-Net with transposed convolutions, for tests.
+authors: [{{name: napari-activations tests}}]
+cite: [{{text: napari-activations, url: "https://example.com"}}]
+license: BSD-3-Clause
+documentation: README.md
+tags: [test]
+test_inputs: [test_input.npy]
+test_outputs: [test_output.npy]
+timestamp: "2026-01-01T00:00:00"
+inputs:
+  - name: raw
+    axes: bcyx
+    data_type: float32
+    data_range: [-.inf, .inf]
+    shape: {{min: [1, 1, 16, 16], step: [0, 0, 4, 4]}}
+    preprocessing:
+      - {{name: zero_mean_unit_variance, kwargs: {{mode: per_sample, axes: cyx, eps: {EPS}}}}}
+outputs:
+  - name: mask
+    axes: bcyx
+    data_type: float32
+    data_range: [-.inf, .inf]
+    shape: {{reference_tensor: raw, scale: [1, 1, 1, 1], offset: [0, 0, 0, 0]}}
+weights:
+  pytorch_state_dict:
+    source: weights.pt
+    sha256: {_sha(folder / "weights.pt")}
+    architecture: unet.py:SmallUNet
+    architecture_sha256: {_sha(folder / "unet.py")}
+    kwargs: {{in_channels: 1, out_channels: 1, width: 4}}
+"""
+    )
+    with warnings.catch_warnings():  # the spec's own notes on converting the output shape
+        warnings.simplefilter("ignore", UserWarning)
+        old = na.load_bioimageio(folder, device="cpu")
+    assert old.input_sizes == unet.input_sizes and old.in_channels == 1
+    image = _image(32, 40)
+    np.testing.assert_array_equal(
+        na.activations(old, image, "out", backend="torch"),
+        na.activations(unet, image, "out", backend="torch"),
+    )
