@@ -151,6 +151,7 @@ def _image(h: int = 64, w: int = 72, seed: int = 1) -> np.ndarray:
 def test_the_package_loads_as_a_network(package, unet):
     assert unet.title == "Small U-Net"
     assert unet.in_channels == 1
+    assert unet.find_layer(unet.layers[3]) is unet.layers[3]
     assert unet.input_sizes == ((16, 4), (16, 4))
     assert "weights.pt" in unet.description
     assert unet.sha256 == _sha(package / "weights.pt")

@@ -168,8 +168,8 @@ def load_bioimageio(source: Any, *, device: Any = "auto") -> Network:
             f"{_first_lines(exc)}. Check that the package is complete and fits this "
             "PyTorch version."
         ) from exc
-    net = load_network(module, device=dev, in_channels=in_channels, title=title)
-    net.arch.name = f"bioimageio:{title}"
+    side = _taken(224, sizes)  # the size layer shapes are first worked out at
+    net = load_network(module, device=dev, in_channels=in_channels, title=title, input_size=side)
     net.weights = f"file:{Path(str(weights.source)).name}"
     net.sha256 = str(weights.sha256) if weights.sha256 is not None else None
     net.source = str(path.resolve())
@@ -177,6 +177,16 @@ def load_bioimageio(source: Any, *, device: Any = "auto") -> Network:
     net.input_sizes = sizes
     with _CACHE_LOCK:
         return _CACHE.setdefault(key, net)
+
+
+def _taken(n: int, sizes: tuple) -> int:
+    """The smallest side from ``n`` up that both axes take (``(min, step)`` per axis)."""
+    for side in range(n, n + 4096):
+        if all(
+            side >= low and (side - low) % step == 0 if step else side == low for low, step in sizes
+        ):
+            return side
+    return max(low for low, _ in sizes)
 
 
 def _first_lines(exc: BaseException, n: int = 4) -> str:

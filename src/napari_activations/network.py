@@ -209,10 +209,12 @@ class Network:
             return (_load_pickled, (self.source, self.device.type))
         if self.arch.name in NETWORK_TITLES:
             return (_load_pickled_named, (self.arch.name, self.source, self.device.type))
-        if self.arch.name.startswith("bioimageio:"):  # its code lives in the package
-            from .bioimageio import load_bioimageio
+        if self.source is not None and self.preprocess is not None:
+            from .bioimageio import is_bioimageio_package, load_bioimageio
 
-            return (functools.partial(load_bioimageio, device=self.device.type), (self.source,))
+            if is_bioimageio_package(self.source):  # its code lives in the package
+                load = functools.partial(load_bioimageio, device=self.device.type)
+                return (load, (self.source,))
         return (
             _module_network,
             (self.model, self.weights, self.trained, self.categories, self.mean, self.std),
