@@ -957,7 +957,8 @@ def activations(
     intensity_range : (low, high), optional
         Intensities mapped to 0 and 1 (clipped), e.g. a napari layer's contrast limits.
         Default: uint8 by 0..255, booleans as 0/1, other dtypes by the image's own finite
-        min and max. NaN counts as ``low``.
+        min and max. NaN counts as ``low``. Not used by a network with its own
+        preprocessing (``net.preprocess``: bioimage.io models), which gets the raw values.
     rgb : bool, optional
         Whether the last axis is colour; default napari's rule (last axis 3 or 4, the two
         before it longer than 30).
