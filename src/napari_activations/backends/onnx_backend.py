@@ -157,7 +157,7 @@ def _export(net: Network, info: LayerInfo) -> bytes:
     import torch
 
     side = max(minimum_input_size(info), 64)
-    x = torch.zeros((1, net.in_channels, side, side + 8), dtype=torch.float32)
+    x = torch.zeros((1, net.in_channels) + _taken(net, side, side + 8), dtype=torch.float32)
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
@@ -181,6 +181,16 @@ def _export(net: Network, info: LayerInfo) -> bytes:
             f"{_first_line(exc)}"
         ) from exc
     return buffer.getvalue()
+
+
+def _taken(net: Network, h: int, w: int) -> tuple[int, int]:
+    """The smallest size from (h, w) that the network takes (``net.input_sizes``)."""
+    if net.input_sizes is None:
+        return h, w
+    fit = []
+    for n, (low, step) in zip((h, w), net.input_sizes, strict=True):
+        fit.append(low if n <= low or step == 0 else low + -(-(n - low) // step) * step)
+    return fit[0], fit[1]
 
 
 def _first_line(exc: BaseException, limit: int = 200) -> str:
@@ -217,12 +227,19 @@ def _check_against_torch(session: Any, net: Network, info: LayerInfo) -> None:
     c = net.in_channels
     mean = np.reshape(net.mean, (1, c, 1, 1))
     std = np.reshape(net.std, (1, c, 1, 1))
-    for h, w in ((base + 7, base + 18), (base + 32, base + 3)):
+    for h, w in (_taken(net, base + 7, base + 18), _taken(net, base + 32, base + 3)):
         x = rng.random((1, c, h, w), dtype=np.float32)  # intensities in [0, 1]
         normalised = ((x - mean) / std).astype(np.float32)
-        with torch.inference_mode():
-            walk = net.arch.forward(net.model, torch.from_numpy(normalised).to(net.device), info)
-            want = drain(walk).to("cpu", torch.float32).numpy()
+        try:
+            with torch.inference_mode():
+                x_torch = torch.from_numpy(normalised).to(net.device)
+                want = drain(net.arch.forward(net.model, x_torch, info))
+                want = want.to("cpu", torch.float32).numpy()
+        except RuntimeError as exc:  # e.g. a U-Net whose skips need sizes divisible by 2^k
+            raise ExportError(
+                f"the network does not run on a {h}x{w} input to check the export: "
+                f"{_first_line(exc)}"
+            ) from exc
         feed = x if _folds_normalisation(net) else normalised
         try:
             got = session.run(None, {"input": feed})[0]
