@@ -241,6 +241,17 @@ def test_analysis_widget_runs_on_a_resnet18_activation_layer(
     table = widget.network_tab.network_table
     assert table.rowCount() == len(resnet.layers)
     assert (table.item(0, 0).text(), table.item(0, 1).text()) == ("conv1", "32x36")
+    # a row chooses the layer for Compare, and for Run where the activations widget runs
+    # ResNet-18 too; otherwise the status says so (no traceback)
+    from napari_activations._widget import ActivationsWidget
+
+    main = ActivationsWidget(viewer)
+    viewer.window.add_dock_widget(main)
+    chosen = resnet.find_layer("layer3.0.relu")
+    widget.choose_network_row(resnet.layers.index(chosen))
+    assert widget.compare_tab.compare_layer_combo.currentText() == chosen.name
+    status = widget.status_label.text()
+    assert main.selected_layer() == chosen or "not for Run" in status, status
     # Compare: ResNet-18's layers offered, and computed with ResNet-18
     combo = widget.compare_tab.compare_layer_combo
     offered = [combo.itemText(i) for i in range(combo.count())]

@@ -323,7 +323,8 @@ def show_attribution(
     network : Network, optional
         Default: loaded with ``weights`` on ``device`` (and cached).
     layer : str, optional
-        Grad-CAM's network layer (default ``relu_conv10``).
+        Grad-CAM's network layer (default: the last aligned one before global pooling,
+        ``relu_conv10`` for SqueezeNet).
     window, stride, fill
         Occlusion's settings (see :func:`~napari_activations.occlusion_sensitivity`).
     input_scale : float

@@ -2,7 +2,7 @@
 
 A thin Qt skin over :mod:`napari_activations._attribution_layers`: pick the image, the method
 (Grad-CAM with its network layer, or occlusion with its window and stride) and the target
-class (one of the image's top 5, filled in by "Top 5", or any ImageNet category typed in),
+class (one of the image's top 5, filled in by "Top 5", or any category of the network typed in),
 then Run. The compute runs in a napari ``thread_worker`` with a progress bar and Cancel, and
 the result becomes, or updates, the layer ``"<image>: Grad-CAM <class>"``.
 

@@ -88,13 +88,20 @@ class NetworkTab(AnalysisTab):
         if compare.findText(self.chosen_layer) >= 0:
             compare.setCurrentText(self.chosen_layer)
         main = self.host.main_widget()
-        if main is not None:
-            main.set_network_layer(self.chosen_layer)
-        self.host.status_label.setText(
-            f"{self.chosen_layer} chosen for Run"
-            f"{'' if main is not None else ' (open the SqueezeNet activations widget)'}"
-            " and Compare."
-        )
+        arch = self.host.architecture()
+        note = "" if main is not None else " (open the activations widget)"
+        if main is not None and arch is not None:
+            row = arch.find_layer(self.chosen_layer)
+            try:  # the row knows its network: the activations widget may run another one
+                main.set_network_layer(row)
+                taken = main.selected_layer() == row
+            except ValueError:
+                taken = False
+            if not taken:
+                note = (
+                    f" (not for Run: the activations widget has another network than {arch.title})"
+                )
+        self.host.status_label.setText(f"{self.chosen_layer} chosen for Run{note} and Compare.")
 
     def classify(self) -> None:
         """The chosen image's top-5 classes by the host's network, in a worker."""
