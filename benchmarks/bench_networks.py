@@ -158,6 +158,46 @@ print(json.dumps({"base": base, "peak": peak, "first_s": t_first,
 """
 
 
+_BYTES_CHILD = r"""
+import json, resource, sys
+import numpy as np
+import napari_activations as na
+name, layer, backend, side = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+net = na.load_network(name, None, device="cpu")
+image = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+na.activations(net, image[:64, :64], layer, backend=backend)  # prepare, load libraries
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+out = na.activations(net, image, layer, backend=backend, memory_budget="64GiB")
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"per_pixel": (peak - base) / side**2, "estimate": net.arch.bytes_per_pixel
+                  if hasattr(net.arch, "bytes_per_pixel") else None}))
+"""
+
+
+def bytes_per_pixel(side: int = 1024) -> str:
+    """Measured peak working memory of one untiled forward pass, per input pixel, against the
+    estimate tiling plans with (each run in a fresh process: ``ru_maxrss`` rise over the
+    preparation, image and result included)."""
+    lines = [
+        "| network | layer | backend | measured, bytes/px | estimate, bytes/px |",
+        "|---|---|---|---:|---:|",
+    ]
+    for name, layers in NETWORKS.items():
+        for backend in ("torch", "onnxruntime"):
+            out = subprocess.run(
+                [sys.executable, "-c", _BYTES_CHILD, name, layers[-1], backend, str(side)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            lines.append(
+                f"| {name} | `{layers[-1]}` | {backend} | {r['per_pixel']:.0f} | {r['estimate']} |"
+            )
+            print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
 def memory() -> str:
     out = subprocess.run(
         [sys.executable, "-c", _MEMORY_CHILD], capture_output=True, text=True, check=True
@@ -186,6 +226,7 @@ def main() -> None:
     print(f"torch threads: {torch.get_num_threads()}, image {args.size}x{args.size} RGB uint8")
     print(speed(args.repeats, args.size))
     if not args.skip_memory:
+        print(bytes_per_pixel())
         print(memory())
 
 
