@@ -346,3 +346,15 @@ def test_resnet18_grad_cam_at_a_node_changed_in_place_later_uses_its_own_values(
         (grad,) = torch.autograd.grad(score, a)
     want = torch.relu((grad.mean(dim=(2, 3), keepdim=True) * a).sum(1))[0].detach().numpy()
     _close(ours, want, 1e-5)
+
+
+def test_occlusion_fill_by_intensity_is_refused_where_the_network_preprocesses_itself(small_net):
+    from dataclasses import replace
+
+    image = np.random.default_rng(3).integers(0, 255, (24, 30), dtype=np.uint8)
+    standardised = replace(small_net, preprocess=lambda raw: (raw - raw.mean()) / raw.std())
+    kwargs = {"window": 8, "stride": 8}
+    with pytest.raises(AttributionError, match="fill='mean'"):
+        na.occlusion_sensitivity(standardised, image, lambda out: out[0, 0], fill=0, **kwargs)
+    drop = na.occlusion_sensitivity(standardised, image, lambda out: out[0, 0], **kwargs)
+    assert drop.shape == image.shape and np.isfinite(drop).all()

@@ -874,6 +874,11 @@ def _fill_tensor(
         ) from None
     if not math.isfinite(v):
         raise AttributionError(f"fill must be a finite number; got {fill!r}.")
+    if getattr(net, "preprocess", None) is not None:
+        raise AttributionError(
+            f"{net.title} preprocesses each whole image itself, so an intensity has no fixed "
+            "value in its input: use fill='mean' (the image's mean after preprocessing)."
+        )
     if bounds is None:
         t = v / 255.0
     else:
