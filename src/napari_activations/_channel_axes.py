@@ -61,7 +61,11 @@ def network_layer_label(name: str, network: str | None = None, title: str | None
     conv1 of ResNet-18 is another filter bank than SqueezeNet's)."""
     if not network or network == "squeezenet1_1":
         return name
-    return f"{name} ({title or network})"
+    if not title:  # metadata that names the network only: its usual title
+        from .network import NETWORK_TITLES
+
+        title = NETWORK_TITLES.get(network) or network.removeprefix("module:")
+    return f"{name} ({title})"
 
 
 def _pad(layer: Layer) -> int:

@@ -36,7 +36,7 @@ import numpy as np
 
 from . import _mesa_workaround
 from ._channel_axes import channel_axis_label, follow_viewer, network_layer_label
-from ._layer_kinds import METADATA_KEY
+from ._layer_kinds import METADATA_KEY, remember_network
 from .alignment import AlignedActivations
 from .analysis import top_channels
 from .architecture import architecture_of
@@ -1029,6 +1029,7 @@ _STARTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _stamp(layer: Image, result: ActivationResult) -> None:
+    remember_network(layer, result.network)  # what analyses it: a user's model is in no cache
     if result.started is None:
         _STARTED.pop(layer, None)
     else:
