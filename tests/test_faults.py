@@ -226,8 +226,8 @@ def forward_steps(monkeypatch):
     steps: list[float] = []
 
     def counting(original):
-        def counted(*args):
-            walk = original(*args)
+        def counted(*args, **kwargs):
+            walk = original(*args, **kwargs)
             while True:
                 try:
                     next(walk)
