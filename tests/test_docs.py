@@ -62,6 +62,8 @@ def parse_literal(comment: str):
             return type(node).__name__, [build(e) for e in node.elts]
         if isinstance(node, ast.Constant) and node.value is Ellipsis:
             return ...
+        if isinstance(node, ast.Constant) and isinstance(node.value, bool):
+            return node.value
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
             return Number(ast.get_source_segment(text, node))
         if isinstance(node, ast.Constant):
