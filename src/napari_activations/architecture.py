@@ -347,17 +347,18 @@ class GraphArchitecture(Architecture):
             stride = offset = rf = None
             aligned, note = row.aligned, row.note
             if row.stride is not None:
-                same = (
-                    row.stride[0] == row.stride[1]
-                    and row.offset[0] == row.offset[1]
-                    and row.receptive_field[0] == row.receptive_field[1]
-                )
+                same = row.stride[0] == row.stride[1] and row.offset[0] == row.offset[1]
                 if same:
+                    # One grid. A field taller than wide (Inception's 7x1) keeps the larger
+                    # side: the halo of a tile and the interior are then on the safe side.
                     stride, offset, rf = (
                         _number(row.stride[0]),
                         float(row.offset[0]),
-                        _number(row.receptive_field[0]),
+                        _number(max(row.receptive_field)),
                     )
+                    if row.receptive_field[0] != row.receptive_field[1]:
+                        rows_, cols_ = (_number(v) for v in row.receptive_field)
+                        note = note or f"receptive field {rows_}x{cols_} (rows x columns)"
                     unit = _lcm_unit(unit, stride)
                 else:
                     aligned = False

@@ -615,7 +615,7 @@ def _dask_activations(req: _Request) -> Any:
     planes = []
     for idx in np.ndindex(*req.lead) if req.lead else [()]:
         plane = req.image[idx] if idx else req.image
-        if req.size != req.hw or geo.is_global or not geo.aligned:  # one chunk per plane
+        if req.size != req.hw or not can_tile(info):  # one chunk per plane
             d = dask.delayed(_plane_task, pure=True)(
                 req.net,
                 plane,

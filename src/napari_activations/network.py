@@ -682,8 +682,12 @@ def torchvision_architecture(name: str) -> Architecture:
     with _ARCH_LOCK:
         arch = _ARCH_CACHE.get(name)
         if arch is None:
-            with torch.device("meta"):
-                model = get_model(name, weights=None, **_builder_kwargs(name, True))
+            try:
+                with torch.device("meta"):
+                    model = get_model(name, weights=None, **_builder_kwargs(name, True))
+            except NotImplementedError:  # a builder that computes with tensors (RegNet)
+                with torch.random.fork_rng(devices=[]):
+                    model = get_model(name, weights=None, **_builder_kwargs(name, True))
             crop = _tv_weights_enum(name).DEFAULT.transforms.keywords.get("crop_size", 224)
             arch = GraphArchitecture(model, name, NETWORK_TITLES[name], input_size=int(crop))
             _ARCH_CACHE[name] = arch
