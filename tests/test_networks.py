@@ -240,3 +240,130 @@ def test_in_place_relus_leave_pre_relu_layers_negative(networks, name, layers, b
     for layer in layers:
         values = _act(net, image, layer, backend=backend)
         assert (values < 0).mean() > 0.1, layer
+
+
+def test_squeeze_excitation_layers_are_computed_whole_not_in_tiles(networks):
+    """EfficientNet's gates see the whole image: tiles would each compute their own (off by
+    up to 3e-4 of the maximum before), so such a layer runs in one pass, and a budget it
+    cannot fit in is refused with the reason."""
+    net = networks("efficientnet_b0")
+    info = net.find_layer("features.5.1.add")
+    assert info.global_context and not tiling.can_tile(info)
+    assert not tiling.can_tile(net.layers[-1])  # fc pools a gated layer
+    with pytest.raises(MemoryError, match="squeeze-and-excitation"):
+        tiling.choose_tile(info, 4096, 4096, "16MiB")
+    image = _image(net, 64, 96)
+    np.testing.assert_array_equal(
+        _act(net, image, info, backend="torch", tile=32), _act(net, image, info, backend="torch")
+    )
+    with pytest.raises(na.ImageError, match="squeeze-and-excitation"):
+        _act(net, image, info, backend="torch", memory_budget="100KiB")
+
+
+def test_measure_geometry_takes_a_network_and_its_layer_names(networks):
+    """The measured geometry equals the derived (ResNet) and hand-checked (SqueezeNet) rows."""
+    for name, layer in [("squeezenet1_1", "fire3-concat"), ("resnet18", "layer1.0.add")]:
+        net = networks(name)
+        info = net.find_layer(layer)
+        measured = na.measure_geometry(net, layer)
+        assert measured.stride == (info.stride,) * 2
+        assert measured.offset == (info.offset,) * 2
+        assert measured.receptive_field == (info.receptive_field,) * 2
+    with pytest.raises(na.UnknownLayerError, match="has no layer 'nope'"):
+        na.measure_geometry(networks("resnet18"), "nope")
+
+
+# --- bad input: a plain message of the package's own, never a raw torch traceback ----------
+
+
+class _Gate(torch.nn.Module):
+    """A leaf module whose every pixel depends on the whole image."""
+
+    def forward(self, x):
+        return x * x.mean()
+
+
+class _Untraceable(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.gate = _Gate()
+
+    def forward(self, x):
+        y = self.conv(x)
+        if y.mean() > 1e9:  # data-dependent: torch.fx cannot trace it
+            y = y * 2
+        return self.gate(y)
+
+
+class _FiveChannels(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(5, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class _Raises(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        raise RuntimeError("boom")
+
+
+def test_untraceable_and_unmeasurable_model_is_a_plain_geometry_error():
+    with pytest.raises(na.GeometryError, match=r"cannot trace _Untraceable.*'gate'.*traceable"):
+        na.load_network(_Untraceable())
+
+
+def test_five_channel_model_given_rgb_says_what_to_pass():
+    net = na.load_network(_FiveChannels())
+    rgb = np.zeros((40, 40, 3), np.uint8)
+    with pytest.raises(na.ImageError, match="5 input channels; this image has 3"):
+        na.activations(net, rgb, "conv")
+    assert na.activations(net, rgb[..., 0], "conv").shape == (4, 38, 38)  # gray: broadcast
+
+
+def test_state_dict_of_another_architecture_is_a_weights_error(tmp_path):
+    path = tmp_path / "resnet34.pth"
+    torch.save(__import__("torchvision").models.resnet34(weights=None).state_dict(), path)
+    with pytest.raises(na.WeightsError, match="not a ResNet-18 state_dict.*network it was saved"):
+        na.load_network("resnet18", weights=path)
+
+
+def test_misspelt_network_names_the_closest():
+    with pytest.raises(na.UnknownNetworkError, match="'resnet-19'.*'resnet18'.*list_networks"):
+        na.load_network("resnet-19")
+
+
+def test_module_whose_forward_raises_is_a_plain_geometry_error():
+    with pytest.raises(na.GeometryError, match="RuntimeError: boom.*fix the model"):
+        na.load_network(_Raises())
+
+
+def test_unet_on_a_size_it_cannot_take_says_which_sizes_work(networks):
+    """A U-Net's skip connections need sides divisible by 4: 16x47 is not too small (the
+    message said it needed 4x4 before), it is the wrong size."""
+    net = networks("module:SmallUNet")
+    image = _image(net, 16, 47)
+    with pytest.raises(na.ImageError, match=r"16x47 input \(RuntimeError: .*multiples of 4"):
+        _act(net, image, "out")
+    assert _act(net, image[:, :44], "out").shape == (2, 16, 44)
+
+
+def test_a_field_taller_than_wide_keeps_one_grid(networks):
+    """Inception v3's 1x7 and 7x1 convolutions: one stride and offset on both axes, so the
+    layer is aligned (it was shown stretched), with the larger side as its field (the halo of
+    a tile and the interior on the safe side) and both sides in the note; tiles equal the
+    whole image."""
+    net = networks("inception_v3")
+    info = net.find_layer("Mixed_6b.branch7x7_2.conv")
+    assert info.aligned and info.stride == 16
+    assert "receptive field" in info.note and "x" in info.note
+    image = _image(net, 96, 288)
+    full = _act(net, image, info, backend="torch")
+    tiled = _act(net, image, info, backend="torch", tile=96)
+    np.testing.assert_allclose(tiled, full, rtol=0, atol=1e-4 * float(np.abs(full).max()))

@@ -147,6 +147,11 @@ class Architecture:
             cache[info.name] = lo
         return cache[info.name]
 
+    def size_problem(self, info: LayerInfo, height: int, width: int) -> str:
+        """Why ``info`` has no pixel for a ``height x width`` input (for messages)."""
+        n = self.minimum_input_size(info)
+        return f"it needs at least {n}x{n} pixels"
+
     # --- global layers in tiles -----------------------------------------------------------
 
     def context_layer(self, info: LayerInfo) -> LayerInfo | None:
@@ -421,6 +426,15 @@ class GraphArchitecture(Architecture):
         h, w = shape[dims[0]], shape[dims[1]]
         return (h, w) if h > 0 and w > 0 else (0, 0)
 
+    def size_problem(self, info: LayerInfo, height: int, width: int) -> str:
+        n = self.minimum_input_size(info)
+        failed = self._shapes(height, width).get(_FAILED)
+        if min(height, width) >= n and failed:
+            unit = max((row.tile_unit for row in self.layers if row.stride), default=1)
+            hint = f" (sides that are multiples of {unit} work)" if unit > 1 else ""
+            return f"{self.title} does not run on a {height}x{width} input ({failed[0]}){hint}"
+        return super().size_problem(info, height, width)
+
     def context_layer(self, info: LayerInfo) -> LayerInfo | None:
         """The last local, aligned layer before the first global one, where the first global
         node averages it over the image (an adaptive average pool to one pixel or a mean)."""
@@ -518,6 +532,7 @@ class GraphArchitecture(Architecture):
 
 
 _MEAN_OPS = {"AdaptiveAvgPool2d", "adaptive_avg_pool2d", "mean"}
+_FAILED = "\0failed"  # key of the size pass's error, where it failed
 
 
 def _meta_shapes(
@@ -555,8 +570,8 @@ def _meta_shapes(
                         gone = env.get(arg) if last_use.get(arg) is node else None
                         if isinstance(gone, torch.Tensor):
                             live -= gone.numel() * gone.element_size()
-        except Exception:  # noqa: BLE001 - too small from here on
-            pass
+        except Exception as err:  # noqa: BLE001 - too small (or mismatched) from here on
+            shapes[_FAILED] = (f"{type(err).__name__}: {str(err).strip().splitlines()[0]}",)
         return shapes, peak
     handles = []
     for path, module in meta.named_modules():

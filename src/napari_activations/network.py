@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Network",
+    "UnknownNetworkError",
     "load_squeezenet",
     "load_network",
     "list_networks",
@@ -67,6 +68,10 @@ BUILTIN_WEIGHTS_FILE = "squeezenet1_1_caffe_imagenet.pth"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class UnknownNetworkError(ValueError):
+    """A network name that :func:`load_network` does not know; the message lists the closest."""
 
 
 class WeightsError(RuntimeError):
@@ -650,7 +655,7 @@ def _network_name(name: str) -> str:
     if key not in NETWORK_TITLES:
         close = difflib.get_close_matches(key, list(NETWORK_TITLES), 3, 0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(
+        raise UnknownNetworkError(
             f"Unknown network {name!r}.{hint} See napari_activations.list_networks(), or "
             "pass your own torch.nn.Module."
         )
