@@ -33,7 +33,7 @@ from napari_activations import tiling
 from napari_activations.backends import BackendFallbackWarning
 
 NETWORKS = [*na.list_networks(), "module:SmallCNN", "module:SmallUNet"]
-ROLES = ("first", "merge", "post", "last", "global")
+ROLES = ("first", "merge", "post", "channels_last", "last", "unaligned", "global")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -66,13 +66,21 @@ def representative(net: na.Network) -> dict[str, na.LayerInfo]:
     """The layers a network is tested at (roles without such a layer are left out)."""
     local = [r for r in net.layers if r.aligned and not r.is_global]
     convs = [r for r in local if "conv" in r.op.lower() or r.geometry_source == "table"]
-    merges = [r for r in local if r.op in ("add", "cat")]
+    merges = [r for r in local if r.op in ("add", "cat") or r.name.endswith("-concat")]
     posts = [r for r in local if net.arch.pre_relu(r) is not None]
     picks = {"first": convs[0], "last": local[-1]}
     if merges:
         picks["merge"] = merges[len(merges) // 2]
     if posts:
         picks["post"] = posts[len(posts) // 2]
+    # ConvNeXt's blocks run their LayerNorm and Linear layers channels-last
+    last_dim = [r for r in local if r.op in ("Linear", "LayerNorm", "Permute")]
+    if last_dim:
+        picks["channels_last"] = last_dim[len(last_dim) // 2]
+    # AlexNet's and VGG's adaptive pool to 6x6 / 7x7: no single grid, stretched
+    unaligned = [r for r in net.layers if not r.aligned]
+    if unaligned:
+        picks["unaligned"] = unaligned[0]
     if net.layers[-1].is_global:
         picks["global"] = net.layers[-1]
     return picks
@@ -103,8 +111,34 @@ def _interior(info: na.LayerInfo, n_act: int, n_img: int) -> np.ndarray:
     return np.flatnonzero((centres - half >= 0) & (centres + half <= n_img - 1))
 
 
+# The roles each network has (checked against its layers by test_roles_are_those_listed).
+ROLES_OF = {
+    "squeezenet1_1": ("first", "merge", "post", "last", "global"),
+    "alexnet": ("first", "post", "last", "unaligned", "global"),
+    "vgg16": ("first", "post", "last", "unaligned", "global"),
+    "resnet18": ("first", "merge", "post", "last", "global"),
+    "resnet50": ("first", "merge", "post", "last", "global"),
+    "googlenet": ("first", "merge", "post", "last", "global"),
+    "inception_v3": ("first", "merge", "post", "last", "global"),
+    "mobilenet_v2": ("first", "merge", "last", "global"),
+    "mobilenet_v3_large": ("first", "merge", "last", "global"),
+    "mobilenet_v3_small": ("first", "merge", "last", "global"),
+    "efficientnet_b0": ("first", "merge", "last", "global"),
+    "densenet121": ("first", "merge", "post", "last", "global"),
+    "convnext_tiny": ("first", "merge", "channels_last", "last", "global"),
+    "regnet_y_400mf": ("first", "merge", "post", "last", "global"),
+    "module:SmallCNN": ("first", "merge", "post", "last", "global"),
+    "module:SmallUNet": ("first", "merge", "post", "last"),
+}
+
+
 def _cases():
-    return [(name, role) for name in NETWORKS for role in ROLES]
+    return [(name, role) for name in NETWORKS for role in ROLES_OF[name]]
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_roles_are_those_listed(networks, name):
+    assert tuple(r for r in ROLES if r in representative(networks(name))) == ROLES_OF[name]
 
 
 @pytest.fixture(scope="module")
@@ -126,9 +160,10 @@ def _strip(net, info):
 @pytest.mark.parametrize(("name", "role"), _cases())
 def test_layer_properties(networks, name, role):
     net = networks(name)
-    info = representative(net).get(role)
-    if info is None:
-        pytest.skip(f"{name} has no {role} layer")  # e.g. no merge in AlexNet
+    info = representative(net)[role]
+    if not info.aligned:
+        _check_unaligned(net, info)
+        return
     if info.is_global:  # square, with room for two tiles of the context layer
         context = tiling.forward_layer(info)
         image = _image(net, *(2 * [_side(net, info) + 2 * context.tile_unit]))
@@ -367,3 +402,19 @@ def test_a_field_taller_than_wide_keeps_one_grid(networks):
     full = _act(net, image, info, backend="torch")
     tiled = _act(net, image, info, backend="torch", tile=96)
     np.testing.assert_allclose(tiled, full, rtol=0, atol=1e-4 * float(np.abs(full).max()))
+
+
+def _check_unaligned(net: na.Network, info: na.LayerInfo) -> None:
+    """A layer without a single grid: never tiled, stretched over the image, lazily indexed
+    as numpy indexes the whole."""
+    assert info.note and info.stride is None and not tiling.can_tile(info)
+    image = _image(net, *(2 * [_side(net, info, minimum=64)]))
+    before = image.copy()
+    full = _act(net, image, info, backend="torch")
+    np.testing.assert_array_equal(_act(net, image, info, backend="torch", tile=32), full)
+    stretched = _act(net, image, info, backend="torch", resize=True)
+    assert np.array_equal(image, before)
+    whole = np.asarray(stretched)
+    assert whole.shape == (info.channels, *image.shape[:2])
+    for key in [(0,), (slice(1, 3), slice(None, None, -3), np.array([0, 5]))]:
+        np.testing.assert_allclose(stretched[key], whole[key], rtol=1e-6, atol=1e-6)

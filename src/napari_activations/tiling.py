@@ -21,7 +21,9 @@ of the mean of a local *context layer* over the image (SqueezeNet: :data:`CONTEX
 networks: the layer their global average pool reads, see
 :meth:`~napari_activations.architecture.Architecture.context_layer`): a tiled run computes that
 layer tile by tile and pools the stitched map (:func:`forward_layer`, :func:`global_pool`).
-A global layer without such a context layer is never tiled.
+A global layer without such a context layer is never tiled, and neither is a layer gated by
+squeeze-and-excitation (MobileNet v3, EfficientNet, RegNetY: ``global_context``): its gates are
+means over the whole image, which no tile sees.
 
 Every network's layers carry their own geometry (stride, offset, receptive field and
 ``tile_unit``, the multiple of input pixels a tile starts at), so one plan serves them all.
