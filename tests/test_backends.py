@@ -302,3 +302,33 @@ def test_onnxruntime_is_refused_for_a_gpu_network():
     net = na.load_squeezenet(None, device="cuda")
     with pytest.raises(backends.BackendError, match="runs on the CPU"):
         na.activations(net, _image(64, 64), "conv1", backend="onnxruntime")
+
+
+@ORT
+def test_tiles_give_onnx_runtime_memory_back_and_untiled_runs_keep_it():
+    net = na.load_squeezenet(None, device="cpu")
+    # The arena kept the peak of every tile shape: 3.2 GiB for ResNet-50 in 1 GiB tiles.
+    image = np.random.default_rng(3).integers(0, 256, (120, 130, 3), dtype=np.uint8)
+    runner = backends.prepare(net, net.find_layer("conv1"), "onnxruntime")
+    seen = []
+    session = runner.session
+
+    class Spy:
+        def run(self, names, feed, options=None):
+            seen.append(
+                None
+                if options is None
+                else options.get_run_config_entry("memory.enable_memory_arena_shrinkage")
+            )
+            return session.run(names, feed, options)
+
+    runner.session = Spy()
+    try:
+        untiled = na.activations(net, image, "conv1", backend="onnxruntime")
+        assert seen == [None]
+        seen.clear()
+        tiled = na.activations(net, image, "conv1", backend="onnxruntime", tile=64)
+    finally:
+        runner.session = session
+    assert len(seen) > 1 and set(seen) == {"cpu:0"}
+    np.testing.assert_allclose(tiled, untiled, atol=1e-5)

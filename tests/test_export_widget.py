@@ -15,7 +15,13 @@ import numpy as np
 import pytest
 
 import napari_activations as na
-from napari_activations._plugin_settings import EXPORT_FOLDER, WEIGHTS_FILE, remember, remembered
+from napari_activations._plugin_settings import (
+    EXPORT_FOLDER,
+    NETWORK,
+    WEIGHTS_FILE,
+    remember,
+    remembered,
+)
 
 pytestmark = pytest.mark.gui
 
@@ -30,10 +36,10 @@ def _network_before_any_viewer(random_net):
 @pytest.fixture(autouse=True)
 def _forget():
     """Each test starts, and leaves, with nothing remembered."""
-    for key in (WEIGHTS_FILE, EXPORT_FOLDER):
+    for key in (WEIGHTS_FILE, EXPORT_FOLDER, NETWORK):
         remember(key, "")
     yield
-    for key in (WEIGHTS_FILE, EXPORT_FOLDER):
+    for key in (WEIGHTS_FILE, EXPORT_FOLDER, NETWORK):
         remember(key, "")
 
 

@@ -34,6 +34,8 @@ _API = {
     "WeightsUnavailableError": "network",
     "DeviceUnavailableError": "network",
     "WEIGHTS_ENV": "network",
+    "load_bioimageio": "bioimageio",
+    "BioimageioError": "bioimageio",
     "activations": "compute",
     "iter_activations": "compute",
     "classify": "compute",
@@ -116,6 +118,7 @@ if TYPE_CHECKING:
         region_target,
         resolve_target,
     )
+    from .bioimageio import BioimageioError, load_bioimageio
     from .compute import ImageError, Progress, activations, classify, is_rgb, iter_activations
     from .export import ExportError, export_activations, iter_export_activations
     from .geometry import (

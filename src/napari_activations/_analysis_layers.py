@@ -9,14 +9,20 @@ and calls :mod:`napari_activations.analysis` for the numbers, so the console, th
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import analysis
-from ._layer_kinds import DIFFERENCE_KEY, MONTAGE_KEY, channel_metadata
+from ._layer_kinds import (
+    DIFFERENCE_KEY,
+    MONTAGE_KEY,
+    channel_metadata,
+    remember_network,
+    remembered_network,
+)
 from ._napari_layers import (
     ActivationResult,
     LayerInputError,
@@ -29,8 +35,9 @@ from ._napari_layers import (
     shown_position,
 )
 from .alignment import AlignedActivations
+from .architecture import SQUEEZENET, Architecture, architecture_of
 from .compute import Progress
-from .layers import find_layer
+from .layers import LayerInfo, find_layer
 from .network import weights_metadata
 
 if TYPE_CHECKING:
@@ -53,7 +60,9 @@ __all__ = [
     "montage_channel_at",
     "montage_of",
     "native_activations",
+    "network_architecture",
     "network_for",
+    "network_of",
     "pixel_under",
     "region_mask",
     "set_channel",
@@ -309,6 +318,86 @@ def network_for(activation_layer: Layer) -> Any:
     return net.source if net is not None else "DEFAULT"
 
 
+def _network_name(activation_layer: Layer) -> str:
+    """The name of the network that made the layer (``"squeezenet1_1"`` where none is said)."""
+    return str(layer_metadata(activation_layer).get("layer", {}).get("network", "squeezenet1_1"))
+
+
+def _layer_row(activation_layer: Layer) -> LayerInfo | None:
+    """The network layer row the layer's data holds (it knows its network), or None."""
+    data = activation_layer.data
+    stack = getattr(data, "stack", data)  # ChannelFirst view of an (..., C, H, W) stack
+    info = getattr(stack, "layer", None)
+    return info if isinstance(info, LayerInfo) else None
+
+
+def network_architecture(activation_layer: Layer | None) -> Architecture:
+    """The layers and geometry of the network that made ``activation_layer``, without loading
+    weights (for menus): from the layer's data or its metadata; SqueezeNet's for None."""
+    if activation_layer is None:
+        return SQUEEZENET
+    net = remembered_network(activation_layer)
+    if net is not None:
+        return net.arch
+    info = _layer_row(activation_layer)
+    if info is not None:
+        return architecture_of(info)
+    name = _network_name(activation_layer)
+    if name == SQUEEZENET.name:
+        return SQUEEZENET
+    from .network import NETWORK_TITLES, torchvision_architecture
+
+    if name in NETWORK_TITLES:
+        return torchvision_architecture(name)
+    raise LayerInputError(_gone(activation_layer, name))
+
+
+def _gone(activation_layer: Layer, name: str) -> str:
+    return (
+        f"{activation_layer.name!r} was computed with your own model ({name.split(':')[-1]}), "
+        "which this session no longer holds: load it again with load_network(model) and "
+        "compute the layer again (show_activations(..., network=net))."
+    )
+
+
+def network_of(activation_layer: Layer, device: Any = "auto") -> Network:
+    """The network that made ``activation_layer``, with its weights, ready to run again.
+
+    The one noted when the layer was made (a user's own model), else loaded (from the cache,
+    where it is) by the name and weights in the layer's metadata. Can take long the first
+    time: call it in a worker.
+
+    Raises
+    ------
+    LayerInputError
+        A user's model that is no longer held, or weights (a file) that cannot be found.
+    """
+    net = remembered_network(activation_layer)
+    if net is not None:
+        return net
+    from .network import NETWORK_TITLES, load_network, load_squeezenet, loaded_network
+
+    name = _network_name(activation_layer)
+    if name == SQUEEZENET.name:
+        return load_squeezenet(network_for(activation_layer), device=device, progress=False)
+    if name not in NETWORK_TITLES:
+        raise LayerInputError(_gone(activation_layer, name))
+    weights = layer_metadata(activation_layer).get("weights", {})
+    label = str(weights.get("name", "DEFAULT"))
+    if not weights.get("trained", True):
+        return load_network(name, None, device=device, progress=False)
+    if label.startswith("file:"):
+        found = loaded_network(weights.get("sha256"))
+        if found is None or found.name != name:
+            raise LayerInputError(
+                f"{activation_layer.name!r} was computed with weights from {label[5:]}, which "
+                "are not loaded any more: load them again (load_network(name, path)) and "
+                "compute the layer again."
+            )
+        return found
+    return load_network(name, label, device=device, progress=False)
+
+
 @dataclass(frozen=True)
 class ComparisonResult:
     """The same network layer computed for two or more images, and its channel ranking."""
@@ -319,7 +408,7 @@ class ComparisonResult:
 
 
 def compare_images(
-    network: Network | None,
+    network: Network | Callable[[], Network] | None,
     images: list[Image],
     layer: Any,
     *,
@@ -332,10 +421,16 @@ def compare_images(
     A generator of :class:`~napari_activations.compute.Progress` (run it in a worker thread,
     or drain it), returning a :class:`ComparisonResult`. The images must be single planes of
     one size; ``region`` is an ``(H, W)`` mask on their grid (None: the whole image).
+    ``network`` is a Network, a function that loads one (called here, in the worker; e.g.
+    ``lambda: network_of(activation_layer)``), or None for SqueezeNet with ``weights``;
+    ``layer`` is one of its layers (a name or row).
     """
-    info = find_layer(layer)
     if len(images) < 2:
         raise LayerInputError("Comparing needs two or more image layers.")
+    if callable(network):
+        yield Progress(0, 1, "Loading the network")
+        network = network()
+    info = find_layer(layer) if network is None else network.find_layer(layer)
     results = []
     for image in images:
         result = yield from compute_for_image_layer(network, image, info, weights=weights)
@@ -368,7 +463,11 @@ def show_difference(viewer: napari.Viewer, first: Image, comparison: ComparisonR
     limits = channel_contrast_limits(diff.native, info, "channel")
     meta = {
         DIFFERENCE_KEY: {
-            "layer": {"name": a.layer.name, "channels": a.layer.channels},
+            "layer": {
+                "name": a.layer.name,
+                "channels": a.layer.channels,
+                "network": a.layer.network,
+            },
             "first": a.source_name,
             "second": b.source_name,
             "source_layer": a.source_name,
@@ -379,6 +478,7 @@ def show_difference(viewer: napari.Viewer, first: Image, comparison: ComparisonR
         layer = viewer.layers[name]
         layer.data = diff
         layer.metadata = meta
+        remember_network(layer, a.network)
     else:
         layer = Image(
             diff,
@@ -390,6 +490,7 @@ def show_difference(viewer: napari.Viewer, first: Image, comparison: ComparisonR
             **expand_transform(first, 1),
             **display_defaults(info),
         )
+        remember_network(layer, a.network)
         viewer.add_layer(layer)
     set_contrast(viewer, layer, limits, "channel")
     return layer

@@ -41,9 +41,11 @@ from ._analysis_layers import (
     current_channel,
     layer_metadata,
     montage_channel_at,
-    network_for,
+    network_architecture,
+    network_of,
     set_channel,
 )
+from ._napari_layers import LayerInputError
 from ._qt.channels_tab import ChannelsTab
 from ._qt.compare_tab import CompareTab
 from ._qt.layer_choice import input_images, refill_combo
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
     import napari
     from napari.layers import Image
 
+    from .architecture import Architecture
     from .compute import Progress
     from .network import Network
 
@@ -105,8 +108,8 @@ class AnalysisWidget(QWidget):
     ----------
     napari_viewer : napari.Viewer
     network : Network, optional
-        The network for Compare and Classify; by default the one whose weights made the chosen
-        activation layer (loaded from napari-activations' cache).
+        The network for Compare, Classify and the Network tab; by default the one that made
+        the chosen activation layer (any network: SqueezeNet, torchvision's, your own model).
     """
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, *, network: Network | None = None):
@@ -152,6 +155,7 @@ class AnalysisWidget(QWidget):
         events = self.viewer.layers.events
         for event in (events.inserted, events.removed, events.reordered):
             event.connect(self.refresh_layers)
+        self.layer_combo.currentIndexChanged.connect(self.refresh_network_layers)
         self._hooks = _ViewerHooks(self.viewer, self)
         hooks = self._hooks
         # A lambda, not a method: it must run while the widget is being destroyed.
@@ -175,6 +179,11 @@ class AnalysisWidget(QWidget):
         images = [layer.name for layer in input_images(self.viewer)]
         self.compare_tab.refresh(images, regions)
         refill_combo(self.network_tab.image_combo, images)
+        self.refresh_network_layers()
+
+    def refresh_network_layers(self, *args: Any) -> None:
+        """Offer the network layers of :meth:`architecture` (Compare, the Network tab)."""
+        self.compare_tab.refresh_network_layers()
         self.network_tab.refresh_network_table()
 
     def activation_layer(self) -> Image | None:
@@ -201,10 +210,28 @@ class AnalysisWidget(QWidget):
             set_channel(self.viewer, layer, channel)
             self.status_label.setText(f"{layer.name}: channel {channel}")
 
-    def weights_for_run(self) -> Any:
-        """The weights of the chosen activation layer's network (the default where none)."""
-        layer = self.activation_layer()
-        return "DEFAULT" if layer is None else network_for(layer)
+    def architecture(self) -> Architecture | None:
+        """The layers of :attr:`network`, else of the chosen activation layer's network
+        (SqueezeNet's where there is none); None where that network is no longer held."""
+        if self.network is not None:
+            return self.network.arch
+        try:
+            return network_architecture(self.activation_layer())
+        except LayerInputError as exc:
+            self.status_label.setText(str(exc))
+            return None
+
+    def network_for_run(self) -> Callable[[], Network]:
+        """What loads the network for Compare and Classify (called in the worker):
+        :attr:`network`, else the chosen activation layer's own, else SqueezeNet's default."""
+        net, layer = self.network, self.activation_layer()
+        if net is not None:
+            return lambda: net
+        if layer is not None:
+            return lambda: network_of(layer)
+        from .network import load_squeezenet
+
+        return lambda: load_squeezenet(progress=False)
 
     def main_widget(self) -> Any:
         """The "SqueezeNet activations" widget docked in the same window, or None."""

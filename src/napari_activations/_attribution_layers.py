@@ -138,6 +138,7 @@ def attribution_metadata(result: AttributionResult) -> dict[str, Any]:
             "region": result.region_name,
         },
         "layer": None if result.layer is None else result.layer.name,
+        "network": net.name,
         "settings": dict(result.settings),
         "input_scale": float(result.input_scale),
         "intensity_range": [float(v) for v in result.intensity_range],
@@ -227,7 +228,7 @@ def compute_attribution_for_image_layer(
                 f"Grad-CAM at {info.name!r} averages the gradient over the whole layer, so it "
                 f"gives the same map for any region: the region {region_name!r} would change "
                 "nothing. To see why the class is there, use occlusion sensitivity, or Grad-CAM "
-                "at an earlier layer (e.g. 'fire9-concat')."
+                f"at an earlier layer (e.g. {_earlier_layer(network, info)!r})."
             )
         result = yield from attribution.iter_grad_cam(network, data, target, layer=info, **common)
     else:
@@ -248,6 +249,13 @@ def compute_attribution_for_image_layer(
         settings,
         region_name,
     )
+
+
+def _earlier_layer(network: Network, info: LayerInfo) -> str:
+    """An aligned spatial layer before ``info`` (a suggestion in messages)."""
+    rows = network.layers[: network.layers.index(info)]
+    earlier = [row.name for row in rows if row.aligned and not row.is_global and row.after_relu]
+    return earlier[-1] if earlier else rows[-1].name if rows else info.name
 
 
 def find_attribution_layer(viewer: napari.Viewer, name: str) -> Image | None:
@@ -315,7 +323,8 @@ def show_attribution(
     network : Network, optional
         Default: loaded with ``weights`` on ``device`` (and cached).
     layer : str, optional
-        Grad-CAM's network layer (default ``relu_conv10``).
+        Grad-CAM's network layer (default: the last aligned one before global pooling,
+        ``relu_conv10`` for SqueezeNet).
     window, stride, fill
         Occlusion's settings (see :func:`~napari_activations.occlusion_sensitivity`).
     input_scale : float

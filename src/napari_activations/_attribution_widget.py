@@ -2,7 +2,7 @@
 
 A thin Qt skin over :mod:`napari_activations._attribution_layers`: pick the image, the method
 (Grad-CAM with its network layer, or occlusion with its window and stride) and the target
-class (one of the image's top 5, filled in by "Top 5", or any ImageNet category typed in),
+class (one of the image's top 5, filled in by "Top 5", or any category of the network typed in),
 then Run. The compute runs in a napari ``thread_worker`` with a progress bar and Cancel, and
 the result becomes, or updates, the layer ``"<image>: Grad-CAM <class>"``.
 
@@ -40,6 +40,7 @@ from ._qt.class_choice import ClassChoice
 from ._qt.layer_choice import input_images, refill_combo
 from ._qt.network_tab import top_classes
 from ._qt.worker import BackgroundRun, RunOutcome, run_layout
+from .architecture import SQUEEZENET
 from .compute import Progress
 
 if TYPE_CHECKING:
@@ -58,9 +59,10 @@ class AttributionWidget(RunOutcome, QWidget):
     ----------
     napari_viewer : napari.Viewer
     network : Network, optional
-        Use this network instead of loading one.
+        Use this network (any: SqueezeNet, torchvision's, your own model) instead of loading
+        SqueezeNet; its layers fill the Grad-CAM layer menu and its categories the classes.
     weights : "DEFAULT", path or None
-        Weights to load when no ``network`` is given.
+        SqueezeNet's weights to load when no ``network`` is given.
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class AttributionWidget(RunOutcome, QWidget):
         form.addRow("Image", self.image_combo)
         self.classes.add_rows(form)
         self.method.add_rows(form)
+        self.method.set_layers(SQUEEZENET if self._network is None else self._network.arch)
         layout = run_layout(self, form)
         self.region = RegionSection(self.viewer, self.set_target, self.image_combo)
         self.region.rank_button.clicked.connect(self.rank_in_region)
@@ -128,13 +131,21 @@ class AttributionWidget(RunOutcome, QWidget):
         return self.viewer.layers[name] if name in self.viewer.layers else None
 
     def set_weights(self, weights: Any) -> None:
-        """Weights for the next run ("DEFAULT", a path, or None for random); forgets the network."""
+        """SqueezeNet's weights for the next run ("DEFAULT", a path, or None for random);
+        forgets the network."""
         self._weights = weights
+        if self._network is not None and self._network.arch is not SQUEEZENET:
+            self.method.set_layers(SQUEEZENET)
         self._network = None
 
     def set_network(self, network: Network) -> None:
-        """Use this network (e.g. one loaded in the console) for the next runs."""
+        """Use this network (e.g. one loaded in the console) for the next runs: its layers are
+        offered for Grad-CAM, and Top 5 lists its classes."""
+        old = SQUEEZENET if self._network is None else self._network.arch
         self._network = network
+        if network.arch is not old:
+            self.method.set_layers(network.arch)
+            self.classes.offer([])
 
     def set_method(self, method: str) -> None:
         """Choose "grad-cam" or "occlusion" for the next run."""

@@ -32,7 +32,13 @@ if TYPE_CHECKING:
     import napari
     from napari.layers import Layer
 
-__all__ = ["arrange_channel_axes", "channel_axis_label", "follow_viewer", "image_ndim"]
+__all__ = [
+    "arrange_channel_axes",
+    "channel_axis_label",
+    "follow_viewer",
+    "image_ndim",
+    "network_layer_label",
+]
 
 # Viewers whose layer list is followed (each once), and viewers being laid out right now.
 _FOLLOWED: weakref.WeakSet = weakref.WeakSet()
@@ -49,6 +55,19 @@ def channel_axis_label(network_layer: str) -> str:
     return f"{network_layer} channel"
 
 
+def network_layer_label(name: str, network: str | None = None, title: str | None = None) -> str:
+    """How napari names a network layer: its name for SqueezeNet v1.1 (the default network,
+    ``"conv1"``), followed by its network's title for any other (``"conv1 (ResNet-18)"``:
+    conv1 of ResNet-18 is another filter bank than SqueezeNet's)."""
+    if not network or network == "squeezenet1_1":
+        return name
+    if not title:  # metadata that names the network only: its usual title
+        from .network import NETWORK_TITLES
+
+        title = NETWORK_TITLES.get(network) or network.removeprefix("module:")
+    return f"{name} ({title})"
+
+
 def _pad(layer: Layer) -> int:
     return int(getattr(layer.data, "pad", 0))
 
@@ -59,7 +78,21 @@ def image_ndim(layer: Layer) -> int:
 
 
 def _group(layer: Layer) -> str:
-    return str(channel_metadata(layer)["layer"]["name"])
+    meta = channel_metadata(layer)
+    described, title = meta["layer"], meta.get("network")
+    title = title if isinstance(title, str) else None
+    return network_layer_label(str(described["name"]), described.get("network"), title)
+
+
+def _order(layer: Layer) -> tuple:
+    """Where the layer's network layer comes: SqueezeNet's first, then by network and depth."""
+    meta = channel_metadata(layer)
+    described = meta["layer"]
+    network = described.get("network") or "squeezenet1_1"
+    index = meta.get("layer_index")
+    if index is None:
+        index = _network_order(str(described["name"]))
+    return (network != "squeezenet1_1", network, int(index))
 
 
 def _real_axes(layer: Layer) -> set[int]:
@@ -190,7 +223,8 @@ def arrange_channel_axes(viewer: napari.Viewer) -> None:
     _BUSY.add(viewer)
     try:
         # Network order: conv1's channels nearest the image axes, deeper layers further left.
-        groups = sorted({_group(layer) for layer in layers}, key=_network_order)
+        order = {_group(layer): _order(layer) for layer in layers}
+        groups = sorted(order, key=order.__getitem__)
         others = [_user_image_ndim(layer) for layer in viewer.layers if not is_channel_layer(layer)]
         base = max(others + [image_ndim(layer) for layer in layers])
         # Where every slider is now, to put each back after the axes move.

@@ -8,6 +8,7 @@ import it.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 __all__ = [
@@ -18,6 +19,8 @@ __all__ = [
     "MONTAGE_KEY",
     "channel_metadata",
     "is_derived_layer",
+    "remember_network",
+    "remembered_network",
 ]
 
 METADATA_KEY = "napari_activations"
@@ -56,3 +59,21 @@ def channel_metadata(layer: Any) -> dict | None:
     layer's channels); None for any other layer."""
     meta = _metadata(layer)
     return meta.get(METADATA_KEY) or meta.get(DIFFERENCE_KEY)
+
+
+# The network that made each activation or difference layer, for as long as the layer lives:
+# a user's own model is in no cache, and its layer's metadata (plain values) cannot load it.
+_NETWORKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def remember_network(layer: Any, network: Any) -> None:
+    """Note that ``network`` made ``layer`` (the layer holds it while the layer lives)."""
+    _NETWORKS[getattr(layer, "__wrapped__", layer)] = network
+
+
+def remembered_network(layer: Any) -> Any:
+    """The network noted for ``layer`` by :func:`remember_network`, or None."""
+    try:
+        return _NETWORKS.get(getattr(layer, "__wrapped__", layer))
+    except TypeError:  # not weakly referable: never noted
+        return None

@@ -35,10 +35,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import _mesa_workaround
-from ._channel_axes import channel_axis_label, follow_viewer
-from ._layer_kinds import METADATA_KEY
+from ._channel_axes import channel_axis_label, follow_viewer, network_layer_label
+from ._layer_kinds import METADATA_KEY, remember_network
 from .alignment import AlignedActivations
 from .analysis import top_channels
+from .architecture import architecture_of
 from .compute import (
     ImageError,
     LazyNative,
@@ -166,9 +167,17 @@ class ActivationResult:
 # ---------------------------------------------------------------------------------------------
 
 
+def layer_label(layer: str | LayerInfo) -> str:
+    """A network layer as napari names it: ``"conv1"`` (SqueezeNet v1.1's; a string names
+    one of its layers), ``"layer3.1.relu_1 (ResNet-18)"`` (any other network's)."""
+    info = find_layer(layer)
+    return network_layer_label(info.name, info.network, architecture_of(info).title)
+
+
 def activation_layer_name(image_name: str, layer: str | LayerInfo) -> str:
-    """``"<image name>: <layer name>"``, e.g. ``"Face: conv1"``."""
-    return f"{image_name}: {find_layer(layer).name}"
+    """``"<image name>: <layer>"``, e.g. ``"Face: conv1"``, ``"Face: layer3.1.relu_1
+    (ResNet-18)"`` (see :func:`layer_label`)."""
+    return f"{image_name}: {layer_label(layer)}"
 
 
 def expand_transform(source: Any, ndim_lead: int = 1) -> dict[str, Any]:
@@ -395,12 +404,15 @@ def activation_metadata(result: ActivationResult, contrast: str) -> dict[str, An
     from . import __version__
 
     info, net = result.layer, result.network
+    arch = architecture_of(info)  # the network's, as its weights are net's
     native = result.activations.native
     described = info.metadata()
     return {
         "plugin_version": __version__,
         "source_layer": result.source_name,
         "layer": described["layer"],
+        "network": arch.title,  # as in exports; its short name is under "layer"
+        "layer_index": int(info.index),  # the network layer's place in its network
         "geometry": {
             **described["geometry"],
             "native_shape": list(native.shape),  # (..., C, h, w)
@@ -576,7 +588,7 @@ def activation_layer_kwargs(
             float(s) * float(f) for s, f in zip(source.scale, result.level_factors, strict=False)
         )
     if labels:
-        kwargs["axis_labels"] = (channel_axis_label(info.name),) + labels
+        kwargs["axis_labels"] = (channel_axis_label(layer_label(info)),) + labels
     if units:
         kwargs["units"] = ("pixel",) + units
     return kwargs
@@ -851,7 +863,7 @@ def compute_for_image_layer(
     :data:`STACK_SAMPLE_PLANES` planes here for its contrast limits.
     """
     started = next(_RUN_ORDER)
-    info = find_layer(layer)
+    info = find_layer(layer) if network is None else network.find_layer(layer)
     if stack_contrast not in STACK_CONTRAST_MODES:
         raise ValueError(
             f"stack_contrast must be one of {STACK_CONTRAST_MODES}, not {stack_contrast!r}."
@@ -885,10 +897,7 @@ def compute_for_image_layer(
     input_warning = " ".join(w for w in warnings_found if w) or None
     avoid_triton_llvm_crash()
     if network is None:
-        yield Progress(0, 1, "Loading SqueezeNet")
-        from .network import load_squeezenet
-
-        network = load_squeezenet(weights, device=device, progress=False)
+        network = yield from _load_network(info, weights, device)
     aligned = yield from iter_activations(
         network,
         data,
@@ -924,6 +933,22 @@ def compute_for_image_layer(
         backend=aligned.backend,
         precision=precision,
     )
+
+
+def _load_network(info: LayerInfo, weights: Any, device: Any) -> Generator[Progress, None, Any]:
+    """The network ``info`` belongs to, loaded with ``weights`` on ``device`` (or cached)."""
+    from . import network as networks
+
+    title = architecture_of(info).title
+    yield Progress(0, 1, f"Loading {title}")
+    if info.network == "squeezenet1_1":
+        return networks.load_squeezenet(weights, device=device, progress=False)
+    if info.network not in networks.NETWORK_TITLES:
+        raise LayerInputError(
+            f"{info.name!r} is a layer of {title}, which cannot be loaded by name: pass the "
+            "network itself (network=...)."
+        )
+    return networks.load_network(info.network, weights, device=device, progress=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1004,6 +1029,7 @@ _STARTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _stamp(layer: Image, result: ActivationResult) -> None:
+    remember_network(layer, result.network)  # what analyses it: a user's model is in no cache
     if result.started is None:
         _STARTED.pop(layer, None)
     else:
@@ -1175,8 +1201,9 @@ def show_activations(
     layer : str or LayerInfo
         Network layer, e.g. ``"conv1"`` or ``"fire6-squeeze1x1"``.
     network : Network, optional
-        A network from :func:`~napari_activations.load_squeezenet`; by default it is loaded
-        with ``weights`` on ``device`` (and cached).
+        A network from :func:`~napari_activations.load_network` (any network); by default
+        the network ``layer`` belongs to (SqueezeNet v1.1 for a name) is loaded with
+        ``weights`` on ``device`` (and cached).
     weights : "DEFAULT", path or None
         As in :func:`~napari_activations.load_squeezenet`.
     input_scale : float

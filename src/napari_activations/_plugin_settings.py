@@ -12,6 +12,7 @@ from typing import Any
 
 PLUGIN_NAME = "napari-activations"
 WEIGHTS_FILE = "weights_file"
+NETWORK = "network"
 EXPORT_FOLDER = "export_folder"
 
 

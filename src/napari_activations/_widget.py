@@ -1,7 +1,8 @@
-"""The "SqueezeNet activations" dock widget.
+"""The "SqueezeNet activations" dock widget (for any network: SqueezeNet v1.1 by default).
 
 A thin Qt skin over :mod:`napari_activations._napari_layers`, assembled from the pieces in
-:mod:`._qt` (the image rows, the network-layer menu, the run options, the weights rows): it
+:mod:`._qt` (the image rows, the network chooser, the network-layer menu, the run options, the
+weights rows): it
 runs :func:`~napari_activations._napari_layers.compute_for_image_layer` in a napari worker
 with a progress bar (:class:`~napari_activations._qt.worker.BackgroundRun`), and hands the
 result to :func:`~napari_activations._napari_layers.add_activation_layer`, exactly as
@@ -25,6 +26,7 @@ from ._export_widget import ExportRow
 from ._napari_layers import ActivationResult, add_activation_layer, compute_for_image_layer
 from ._qt.image_choice import ImageChoice
 from ._qt.layer_choice import input_images
+from ._qt.network_choice import NetworkChoice
 from ._qt.network_layer_choice import NetworkLayerChoice
 from ._qt.run_options import RunOptions
 from ._qt.weights_choice import WeightsChoice, describe_weights
@@ -56,7 +58,8 @@ class ActivationsWidget(RunOutcome, QWidget):
         Use this network instead of loading one (tests, or a network made in the console).
     weights : "DEFAULT", path or None
         Weights to load on the first Run when no ``network`` is given; ``None`` is random
-        weights (tests only).
+        weights (tests only), for every network chosen. With "DEFAULT" and no ``network``, the
+        network chosen at an earlier launch is chosen again.
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class ActivationsWidget(RunOutcome, QWidget):
         self._shown: str | None = None  # the activation layer the status line names
         self.images = ImageChoice(self.viewer, self)
         self.image_combo, self.level_combo = self.images.image_combo, self.images.level_combo
+        self.network_choice = NetworkChoice(self)
         self.layer_combo = NetworkLayerChoice()
         self.options = RunOptions(self)
         for name in ("scale_spin", "contrast_combo", "stack_contrast_combo", "border_check"):
@@ -88,6 +92,10 @@ class ActivationsWidget(RunOutcome, QWidget):
         # A lambda, not a method: it must run while the widget is being destroyed.
         self.destroyed.connect(lambda *_: self._on_destroyed())
         self.images.follow_viewer()
+        if network is not None:
+            self.set_network(network)
+        elif isinstance(weights, str) and weights.upper() == "DEFAULT":
+            self.network_choice.choose_remembered()
 
     def _build(self) -> None:
         self.run_button = QPushButton("Run")
@@ -98,6 +106,7 @@ class ActivationsWidget(RunOutcome, QWidget):
 
         form = QFormLayout()
         self.images.add_rows(form)
+        self.network_choice.add_rows(form)
         form.addRow("Network layer", self.layer_combo)
         self.options.add_rows(form)
         self.weights_choice.add_rows(form)
@@ -105,6 +114,10 @@ class ActivationsWidget(RunOutcome, QWidget):
         layout.addWidget(self.export_row)
         layout.addStretch(1)
 
+        self.network_choice.named.connect(self.weights_choice.set_network_name)
+        self.network_choice.ready.connect(self.layer_combo.set_architecture)
+        self.network_choice.loading.connect(self.layer_combo.set_loading)
+        self.network_choice.user_loaded.connect(self.weights_choice.set_network)
         self.images.changed.connect(self.refresh_layer_sizes)
         self.scale_spin.valueChanged.connect(self.refresh_layer_sizes)
         self.options.device_combo.currentIndexChanged.connect(
@@ -112,7 +125,6 @@ class ActivationsWidget(RunOutcome, QWidget):
         )
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
-        self.set_network_layer("conv1")
         self._set_busy(False)
 
     def _on_destroyed(self) -> None:
@@ -121,10 +133,6 @@ class ActivationsWidget(RunOutcome, QWidget):
             self._run.detach()
         with contextlib.suppress(RuntimeError, TypeError, ValueError):  # the viewer is gone
             self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
-
-    def refresh_images(self, event: Any = None) -> None:
-        """Offer the viewer's Image layers, keeping the current choices where they still exist."""
-        self.images.refresh()
 
     def refresh_layer_sizes(self, *args: Any) -> None:
         """Show each network layer's channel count and size for the chosen image."""
@@ -155,8 +163,14 @@ class ActivationsWidget(RunOutcome, QWidget):
         """Use ``weights`` ("DEFAULT", "caffe", "torchvision", a path or None) from the next Run."""
         self.weights_choice.set_weights(weights)
 
+    def choose_network(self, name: str) -> None:
+        """Use network ``name`` (see :func:`~napari_activations.list_networks`) from the next
+        Run on; its layers fill the layer menu (at once, or once read in the background)."""
+        self.network_choice.choose(name)
+
     def set_network(self, network: Network) -> None:
         """Use this loaded network (e.g. from the console) from the next Run on."""
+        self.network_choice.show_network(network)
         self.weights_choice.set_network(network)
 
     def set_device(self, device: str) -> None:
@@ -201,8 +215,12 @@ class ActivationsWidget(RunOutcome, QWidget):
             )
             return
         info, sources = self.selected_layer(), self.selected_sources()
-        gen = compute_for_image_layer(
-            self.weights_choice.network,
+        if info is None or self.network_choice.busy:
+            show_error("The network is still being read: press Run again in a moment.")
+            return
+        network = self.weights_choice.network
+        gen = (compute_for_image_layer if network is None else _compute_on_device)(
+            network,
             sources if len(sources) > 1 else source,
             info,
             weights=self.weights_choice.weights,
@@ -278,3 +296,13 @@ class ActivationsWidget(RunOutcome, QWidget):
             return
         if event.value.unique_id == source.unique_id:
             self._run.abandon()  # the image went away while computing: nothing is added
+
+
+def _compute_on_device(network: Network, *args: Any, device: Any = "auto", **kwargs: Any) -> Any:
+    """:func:`compute_for_image_layer` with a loaded network, moved to ``device`` first (in
+    the worker) where it is the user's own model on another device."""
+    if network.name.startswith("module:"):
+        from .user_model import on_device
+
+        network = on_device(network, device)
+    return (yield from compute_for_image_layer(network, *args, device=device, **kwargs))

@@ -21,7 +21,8 @@ from typing import Any, Literal
 import numpy as np
 
 from .alignment import AlignedActivations, interior
-from .layers import LAYERS, LayerInfo, find_layer, output_size
+from .architecture import SQUEEZENET, Architecture, architecture_of
+from .layers import LayerInfo
 
 __all__ = [
     "Montage",
@@ -284,32 +285,44 @@ class _Window:
         ]
 
 
-def inside_border(acts: Any, layer: str | LayerInfo | None = None) -> tuple[slice, slice]:
+def _layer_row(layer: str | LayerInfo, network: Any = None) -> LayerInfo:
+    """The row of ``layer``: a row as it is (it knows its network), a name looked up in
+    ``network``'s layers (default SqueezeNet v1.1's)."""
+    if isinstance(layer, LayerInfo):
+        return architecture_of(layer).find_layer(layer)
+    return _architecture(network).find_layer(layer)
+
+
+def inside_border(
+    acts: Any, layer: str | LayerInfo | None = None, *, network: Any = None
+) -> tuple[slice, slice]:
     """Rows and columns of ``acts`` whose receptive field lies inside the image.
 
     Outside them, within half a receptive field of the image edge, the network's zero padding
     shows: a stripe along the edge that some channels answer strongly, even on a blank
     image (see :func:`~napari_activations.alignment.interior`). The geometry comes from an
     :class:`~napari_activations.AlignedActivations` itself (exact, on the image's grid), or
-    from ``layer`` for native ``(..., C, h, w)`` activations. Without either, every pixel.
+    from ``layer`` for native ``(..., C, h, w)`` activations (a row, or a name of ``network``'s
+    layers: a :class:`~napari_activations.Network`, default SqueezeNet v1.1). Without either,
+    every pixel; layers that are not aligned have no known border and keep every pixel too.
     """
     h, w = acts.shape[-2:]
     if isinstance(acts, AlignedActivations):
         return acts.image_interior()
     if layer is None:
         return slice(0, h), slice(0, w)
-    info = find_layer(layer)
+    info = _layer_row(layer, network)
     return interior(info, h), interior(info, w)
 
 
 def _without_border(
-    acts: Any, include_border: bool, layer: str | LayerInfo | None
+    acts: Any, include_border: bool, layer: str | LayerInfo | None, network: Any = None
 ) -> tuple[Any, tuple[slice, slice]]:
     """``acts`` cropped to :func:`inside_border` (unless ``include_border``), and the crop."""
     h, w = acts.shape[-2:]
     if include_border:
         return acts, (slice(0, h), slice(0, w))
-    rows, cols = inside_border(acts, layer)
+    rows, cols = inside_border(acts, layer, network=network)
     if (rows.start, rows.stop, cols.start, cols.stop) == (0, h, 0, w):
         return acts, (rows, cols)
     return _Window(acts, rows, cols), (rows, cols)
@@ -334,6 +347,7 @@ def strongest_channels(
     by: Literal["max", "mean"] = "max",
     include_border: bool = False,
     layer: str | LayerInfo | None = None,
+    network: Any = None,
 ) -> list[tuple[int, float]]:
     """The channels with the strongest activation, as ``[(channel, value), ...]``, best first.
 
@@ -353,9 +367,11 @@ def strongest_channels(
         The network layer of native ``(..., C, h, w)`` activations, for the border's width;
         :class:`~napari_activations.AlignedActivations` know theirs. Plain arrays without
         ``layer`` have no known border: every pixel counts.
+    network : Network, optional
+        Whose layer a ``layer`` name is (default SqueezeNet v1.1); a row knows its network.
     """
     acts = _check_acts(acts)
-    acts, _ = _without_border(acts, include_border, layer)
+    acts, _ = _without_border(acts, include_border, layer, network)
     total, peak, count, _ = _channel_stats(acts)
     if by == "max":
         scores = peak
@@ -399,6 +415,7 @@ def rank_channels(
     change: Literal["difference", "absolute"] = "difference",
     include_border: bool = False,
     layer: str | LayerInfo | None = None,
+    network: Any = None,
 ) -> np.ndarray:
     """Rank channels by a region of the image, or by how they change between two images.
 
@@ -427,6 +444,8 @@ def rank_channels(
         half a receptive field of the image edge (the network's zero padding) count neither
         inside nor outside the region. Comparisons keep every pixel: the padding is the same
         in both images.
+    network : Network, optional
+        Whose layer a ``layer`` name is (default SqueezeNet v1.1).
 
     Returns
     -------
@@ -446,7 +465,7 @@ def rank_channels(
     mask = None if region is None else _region_mask(acts, region)
     n = acts.shape[-3]
     if other is None:
-        acts, (rows, cols) = _without_border(acts, include_border, layer)
+        acts, (rows, cols) = _without_border(acts, include_border, layer, network)
         whole_in = int(mask.sum())
         mask = mask[..., rows, cols]
         total, _, count, inside_sum = _channel_stats(acts, mask)
@@ -565,23 +584,53 @@ NETWORK_TABLE = np.dtype(
         ("height", np.int64),
         ("width", np.int64),
         ("channels", np.int64),
-        ("stride", np.int64),
-        ("receptive_field", np.int64),
+        ("stride", np.float64),
+        ("receptive_field", np.float64),
+        ("aligned", bool),
+        ("note", object),
     ]
 )
 
 
-def network_table(height: int, width: int) -> np.ndarray:
+def _architecture(network: Any = None) -> Architecture:
+    """The :class:`~napari_activations.architecture.Architecture` of ``network``: a
+    :class:`~napari_activations.Network`, an architecture itself, or None (SqueezeNet v1.1)."""
+    if network is None:
+        return SQUEEZENET
+    arch = getattr(network, "arch", network)
+    if not isinstance(arch, Architecture):
+        raise TypeError(
+            "network must be a Network (from load_network) or its architecture (net.arch), "
+            f"not {type(network).__name__}."
+        )
+    return arch
+
+
+def network_table(height: int, width: int, network: Any = None) -> np.ndarray:
     """Every layer with its output size for an image of ``height x width`` (``analyzeNetwork``).
 
-    Returns a structured array, one row per layer in network order, with fields
-    ``layer, block, height, width, channels, stride, receptive_field``. Sizes are ``0`` where
-    the image is too small for the layer; stride and receptive field are ``0`` for the
-    global layers (``pool10``, ``prob``), whose one pixel sees the whole image.
+    Parameters
+    ----------
+    height, width : int
+        Input pixels the network sees.
+    network : Network or Architecture, optional
+        Whose layers; default SqueezeNet v1.1.
+
+    Returns
+    -------
+    numpy.ndarray
+        A structured array, one row per network layer in network order, with fields
+        ``layer, block, height, width, channels, stride, receptive_field, aligned, note``.
+        Sizes are ``0`` where the image is too small for the layer. Stride and receptive field
+        (input pixels; a stride below 1 after upsampling) are ``0`` for the global layers
+        (``pool10``, ``prob``, ResNet's ``avgpool``), whose one pixel sees the whole image, and
+        for layers that are not aligned (``aligned`` False: branches with different grids
+        merged; ``note`` says why), which are shown stretched over the image.
     """
-    table = np.empty(len(LAYERS), dtype=NETWORK_TABLE)
-    for i, info in enumerate(LAYERS):
-        h, w = output_size(info, height, width)
+    arch = _architecture(network)
+    table = np.empty(len(arch.layers), dtype=NETWORK_TABLE)
+    for i, info in enumerate(arch.layers):
+        h, w = arch.output_size(info, height, width)
         table[i] = (
             info.name,
             info.block,
@@ -590,5 +639,7 @@ def network_table(height: int, width: int) -> np.ndarray:
             info.channels,
             info.stride or 0,
             info.receptive_field or 0,
+            bool(info.aligned),
+            info.note,
         )
     return table

@@ -435,6 +435,22 @@ class GraphArchitecture(Architecture):
             return f"{self.title} does not run on a {height}x{width} input ({failed[0]}){hint}"
         return super().size_problem(info, height, width)
 
+    @property
+    def bytes_per_pixel(self) -> int:
+        """Peak working memory of a forward pass, bytes per input pixel (what tiling plans
+        with): the most bytes of activations alive at once in this network's graph (from a
+        pass on the meta device at 256x256), times :data:`MEMORY_OVERHEAD`, the ratio measured
+        for SqueezeNet between its real peak and this count."""
+        value = self.__dict__.get("_bytes_per_pixel")
+        if value is None:
+            from .tiling import FORWARD_BYTES_PER_PIXEL
+
+            _, peak = _meta_shapes(self._gm, self._names, self._meta, self.in_channels, (256, 256))
+            value = math.ceil(MEMORY_OVERHEAD * peak / 256**2) if peak else None
+            value = value or FORWARD_BYTES_PER_PIXEL  # untraced: SqueezeNet's figure
+            self.__dict__["_bytes_per_pixel"] = value
+        return value
+
     def context_layer(self, info: LayerInfo) -> LayerInfo | None:
         """The last local, aligned layer before the first global one, where the first global
         node averages it over the image (an adaptive average pool to one pixel or a mean)."""
@@ -530,6 +546,12 @@ class GraphArchitecture(Architecture):
             return None
         return found
 
+
+MEMORY_OVERHEAD = 1.4
+"""Real peak memory of a forward pass over the activations alive at once in its graph:
+SqueezeNet's measured 160 bytes per pixel
+(:data:`napari_activations.tiling.FORWARD_BYTES_PER_PIXEL`) over its graph's 115 (convolution
+workspace, allocator slack); ``benchmarks/bench_networks.py`` checks it for other networks."""
 
 _MEAN_OPS = {"AdaptiveAvgPool2d", "adaptive_avg_pool2d", "mean"}
 _FAILED = "\0failed"  # key of the size pass's error, where it failed

@@ -41,8 +41,8 @@ import numpy as np
 
 from .alignment import align, axis_map
 from .compute import Progress, drain, network_input
-from .layers import LayerInfo, find_layer, output_size
-from .tiling import estimate_forward_bytes, memory_budget
+from .layers import LayerInfo, output_size
+from .tiling import estimate_forward_bytes, forward_bytes_per_pixel, memory_budget
 
 if TYPE_CHECKING:
     import torch
@@ -119,6 +119,13 @@ def resolve_target(net: Network, target: Any) -> Target:
             "A target is a class index, a category name or a function of "
             f"the network's output, not {target!r}."
         )
+    if isinstance(target, (int, np.integer, str)) and not categories:
+        raise AttributionError(
+            f"{net.title} has no categories, so class {target!r} means nothing to it: it is "
+            "not a classifier, or its categories were not given. Load it with "
+            "load_network(model, categories=[...]), or explain a function of its output "
+            "(e.g. lambda out: out[0, 3].mean()) or a region_target."
+        )
     if isinstance(target, (int, np.integer)):
         i = int(target)
         n = len(categories)
@@ -182,25 +189,37 @@ def _scalar(value: Any, target: Target, *, need_tensor: bool) -> Any:
 
 
 def default_feature_layer(net: Network) -> LayerInfo:
-    """The last spatial layer before global pooling (MATLAB's default feature layer).
+    """The last aligned spatial layer before global pooling (MATLAB's default feature layer).
 
-    For SqueezeNet v1.1 that is ``relu_conv10``.
+    For SqueezeNet v1.1 that is ``relu_conv10``, for ResNets ``layer4.1.relu_1`` (the last
+    block's output); for a network without global pooling (a U-Net), its last aligned
+    spatial layer.
     """
-    spatial = [info for info in net.layers if not info.is_global]
+    rows = net.layers
+    first_global = next((i for i, info in enumerate(rows) if info.is_global), len(rows))
+    spatial = [info for info in rows[:first_global] if info.aligned]
+    if not spatial:
+        spatial = [info for info in rows if info.aligned and not info.is_global]
+    if not spatial:
+        raise AttributionError(
+            f"{net.title} has no aligned spatial layer, so there is no map to place on the "
+            "image: Grad-CAM and occlusion need one."
+        )
     return spatial[-1]
 
 
 def feature_layer(net: Network, layer: str | LayerInfo | None) -> LayerInfo:
-    """The network layer Grad-CAM weights: ``layer``, or the default; global layers refused."""
+    """The network layer Grad-CAM weights: ``layer`` (a name or row of ``net``'s layers), or
+    the default; global layers refused."""
     if layer is None:
         return default_feature_layer(net)
-    info = find_layer(layer)
+    info = net.find_layer(layer)
     if info.is_global:
         last = default_feature_layer(net)
         raise AttributionError(
             f"Layer {info.name!r} comes after global pooling: it has one pixel, so a map of it "
             f"shows nothing about where. Use a spatial layer such as {last.name!r} (the "
-            "default) or 'fire9-concat'."
+            "default)."
         )
     return info
 
@@ -396,7 +415,7 @@ def _is_squeezenet(net: Network) -> bool:
     """True where the network's output is the global mean of its last spatial layer."""
     from torchvision.models import SqueezeNet
 
-    return isinstance(net.model, SqueezeNet)
+    return net.arch.name == "squeezenet1_1" and isinstance(net.model, SqueezeNet)
 
 
 def rank_classes_in_region(
@@ -530,33 +549,23 @@ def _grad_cam_native(net: Network, x: torch.Tensor, info: LayerInfo, goal: Targe
     """``(h, w)`` Grad-CAM at the layer's own resolution (float32, non-negative)."""
     import torch
 
-    module = net.model.get_submodule(info.module)
     captured: list[torch.Tensor] = []
+    tapped: list[torch.Tensor] = []
 
-    def keep(_module: Any, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
+    def keep(value: torch.Tensor) -> torch.Tensor:
         # A leaf that requires grad: the backward pass stops here, and nothing before this
         # layer builds a graph. The network goes on with a copy, so an in-place ReLU after a
         # pre-ReLU layer cannot overwrite the activations the map is made of.
-        leaf = output.detach().requires_grad_(True)
+        leaf = value.detach().requires_grad_(True)
         captured.append(leaf)
         return leaf.clone()
 
-    tapped: list[torch.Tensor] = []
+    def tap(value: torch.Tensor) -> torch.Tensor:
+        tapped.append(_as_maps(net, goal.layer, value)[0])
+        return value.clone()  # what the target reads is not changed in place later
+
     with torch.inference_mode(False), torch.enable_grad():
-        # hooks run in the order registered: a target at the Grad-CAM layer itself reads the
-        # copy that ``keep`` hands on, which depends on the leaf
-        handles = [module.register_forward_hook(keep)]
-        if goal.layer is not None:
-            handles.append(
-                net.model.get_submodule(goal.layer.module).register_forward_hook(
-                    lambda _m, _i, out: tapped.append(out)
-                )
-            )
-        try:
-            output = net.model(x)
-        finally:
-            for handle in handles:
-                handle.remove()
+        output = _tapped_forward(net, x, info, keep, goal.layer, tap)
         score = _scalar(goal.reduce(tapped[0] if tapped else output), goal, need_tensor=True)
         if not score.requires_grad:
             raise AttributionError(
@@ -565,10 +574,106 @@ def _grad_cam_native(net: Network, x: torch.Tensor, info: LayerInfo, goal: Targe
                 "lambda out: out[0, 281]."
             )
         (grad,) = torch.autograd.grad(score, captured[0])
-    acts = captured[0].detach()
+    acts, grad = _as_maps(net, info, captured[0].detach(), grad)
     weights = grad.mean(dim=(2, 3), keepdim=True)  # alpha_k: (1, C, 1, 1)
     cam = torch.relu((weights * acts).sum(dim=1))[0]
     return cam.to("cpu", torch.float32).numpy()
+
+
+def _hooked(net: Network, info: LayerInfo) -> bool:
+    """True where network layers are modules of ``net.model`` (SqueezeNet's table, or a
+    model torch.fx could not trace): they are tapped with forward hooks, else in the graph."""
+    return info.arch is None or not getattr(info.arch, "traced", True)
+
+
+def _as_maps(net: Network, info: LayerInfo, *tensors: torch.Tensor) -> list[torch.Tensor]:
+    """Layer values as ``(N, C, h, w)`` maps: channels-last layers (ConvNeXt's) moved."""
+    first = tensors[0]
+    if first.ndim == 4 and first.shape[1] != info.channels and first.shape[3] == info.channels:
+        return [t.permute(0, 3, 1, 2) for t in tensors]
+    return list(tensors)
+
+
+def _tapped_forward(
+    net: Network,
+    x: torch.Tensor,
+    info: LayerInfo,
+    at_layer: Callable[[Any], Any],
+    goal_layer: LayerInfo | None = None,
+    at_goal: Callable[[Any], Any] | None = None,
+) -> Any:
+    """``net.model(x)``, with network layer ``info``'s value replaced by ``at_layer(value)``
+    and ``goal_layer``'s by ``at_goal(value)`` (both in that order where they are the same
+    layer). Returns the network's output, or None where only ``goal_layer`` is needed."""
+    if _hooked(net, info):
+        modules = [(info, at_layer)] + ([(goal_layer, at_goal)] if goal_layer else [])
+        handles = [
+            net.model.get_submodule(row.module).register_forward_hook(
+                lambda _m, _i, out, fn=fn: fn(out)
+            )
+            for row, fn in modules
+        ]
+        try:
+            return _first(net.model(x))
+        finally:
+            for handle in handles:
+                handle.remove()
+    return _GraphTap(net, info, goal_layer).run(x, at_layer, at_goal)
+
+
+def _first(output: Any) -> Any:
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+class _GraphTap:
+    """A traced network run node by node, with one or two nodes' values replaced on the way.
+
+    Built with :func:`torchvision.models.feature_extraction.create_feature_extractor` on the
+    network's own model (node names as in ``net.layers``), returning the tapped nodes and the
+    network's output node; cached on the model per pair of nodes.
+    """
+
+    def __init__(self, net: Network, info: LayerInfo, goal_layer: LayerInfo | None = None):
+        from torchvision.models.feature_extraction import create_feature_extractor
+
+        model = net.model
+        cache = model.__dict__.setdefault("_napari_activations_taps", {})
+        key = (info.name, goal_layer.name if goal_layer is not None else None)
+        if key not in cache:
+            nodes = {info.name: "layer", _output_node(model): "output"}
+            if goal_layer is not None:
+                nodes[goal_layer.name] = "goal"
+            cache[key] = create_feature_extractor(model, return_nodes=nodes)
+        self.module = cache[key]
+        outputs = next(n for n in self.module.graph.nodes if n.op == "output").args[0]
+        self.layer_node = outputs["layer"]
+        self.goal_node = outputs.get("goal")
+
+    def run(self, x: Any, at_layer: Callable, at_goal: Callable | None) -> Any:
+        import torch
+
+        layer_node, goal_node = self.layer_node, self.goal_node
+
+        class Tap(torch.fx.Interpreter):
+            def run_node(self, node: Any) -> Any:
+                value = super().run_node(node)
+                if node is layer_node:
+                    value = at_layer(value)
+                if node is goal_node and at_goal is not None:
+                    value = at_goal(value)
+                return value
+
+        return _first(Tap(self.module).run(x)["output"])
+
+
+def _output_node(model: Any) -> str:
+    """The name of the node that gives ``model``'s output (as feature extraction names it)."""
+    cache = model.__dict__.setdefault("_napari_activations_output_node", [])
+    if not cache:
+        from torchvision.models.feature_extraction import get_graph_node_names
+
+        cache.append(get_graph_node_names(model)[1][-1])
+    return cache[0]
 
 
 def grad_cam(
@@ -709,6 +814,8 @@ def _blocks(net: Network) -> list[_Block] | None:
     geometry before and after it. The walk must end at the last spatial layer, whose global
     mean is the network's output (SqueezeNet: ``relu_conv10`` and ``pool10``).
     """
+    if not _is_squeezenet(net):  # e.g. a network that outputs the class-score map itself
+        return None
     blocks: list[_Block] = []
     S, O, RF = 1, 0.0, 1
     spatial = [info for info in net.layers if not info.is_global]
@@ -725,8 +832,6 @@ def _blocks(net: Network) -> list[_Block] | None:
     if not blocks or blocks[-1].info is not spatial[-1]:
         return None
     if [info.name for info in net.layers if info.is_global][:1] != ["pool10"]:
-        return None
-    if not _is_squeezenet(net):  # e.g. a network that outputs the class-score map itself
         return None
     return blocks
 
@@ -751,7 +856,7 @@ class _Occluder:
 def _fill_tensor(
     net: Network, x: torch.Tensor, fill: Any, bounds: tuple[float, float] | None
 ) -> torch.Tensor:
-    """The occluder's value in network-input units, ``(1, 3, 1, 1)``."""
+    """The occluder's value in network-input units, ``(1, C, 1, 1)`` for ``C`` input channels."""
     import torch
 
     if isinstance(fill, str):
@@ -769,13 +874,18 @@ def _fill_tensor(
         ) from None
     if not math.isfinite(v):
         raise AttributionError(f"fill must be a finite number; got {fill!r}.")
+    if getattr(net, "preprocess", None) is not None:
+        raise AttributionError(
+            f"{net.title} preprocesses each whole image itself, so an intensity has no fixed "
+            "value in its input: use fill='mean' (the image's mean after preprocessing)."
+        )
     if bounds is None:
         t = v / 255.0
     else:
         low, high = bounds
         t = min(1.0, max(0.0, (v - low) / (high - low))) if high > low else 0.0
-    mean = torch.tensor(net.mean, dtype=x.dtype, device=x.device).reshape(1, 3, 1, 1)
-    std = torch.tensor(net.std, dtype=x.dtype, device=x.device).reshape(1, 3, 1, 1)
+    mean = torch.tensor(net.mean, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
+    std = torch.tensor(net.std, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
     return (t - mean) / std
 
 
@@ -847,7 +957,9 @@ def iter_occlusion_sensitivity(
         if blocks is not None:
             engine = _ReuseEngine(net, blocks, x)
         if blocks is None:
-            per_image = estimate_forward_bytes(H, W)
+            per_image = estimate_forward_bytes(
+                H, W, forward_bytes_per_pixel(default_feature_layer(net))
+            )
             size = max(1, min(int(batch or 16), budget // max(1, per_image)))
         else:
             size = int(batch or 16)
@@ -907,19 +1019,7 @@ def _occluded_outputs(
     xs = x.expand(max(1, len(windows)), -1, -1, -1).clone()
     for i, (y0, y1, c0, c1) in enumerate(windows):
         xs[i, :, y0:y1, c0:c1] = baseline[0]
-    tapped: list[Any] = []
-    handle = None
-    if tap is not None:
-        handle = net.model.get_submodule(tap.module).register_forward_hook(
-            lambda _m, _i, out: tapped.append(out)
-        )
-    try:
-        out = net.model(xs)
-    finally:
-        if handle is not None:
-            handle.remove()
-    if tapped:
-        out = tapped[0]
+    out = _first(net.model(xs)) if tap is None else drain(net.arch.forward(net.model, xs, tap))
     return [out[i : i + 1] for i in range(len(xs))]
 
 

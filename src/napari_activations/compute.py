@@ -46,6 +46,7 @@ __all__ = [
     "classify",
     "is_rgb",
     "image_planes_shape",
+    "channels_last",
     "network_input_size",
     "plane_tensor",
     "drain",
@@ -125,6 +126,89 @@ def image_planes_shape(
     if len(spatial) < 2:
         raise ImageError(f"An image needs at least two axes (H, W); this one has shape {shape}.")
     return spatial[:-2], (spatial[-2], spatial[-1]), colour
+
+
+def channels_last(
+    image: Any, rgb: bool | None, channel_axis: int | None
+) -> tuple[Any, tuple[int, ...], tuple[int, int], bool]:
+    """The image with its channels (if any) on the last axis, and its (leading axes,
+    (H, W), has channels).
+
+    ``channel_axis``: the axis that holds the network's input channels (as napari's
+    ``channel_axis``, but kept in one array), moved last (a view, lazy for dask); else
+    napari's RGB rule or ``rgb`` as :func:`is_rgb` says.
+    """
+    if channel_axis is None:
+        lead, hw, colour = image_planes_shape(image.shape, rgb)
+        return image, lead, hw, colour
+    if rgb:
+        raise ImageError("Give rgb=True or channel_axis, not both: channel_axis says it all.")
+    ndim = len(image.shape)
+    if not isinstance(channel_axis, (int, np.integer)) or not -ndim <= channel_axis < ndim:
+        raise ImageError(
+            f"channel_axis must be an axis of the image (-{ndim} to {ndim - 1}); "
+            f"got {channel_axis!r} for shape {tuple(image.shape)}."
+        )
+    if ndim < 3:
+        raise ImageError(
+            f"With channel_axis the image needs (H, W) and a channel axis; this one has "
+            f"shape {tuple(image.shape)}."
+        )
+    image = np.moveaxis(image, int(channel_axis), -1)
+    lead, hw, _ = image_planes_shape(image.shape[:-1], False)
+    return image, lead, hw, True
+
+
+def _check_channels(net: Network, shape: tuple[int, ...], colour: bool, explicit: bool) -> None:
+    """Refuse, before any compute, an image whose channels the network cannot take."""
+    if not colour:
+        return  # gray: the same plane for every input channel
+    n, c = int(shape[-1]), net.in_channels
+    if n == c or (c == 3 and n == 4 and not explicit):  # RGBA: alpha dropped
+        return
+    has = f"{n} along its channel axis" if explicit else ("3 (RGB)" if n == 3 else "4 (RGBA)")
+    if c == 1:
+        advice = "Pass one channel as a gray image, e.g. image[..., 0]."
+    else:
+        advice = (
+            f"Pass an image whose channel axis holds {c} values and say which axis it is, "
+            f"e.g. activations(net, np.stack(planes, axis=-1), layer, channel_axis=-1), or "
+            f"a gray image (used for all {c} channels)."
+        )
+    raise ImageError(
+        f"{net.title} takes {c} input channel{'s' if c != 1 else ''}; this image has {has}. "
+        + advice
+    )
+
+
+def _check_size(net: Network, size: tuple[int, int], input_scale: float) -> None:
+    """Refuse a size that the network does not take (:attr:`Network.input_sizes`)."""
+    if net.input_sizes is None:
+        return
+    fits = []
+    for n, (low, step) in zip(size, net.input_sizes, strict=True):
+        if n < low:
+            fits.append(None)
+        else:
+            fits.append(low if step == 0 else low + (n - low) // step * step)
+    if tuple(fits) == tuple(size):
+        return
+    rule = " and ".join(
+        f"{what} {low}" if step == 0 else f"{what} {low} + a multiple of {step}"
+        for what, (low, step) in zip(("heights", "widths"), net.input_sizes, strict=True)
+    )
+    at = "" if input_scale == 1 else f" at input_scale={input_scale:g}"
+    if None in fits:
+        todo = "Use a larger image."
+    else:
+        todo = (
+            f"Crop it to {fits[0]}x{fits[1]}, e.g. image[..., :{fits[0]}, :{fits[1]}]"
+            f"{', or choose another input_scale' if input_scale != 1 else ''}."
+        )
+    raise ImageError(
+        f"{net.title} takes {rule} pixels only (its description says); the network would "
+        f"see {size[0]}x{size[1]}{at}. {todo}"
+    )
 
 
 def _as_image(image: Any) -> Any:
@@ -252,6 +336,10 @@ def plane_tensor(
     thread's reused input buffer (:func:`_input_buffer`): run the network on it before the
     next call.
 
+    A network with its own :attr:`~napari_activations.Network.preprocess` (bioimage.io
+    models) gets the plane's raw values through it instead, with its statistics: pass it
+    whole planes, not tiles.
+
     The scaling runs in numpy, single-threaded: a few memory-bound passes that gain little
     from threads, while each multi-threaded torch operation before a convolution wakes
     torch's thread pool and costs the convolution more than the operation itself saves (on
@@ -273,6 +361,8 @@ def plane_tensor(
             f"{src.shape[0]}. Pass a single-channel (gray) image{' or RGB' if c == 3 else ''}"
             f"{f', or {c} channels along the last axis with rgb=True' if c in (3, 4) else ''}."
         )
+    if net.preprocess is not None:
+        return _preprocessed(src, net, size)
     x = _input_buffer((1, c) + src.shape[-2:])
     out = x.numpy()[0]
     mean = np.array(net.mean, dtype=np.float64).reshape(c, 1, 1)
@@ -296,6 +386,29 @@ def plane_tensor(
             out -= mean.astype(np.float32)
             out /= std.astype(np.float32)
     x = x.to(net.device)
+    if tuple(x.shape[-2:]) != tuple(size):
+        shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+    return x
+
+
+def _preprocessed(src: np.ndarray, net: Network, size: tuple[int, int]) -> torch.Tensor:
+    """``(1, C, h, w)``: raw ``(1 or C, H, W)`` values through ``net.preprocess``, resized."""
+    import torch
+    import torch.nn.functional as F
+
+    raw = np.empty((net.in_channels,) + src.shape[-2:], dtype=np.float32)
+    raw[...] = src  # gray broadcast to the network's channels
+    finite = np.isfinite(raw)
+    if not finite.all():  # NaN and infinities count as the plane's lowest value
+        raw[~finite] = raw[finite].min() if finite.any() else 0.0
+    out = np.asarray(net.preprocess(raw), dtype=np.float32)
+    if out.shape != raw.shape:
+        raise ImageError(
+            f"{net.title}'s preprocessing turned a {raw.shape} plane into {out.shape}; "
+            "napari-activations needs it to keep the shape."
+        )
+    x = torch.from_numpy(np.ascontiguousarray(out))[np.newaxis].to(net.device)
     if tuple(x.shape[-2:]) != tuple(size):
         shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
@@ -366,7 +479,8 @@ class _Request:
         self.forward_passes += 1
         plane = self.image[idx] if idx else self.image
         normalise = self.runner().normalised_input
-        if self.size != self.hw:  # resize once, then cut tiles out of the resized plane
+        # resize once (or preprocess with the whole plane's statistics), then cut tiles out
+        if self.size != self.hw or self.net.preprocess is not None:
             resized: list = []
 
             def region(y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
@@ -395,7 +509,7 @@ class _Request:
                 )
 
         def run(x: torch.Tensor, info: LayerInfo) -> Generator[None, None, np.ndarray]:
-            return self.runner(info).run(x)
+            return self.runner(info).run(x, release_memory=self.tile is not None)
 
         return (
             yield from _inference_steps(
@@ -435,6 +549,7 @@ def _make_request(
     memory_budget: int | str | None,
     backend: str | None = "auto",
     precision: str | None = "float32",
+    channel_axis: int | None = None,
 ) -> _Request:
     info = net.find_layer(layer)
     backend = backends.resolve_backend(backend, net.device)
@@ -445,10 +560,12 @@ def _make_request(
         raise ImageError(f"input_scale must be a positive number; got {input_scale!r}.")
     image = _as_image(image)
     _check_dtype(np.dtype(image.dtype))
-    lead, hw, colour = image_planes_shape(image.shape, rgb)
+    image, lead, hw, colour = channels_last(image, rgb, channel_axis)
     if min(hw) == 0 or any(n == 0 for n in lead):
         raise ImageError(f"The image is empty (shape {tuple(image.shape)}).")
+    _check_channels(net, image.shape, colour, channel_axis is not None)
     size = network_input_size(hw, input_scale)
+    _check_size(net, size, input_scale)
     h, w = output_size(info, *size)
     if h == 0:
         need = minimum_input_size(info)
@@ -465,7 +582,10 @@ def _make_request(
             f"{', a larger input_scale' if input_scale < 1 else ''} or an earlier layer."
             f"{_channels_hint(image.shape, colour)}"
         )
-    if tile is None:
+    if net.input_sizes is not None:
+        # tiles would need sizes the network takes; one pass per plane (not yet tiled)
+        tile = None
+    elif tile is None:
         try:
             tile = choose_tile(info, *size, memory_budget)
         except (MemoryError, ValueError) as exc:  # ValueError: a budget that cannot be read
@@ -476,7 +596,7 @@ def _make_request(
         # a layer without a single grid (or a global one without a context layer) is one
         # forward pass: its tiles would not fit together
         tile = int(tile) if can_tile(info) else None
-    bounds = _intensity_bounds(image, intensity_range, colour)
+    bounds = _intensity_bounds(image, intensity_range, colour and channel_axis is None)
     return _Request(net, image, info, lead, hw, colour, size, bounds, tile, backend, precision)
 
 
@@ -578,7 +698,7 @@ def _tile_task(
         x = plane_tensor(
             region, colour, bounds, net, tuple(region.shape[:2]), normalise=runner.normalised_input
         )
-        out = drain(runner.run(x))[0]
+        out = drain(runner.run(x, release_memory=True))[0]
         return np.ascontiguousarray(out[:, crop[0], crop[1]])
 
 
@@ -621,7 +741,11 @@ def _dask_activations(req: _Request) -> Any:
     planes = []
     for idx in np.ndindex(*req.lead) if req.lead else [()]:
         plane = req.image[idx] if idx else req.image
-        if req.size != req.hw or not can_tile(info):  # one chunk per plane
+        if (
+            req.size != req.hw
+            or not can_tile(info)
+            or req.net.preprocess is not None  # its statistics are the whole plane's
+        ):  # one chunk per plane
             d = dask.delayed(_plane_task, pure=True)(
                 req.net,
                 plane,
@@ -679,6 +803,7 @@ def iter_activations(
     memory_budget: int | str | None = None,
     backend: str = "auto",
     precision: str = "float32",
+    channel_axis: int | None = None,
 ) -> Generator[Progress, None, np.ndarray | AlignedActivations]:
     """The compute of :func:`activations` as a generator of :class:`Progress`.
 
@@ -699,6 +824,7 @@ def iter_activations(
         memory_budget,
         backend,
         precision,
+        channel_axis,
     )
     info, lead = req.info, req.lead
     if _is_dask(req.image) and not resize:
@@ -808,6 +934,7 @@ def activations(
     memory_budget: int | str | None = None,
     backend: str = "auto",
     precision: str = "float32",
+    channel_axis: int | None = None,
 ) -> np.ndarray | AlignedActivations:
     """Activations of one network layer for an image or a stack of images.
 
@@ -818,7 +945,9 @@ def activations(
     image : array-like
         ``(H, W)`` grayscale, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA (alpha dropped), with any
         leading axes ``(..., H, W[, 3])`` computed plane by plane. Any real dtype; numpy or
-        dask (planes are read one at a time).
+        dask (planes are read one at a time). A gray plane feeds every input channel of the
+        network; for a network with ``n`` input channels, pass the ``n`` planes stacked along
+        one axis and name it with ``channel_axis``.
     layer : str or LayerInfo
         MATLAB / Caffe name (``"fire6-squeeze1x1"``) or torchvision path
         (``"features.9.squeeze"``).
@@ -833,10 +962,15 @@ def activations(
     intensity_range : (low, high), optional
         Intensities mapped to 0 and 1 (clipped), e.g. a napari layer's contrast limits.
         Default: uint8 by 0..255, booleans as 0/1, other dtypes by the image's own finite
-        min and max. NaN counts as ``low``.
+        min and max. NaN counts as ``low``. Not used by a network with its own
+        preprocessing (``net.preprocess``: bioimage.io models), which gets the raw values.
     rgb : bool, optional
         Whether the last axis is colour; default napari's rule (last axis 3 or 4, the two
         before it longer than 30).
+    channel_axis : int, optional
+        The axis of ``image`` that holds the network's input channels, ``net.in_channels``
+        values (e.g. ``(5, H, W)`` with ``channel_axis=0`` for a 5-channel network); the
+        other axes are as without it. Intensities are scaled over all channels together.
     tile : int, optional
         Compute in tiles of about this many network-input pixels a side (exact: the result
         equals the untiled one). Default: tiled only when one forward pass would exceed the
@@ -881,6 +1015,7 @@ def activations(
             memory_budget=memory_budget,
             backend=backend,
             precision=precision,
+            channel_axis=channel_axis,
         )
     )
 
@@ -892,17 +1027,19 @@ def classify(
     *,
     intensity_range: tuple[float, float] | None = None,
     rgb: bool | None = None,
+    channel_axis: int | None = None,
 ) -> list[tuple[str, float]]:
     """The ``top`` ImageNet classes of an image, as ``[(category, probability), ...]``.
 
     The whole image is resized to 227x227 (SqueezeNet's training size), after the same
-    intensity scaling as :func:`activations`. Stacks are refused: classify one plane.
+    intensity scaling as :func:`activations` (``rgb`` and ``channel_axis`` as there). Stacks
+    are refused: classify one plane.
     """
     import torch
 
     image = _as_image(image)
     _check_dtype(np.dtype(image.dtype))
-    lead, hw, colour = image_planes_shape(image.shape, rgb)
+    image, lead, hw, colour = channels_last(image, rgb, channel_axis)
     if lead:
         raise ImageError(
             f"classify takes one image, (H, W) or (H, W, 3); this is a stack of "
@@ -910,7 +1047,8 @@ def classify(
         )
     if min(hw) == 0:
         raise ImageError(f"The image is empty (shape {tuple(image.shape)}).")
-    bounds = _intensity_bounds(image, intensity_range, colour)
+    _check_channels(net, image.shape, colour, channel_axis is not None)
+    bounds = _intensity_bounds(image, intensity_range, colour and channel_axis is None)
     if not net.categories:
         raise ImageError(
             f"{net.title} has no categories: it is not a classifier, or its categories were "
@@ -948,6 +1086,7 @@ def network_input(
     intensity_range: tuple[float, float] | None = None,
     rgb: bool | None = None,
     memory_budget: int | str | None = None,
+    channel_axis: int | None = None,
 ) -> tuple[torch.Tensor, tuple[int, int], tuple[float, float], tuple[float, float] | None]:
     """The normalised network input of one image, as :func:`activations` makes it.
 
@@ -971,7 +1110,17 @@ def network_input(
     ImageError
         Unusable image, a stack, or an image whose forward pass exceeds the memory budget.
     """
-    req = _make_request(net, image, layer, input_scale, intensity_range, rgb, None, memory_budget)
+    req = _make_request(
+        net,
+        image,
+        layer,
+        input_scale,
+        intensity_range,
+        rgb,
+        None,
+        memory_budget,
+        channel_axis=channel_axis,
+    )
     if req.lead:
         raise ImageError(
             f"Attribution maps take one image, (H, W) or (H, W, 3); this is a "

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .alignment import AlignedActivations, align
+from .architecture import architecture_of
 from .compute import Progress, drain
 from .network import weights_metadata
 from .tiling import memory_budget as budget_bytes
@@ -86,7 +87,7 @@ def activations_metadata(
     """
     described = stack.layer.metadata()
     out: dict[str, Any] = {
-        "network": NETWORK_NAME,
+        "network": architecture_of(stack.layer).title,
         "layer": described["layer"],
         "geometry": {**described["geometry"], "native_shape": list(stack.native.shape)},
         "input_scale": list(stack.scale),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import hashlib
 import os
 import pickle
@@ -115,6 +116,17 @@ class Network:
         path; kept out of the description and layer metadata).
     arch : Architecture
         Layers, geometry, sizes and how to run the network up to a layer.
+    preprocess : callable or None
+        The network's own input preparation, in place of the intensity scaling and
+        :attr:`mean` / :attr:`std`: called on one whole plane's raw values, ``(C, H, W)``
+        float32, it returns the network's input, ``(C, H, W)`` float32 (a bioimage.io
+        model's declared ``preprocessing``, such as ``zero_mean_unit_variance``). None: the
+        intensities in [0, 1], then ``(x - mean) / std``.
+    input_sizes : ((int, int), (int, int)) or None
+        ``((min_h, step_h), (min_w, step_w))``: the network takes heights
+        ``min_h + k * step_h`` and widths ``min_w + k * step_w`` only (a U-Net whose skip
+        connections need sizes divisible by its total stride). None: any size from the
+        layer's minimum.
     """
 
     model: Any
@@ -127,6 +139,8 @@ class Network:
     std: tuple[float, ...] = IMAGENET_STD
     source: str | None = field(default=None, repr=False)
     arch: Architecture = field(default=SQUEEZENET, repr=False)
+    preprocess: Any = field(default=None, repr=False)
+    input_sizes: tuple[tuple[int, int], tuple[int, int]] | None = None
 
     @property
     def name(self) -> str:
@@ -200,6 +214,12 @@ class Network:
             return (_load_pickled, (self.source, self.device.type))
         if self.arch.name in NETWORK_TITLES:
             return (_load_pickled_named, (self.arch.name, self.source, self.device.type))
+        if self.source is not None and self.preprocess is not None:
+            from .bioimageio import is_bioimageio_package, load_bioimageio
+
+            if is_bioimageio_package(self.source):  # its code lives in the package
+                load = functools.partial(load_bioimageio, device=self.device.type)
+                return (load, (self.source,))
         return (
             _module_network,
             (self.model, self.weights, self.trained, self.categories, self.mean, self.std),
@@ -757,6 +777,8 @@ def load_network(
         A name from :func:`list_networks` (``"squeezenet1_1"``, ``"resnet50"``, ...), or any
         ``torch.nn.Module`` taking one ``(N, C, H, W)`` image tensor (a copy is used: your
         model is not changed).
+        Or a local bioimage.io model package (a ``.zip``, or a folder with ``rdf.yaml``):
+        :func:`~napari_activations.load_bioimageio` (``weights`` is then not used).
     weights : "DEFAULT", str, path or None
         SqueezeNet: as :func:`load_squeezenet` (built-in weights by default). torchvision's
         networks: ``"DEFAULT"`` (torchvision's best ImageNet weights, downloaded once into
@@ -797,6 +819,11 @@ def load_network(
             input_size=input_size,
             title=title,
         )
+    if isinstance(name_or_module, (str, os.PathLike)):
+        from .bioimageio import is_bioimageio_package, load_bioimageio
+
+        if is_bioimageio_package(name_or_module):
+            return load_bioimageio(name_or_module, device=device)
     if not isinstance(name_or_module, str):
         raise ValueError(
             f"load_network takes a network name (see list_networks()) or a torch.nn.Module, "

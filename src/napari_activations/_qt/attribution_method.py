@@ -3,12 +3,15 @@ its window and stride (only the chosen method's rows are shown)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import QObject
 from qtpy.QtWidgets import QComboBox, QFormLayout, QSpinBox
 
-from ..layers import LAYERS
+from ..architecture import SQUEEZENET
+
+if TYPE_CHECKING:
+    from ..architecture import Architecture
 
 __all__ = ["AUTO", "AttributionMethod"]
 
@@ -24,10 +27,7 @@ class AttributionMethod(QObject):
         self.method_combo.addItem("Grad-CAM", "grad-cam")
         self.method_combo.addItem("Occlusion sensitivity", "occlusion")
         self.layer_combo = QComboBox()
-        for info in LAYERS:
-            if not info.is_global:
-                self.layer_combo.addItem(info.name, info.name)
-        self.layer_combo.setCurrentIndex(self.layer_combo.count() - 1)  # relu_conv10
+        self.set_layers(SQUEEZENET)
         self.layer_combo.setToolTip(
             "Grad-CAM weights this network layer's channels by the "
             "class score's gradient; default: the last one before "
@@ -43,6 +43,22 @@ class AttributionMethod(QObject):
         self.stride_spin.setSuffix(" px")
         self._form: QFormLayout | None = None
         self.method_combo.currentIndexChanged.connect(self._on_method_changed)
+
+    def set_layers(self, arch: Architecture) -> None:
+        """Offer the spatial layers of this network, the default Grad-CAM layer chosen: the
+        last aligned one before global pooling (SqueezeNet's ``relu_conv10``)."""
+        combo = self.layer_combo
+        combo.clear()
+        first_global = next((i for i, row in enumerate(arch.layers) if row.is_global), None)
+        default = None
+        for i, info in enumerate(arch.layers):
+            if info.is_global:
+                continue
+            label = info.name if info.aligned else f"{info.name} (not aligned)"
+            combo.addItem(label, info.name)
+            if info.aligned and (first_global is None or i < first_global):
+                default = combo.count() - 1
+        combo.setCurrentIndex(combo.count() - 1 if default is None else default)
 
     def add_rows(self, form: QFormLayout) -> None:
         """Put the rows in ``form`` (the widget's own); only the method's own are shown."""

@@ -16,7 +16,6 @@ from qtpy.QtWidgets import (
 )
 
 from .._analysis_layers import compare_images, region_mask, show_comparison
-from ..layers import find_layer, layer_names
 from .layer_choice import refill_combo
 from .tab import AnalysisTab
 from .tables import fill_table, first_column_int, make_table
@@ -30,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["WHOLE_IMAGE", "CompareTab"]
 
 WHOLE_IMAGE = "(whole image)"
+_SQUEEZENET_DEFAULT = "fire6-relu_squeeze1x1"  # the reference example's layer
 
 
 class CompareTab(AnalysisTab):
@@ -46,8 +46,11 @@ class CompareTab(AnalysisTab):
         self.images_list.setMaximumHeight(90)
         self.images_list.setDragDropMode(QAbstractItemView.DragDropMode.InternalMove)
         self.compare_layer_combo = QComboBox()
-        self.compare_layer_combo.addItems(layer_names()[:-2])  # not the 1x1 global layers
-        self.compare_layer_combo.setCurrentText("fire6-relu_squeeze1x1")
+        self.compare_layer_combo.setToolTip(
+            "A layer of the network that made the chosen activation layer (layers after global "
+            "pooling, with one pixel, are not offered)."
+        )
+        self._offered: Any = None  # the architecture whose layers the menu lists
         self.compare_region_combo = QComboBox()
         self.change_combo = QComboBox()
         self.change_combo.addItem("drop: mean (first − second)", "difference")
@@ -66,6 +69,24 @@ class CompareTab(AnalysisTab):
         form.addRow("Rank by", self.change_combo)
         form.addRow(self.compare_button)
         form.addRow(self.compare_table)
+
+    def refresh_network_layers(self) -> None:
+        """List the spatial layers of the host's network; keep the choice where it is one."""
+        arch = self.host.architecture()
+        if arch is None or arch is self._offered:
+            return
+        combo = self.compare_layer_combo
+        current = combo.currentText()
+        names = [info.name for info in arch.layers if not info.is_global]
+        combo.clear()
+        combo.addItems(names)
+        self._offered = arch
+        if current in names:
+            combo.setCurrentText(current)
+        elif _SQUEEZENET_DEFAULT in names:
+            combo.setCurrentText(_SQUEEZENET_DEFAULT)
+        else:  # about two thirds down: parts of objects, still well placed
+            combo.setCurrentIndex(2 * len(names) // 3)
 
     def _row_clicked(self, row: int, column: int = 0) -> None:
         channel = first_column_int(self.compare_table, row)
@@ -128,7 +149,10 @@ class CompareTab(AnalysisTab):
         region_name = self.compare_region_combo.currentText()
         layers = host.viewer.layers
         region_layer = layers[region_name] if region_name in layers else None
-        info = find_layer(self.compare_layer_combo.currentText())
+        layer = self.compare_layer_combo.currentText()
+        if not layer:
+            show_error("Choose a network layer to compare (none is offered).")
+            return
         mask = None
         if region_layer is not None:
             try:
@@ -138,23 +162,20 @@ class CompareTab(AnalysisTab):
                 return
         host.start(
             compare_images(
-                host.network,
+                host.network_for_run(),
                 images,
-                info,
+                layer,
                 region=mask,
                 change=self.change_combo.currentData(),
-                weights=host.weights_for_run(),
             ),
             on_result=lambda result: self._show(images, result, region_layer),
-            message=f"Comparing {info.name} for {', '.join(repr(i.name) for i in images)}…",
+            message=f"Comparing {layer} for {', '.join(repr(i.name) for i in images)}…",
         )
 
     def _show(self, images: list[Image], result: Any, region_layer: Layer | None) -> None:
         host = self.host
         if any(image not in host.viewer.layers for image in images):
             return
-        if host.network is None:
-            host.network = result.results[0].network
         shown = show_comparison(host.viewer, images, result, region_layer)
         self.comparison_ranking = result.ranking
         host.refresh_layers()

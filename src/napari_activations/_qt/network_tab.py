@@ -1,5 +1,6 @@
 """The analysis widget's Network tab: every network layer's output for the image
-(``analyzeNetwork``), and the image's top-5 ImageNet classes."""
+(``analyzeNetwork``) of the network that made the chosen activation layer, and the image's
+top-5 classes by that network."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from .tab import AnalysisTab
 from .tables import fill_table, make_table
 
 if TYPE_CHECKING:
-    from collections.abc import Generator
+    from collections.abc import Callable, Generator
 
     from napari.layers import Image
 
@@ -55,9 +56,10 @@ class NetworkTab(AnalysisTab):
         return layers[name] if name in layers else None
 
     def refresh_network_table(self, *args: Any) -> None:
-        """Fill the layer table for the chosen image's size."""
+        """Fill the layer table of the host's network for the chosen image's size."""
         image = self.selected_image()
-        if image is None:
+        arch = self.host.architecture()
+        if image is None or arch is None:
             self.network_table.setRowCount(0)
             return
         _, (h, w), _ = image_planes_shape(image.data.shape, image.rgb)
@@ -66,16 +68,18 @@ class NetworkTab(AnalysisTab):
                 row["layer"],
                 f"{row['height']}x{row['width']}",
                 row["channels"],
-                row["stride"] or "–",
-                row["receptive_field"] or "whole image",
+                _number(row["stride"]) if row["aligned"] else "–",
+                _number(row["receptive_field"])
+                if row["receptive_field"]
+                else ("whole image" if row["aligned"] else f"not aligned: {row['note']}"),
             )
-            for row in analysis.network_table(h, w)
+            for row in analysis.network_table(h, w, arch)
         ]
         headers = ["layer", f"output for {h}x{w}", "channels", "stride", "receptive field"]
         fill_table(self.network_table, rows, headers)
 
     def choose_network_row(self, row: int, column: int = 0) -> None:
-        """Choose that row's layer for Run (in the SqueezeNet activations widget) and Compare."""
+        """Choose that row's layer for Run (in the activations widget) and Compare."""
         item = self.network_table.item(row, 0)
         if item is None:
             return
@@ -84,16 +88,23 @@ class NetworkTab(AnalysisTab):
         if compare.findText(self.chosen_layer) >= 0:
             compare.setCurrentText(self.chosen_layer)
         main = self.host.main_widget()
-        if main is not None:
-            main.set_network_layer(self.chosen_layer)
-        self.host.status_label.setText(
-            f"{self.chosen_layer} chosen for Run"
-            f"{'' if main is not None else ' (open the SqueezeNet activations widget)'}"
-            " and Compare."
-        )
+        arch = self.host.architecture()
+        note = "" if main is not None else " (open the activations widget)"
+        if main is not None and arch is not None:
+            row = arch.find_layer(self.chosen_layer)
+            try:  # the row knows its network: the activations widget may run another one
+                main.set_network_layer(row)
+                taken = main.selected_layer() == row
+            except ValueError:
+                taken = False
+            if not taken:
+                note = (
+                    f" (not for Run: the activations widget has another network than {arch.title})"
+                )
+        self.host.status_label.setText(f"{self.chosen_layer} chosen for Run{note} and Compare.")
 
     def classify(self) -> None:
-        """The chosen image's top-5 ImageNet classes, in a worker."""
+        """The chosen image's top-5 classes by the host's network, in a worker."""
         from napari.utils.notifications import show_error
 
         image = self.selected_image()
@@ -102,8 +113,8 @@ class NetworkTab(AnalysisTab):
             return
         avoid_triton_llvm_crash()  # before the worker first imports torch
         gen = top_classes(
-            self.host.network,
-            self.host.weights_for_run(),
+            self.host.network_for_run(),
+            None,
             image.data,
             tuple(float(v) for v in image.contrast_limits),
             bool(image.rgb),
@@ -116,13 +127,27 @@ class NetworkTab(AnalysisTab):
         self.host.status_label.setText("Classified.")
 
 
+def _number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else float(value)
+
+
 def top_classes(
-    network: Network | None, weights: Any, data: Any, intensity_range: Any, rgb: bool, k: int = 5
+    network: Network | Callable[[], Network] | None,
+    weights: Any,
+    data: Any,
+    intensity_range: Any,
+    rgb: bool,
+    k: int = 5,
 ) -> Generator[Progress, None, list[tuple[str, float]]]:
-    """The image's top-``k`` ImageNet classes, loading the network first where none is given
-    (a Progress generator, for a worker)."""
+    """The image's top-``k`` classes by ``network`` (a Network, a function that loads one, or
+    None: SqueezeNet with ``weights``), loaded here, in the worker (a Progress generator).
+
+    Raises :class:`~napari_activations.ImageError` for a network without categories."""
     from .. import compute
 
+    if callable(network):
+        yield Progress(0, 1, "Loading the network")
+        network = network()
     if network is None:
         yield Progress(0, 1, "Loading SqueezeNet")
         from ..network import load_squeezenet

@@ -76,7 +76,8 @@ class Runner(Protocol):
     ``backend`` is the backend that really runs (``"torch"`` after a fallback), ``steps`` how
     many times :meth:`run` yields (progress steps of one forward pass), and ``run(x)`` takes
     a ``(1, 3, h, w)`` float32 tensor and returns the layer's ``(1, C, h', w')`` float32
-    activations as a numpy array, yielding between steps (where cancel can stop it). The
+    activations as a numpy array, yielding between steps (where cancel can stop it);
+    ``release_memory`` (the tiles of a big image) gives working memory back after the run. The
     input is ImageNet-normalised where ``normalised_input`` is true, else intensities in
     [0, 1] (the runner's network normalises them itself).
     """
@@ -85,7 +86,7 @@ class Runner(Protocol):
     steps: int
     normalised_input: bool
 
-    def run(self, x: Any) -> Generator[None, None, np.ndarray]: ...
+    def run(self, x: Any, release_memory: bool = False) -> Generator[None, None, np.ndarray]: ...
 
 
 def onnxruntime_installed() -> bool:

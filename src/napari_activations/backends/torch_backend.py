@@ -127,7 +127,9 @@ class TorchRunner:
         self.note = note
         self.steps = net.arch.forward_steps(info)
 
-    def run(self, x: torch.Tensor) -> Generator[None, None, np.ndarray]:
+    def run(
+        self, x: torch.Tensor, release_memory: bool = False
+    ) -> Generator[None, None, np.ndarray]:
         import torch
 
         model, dtype, memory_format = _model_for(self.net, self.precision)
