@@ -147,6 +147,11 @@ class Architecture:
             cache[info.name] = lo
         return cache[info.name]
 
+    def size_problem(self, info: LayerInfo, height: int, width: int) -> str:
+        """Why ``info`` has no pixel for a ``height x width`` input (for messages)."""
+        n = self.minimum_input_size(info)
+        return f"it needs at least {n}x{n} pixels"
+
     # --- global layers in tiles -----------------------------------------------------------
 
     def context_layer(self, info: LayerInfo) -> LayerInfo | None:
@@ -347,17 +352,18 @@ class GraphArchitecture(Architecture):
             stride = offset = rf = None
             aligned, note = row.aligned, row.note
             if row.stride is not None:
-                same = (
-                    row.stride[0] == row.stride[1]
-                    and row.offset[0] == row.offset[1]
-                    and row.receptive_field[0] == row.receptive_field[1]
-                )
+                same = row.stride[0] == row.stride[1] and row.offset[0] == row.offset[1]
                 if same:
+                    # One grid. A field taller than wide (Inception's 7x1) keeps the larger
+                    # side: the halo of a tile and the interior are then on the safe side.
                     stride, offset, rf = (
                         _number(row.stride[0]),
                         float(row.offset[0]),
-                        _number(row.receptive_field[0]),
+                        _number(max(row.receptive_field)),
                     )
+                    if row.receptive_field[0] != row.receptive_field[1]:
+                        rows_, cols_ = (_number(v) for v in row.receptive_field)
+                        note = note or f"receptive field {rows_}x{cols_} (rows x columns)"
                     unit = _lcm_unit(unit, stride)
                 else:
                     aligned = False
@@ -419,6 +425,15 @@ class GraphArchitecture(Architecture):
             return (0, 0)
         h, w = shape[dims[0]], shape[dims[1]]
         return (h, w) if h > 0 and w > 0 else (0, 0)
+
+    def size_problem(self, info: LayerInfo, height: int, width: int) -> str:
+        n = self.minimum_input_size(info)
+        failed = self._shapes(height, width).get(_FAILED)
+        if min(height, width) >= n and failed:
+            unit = max((row.tile_unit for row in self.layers if row.stride), default=1)
+            hint = f" (sides that are multiples of {unit} work)" if unit > 1 else ""
+            return f"{self.title} does not run on a {height}x{width} input ({failed[0]}){hint}"
+        return super().size_problem(info, height, width)
 
     @property
     def bytes_per_pixel(self) -> int:
@@ -539,6 +554,7 @@ SqueezeNet's measured 160 bytes per pixel
 workspace, allocator slack); ``benchmarks/bench_networks.py`` checks it for other networks."""
 
 _MEAN_OPS = {"AdaptiveAvgPool2d", "adaptive_avg_pool2d", "mean"}
+_FAILED = "\0failed"  # key of the size pass's error, where it failed
 
 
 def _meta_shapes(
@@ -576,8 +592,8 @@ def _meta_shapes(
                         gone = env.get(arg) if last_use.get(arg) is node else None
                         if isinstance(gone, torch.Tensor):
                             live -= gone.numel() * gone.element_size()
-        except Exception:  # noqa: BLE001 - too small from here on
-            pass
+        except Exception as err:  # noqa: BLE001 - too small (or mismatched) from here on
+            shapes[_FAILED] = (f"{type(err).__name__}: {str(err).strip().splitlines()[0]}",)
         return shapes, peak
     handles = []
     for path, module in meta.named_modules():

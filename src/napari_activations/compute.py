@@ -570,6 +570,12 @@ def _make_request(
     if h == 0:
         need = minimum_input_size(info)
         at = "" if input_scale == 1 else f" at input_scale={input_scale:g}"
+        if min(size) >= need:  # large enough: the network refuses this size for another reason
+            raise ImageError(
+                f"Layer {info.name!r} cannot be computed on this image: "
+                f"{net.arch.size_problem(info, *size)}{at}. Crop the image, or choose an "
+                "input_scale, to a size the network takes."
+            )
         raise ImageError(
             f"The image is too small for layer {info.name!r}: it needs at least {need}x{need} "
             f"pixels, and the network sees {size[0]}x{size[1]}{at}. Use a larger image"
@@ -737,8 +743,7 @@ def _dask_activations(req: _Request) -> Any:
         plane = req.image[idx] if idx else req.image
         if (
             req.size != req.hw
-            or geo.is_global
-            or not geo.aligned
+            or not can_tile(info)
             or req.net.preprocess is not None  # its statistics are the whole plane's
         ):  # one chunk per plane
             d = dask.delayed(_plane_task, pure=True)(

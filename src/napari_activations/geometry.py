@@ -40,7 +40,9 @@ on their modules, whose geometry is measured; ``source`` says which was used.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import math
 import operator
 from collections.abc import Callable, Iterable, Sequence
@@ -1314,8 +1316,9 @@ def derive_geometry(
         except Exception as err:  # noqa: BLE001
             raise GeometryError(
                 f"The model cannot run on a {c}-channel {input_size[0]}x{input_size[1]} input "
-                f"({_root_cause(err)}). Pass input_size= and in_channels= that it "
-                "accepts."
+                f"({_root_cause(err)}). If it takes other channels or sizes, pass "
+                "in_channels= and input_size= that it accepts; otherwise its forward fails: "
+                "fix the model."
             ) from err
         deriver = _Deriver(gm)
         start = _Local((AxisSupport.identity(), AxisSupport.identity()), (2, 3))
@@ -1558,7 +1561,8 @@ def _thin_width(c: int, length: int, axis: int, gm: fx.GraphModule) -> int:
         size = (length, w) if axis == 2 else (w, length)
         x = torch.zeros(1, c, *size, dtype=torch.float64)
         try:
-            with torch.no_grad():
+            # a GraphModule prints the failing line of its code to stderr before raising
+            with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
                 outs = gm(x)
         except Exception:  # noqa: BLE001 - too small for some layer: try wider
             continue
@@ -1682,8 +1686,8 @@ def _check_node(
 
 
 def measure_geometry(
-    model: nn.Module,
-    node: str,
+    model: Any,
+    node: Any,
     *,
     in_channels: int | None = None,
     start_size: int = 64,
@@ -1701,10 +1705,13 @@ def measure_geometry(
 
     Parameters
     ----------
-    model : torch.nn.Module
-        Not modified.
-    node : str
-        A node name from :func:`derive_geometry` (for a traceable model) or a module path.
+    model : torch.nn.Module or Network
+        Not modified. A :class:`~napari_activations.Network` (from
+        :func:`~napari_activations.load_network`) is measured through its model, with its
+        input channels.
+    node : str or LayerInfo
+        A node name from :func:`derive_geometry` (for a traceable model) or a module path;
+        for a Network, one of its layers (SqueezeNet's by its MATLAB name too).
 
     Returns
     -------
@@ -1717,6 +1724,8 @@ def measure_geometry(
         With what went wrong: unknown node, no activation pixel, support never inside
         ``max_size``.
     """
+    if not isinstance(model, nn.Module) and hasattr(model, "arch"):  # a Network
+        model, node, in_channels = _network_node(model, node, in_channels)
     c = in_channels or _first_conv_channels(model)
     try:
         gm, names = _trace(model)
@@ -1744,6 +1753,17 @@ def measure_geometry(
             return _hooked_output(measuring, module, x)
 
     return _measure(node, forward, c, start_size, max_size, pixels)
+
+
+def _network_node(net: Any, layer: Any, in_channels: int | None) -> tuple[nn.Module, str, int]:
+    """A Network's model, the node name of its ``layer`` and its input channels."""
+    info = net.find_layer(layer)
+    name = info.name
+    if info.geometry_source == "table":  # SqueezeNet's MATLAB names: the torchvision path
+        name = info.module
+        if info.name.endswith("-concat"):
+            name = f"{info.module}.cat"
+    return net.model, name, in_channels or net.in_channels
 
 
 def _hooked_output(model: nn.Module, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -1915,10 +1935,23 @@ def _hooked_geometry(
     except Exception as err:  # noqa: BLE001
         raise GeometryError(
             f"The model cannot run on a {c}-channel {input_size[0]}x"
-            f"{input_size[1]} input ({_root_cause(err)}). Pass input_size= "
-            "and in_channels= that it accepts."
+            f"{input_size[1]} input ({_root_cause(err)}). If it takes other channels or "
+            "sizes, pass in_channels= and input_size= that it accepts; otherwise its forward "
+            "fails: fix the model."
         ) from err
     finally:
         for h in handles:
             h.remove()
-    return tuple(measure_geometry(model, name, in_channels=c) for name in order)
+    rows = []
+    for name in order:
+        try:
+            rows.append(measure_geometry(model, name, in_channels=c))
+        except GeometryError as err:
+            raise GeometryError(
+                f"torch.fx cannot trace {type(model).__name__} (data-dependent control flow "
+                f"in its forward), and the geometry of its module {name!r} cannot be "
+                f"measured either ({str(err).split(' Pass a larger')[0]}). Make the forward "
+                "traceable (no Python `if` or loop on tensor values), or move that module out "
+                "of the model."
+            ) from err
+    return tuple(rows)

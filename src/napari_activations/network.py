@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Network",
+    "UnknownNetworkError",
     "load_squeezenet",
     "load_network",
     "list_networks",
@@ -68,6 +69,10 @@ BUILTIN_WEIGHTS_FILE = "squeezenet1_1_caffe_imagenet.pth"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class UnknownNetworkError(ValueError):
+    """A network name that :func:`load_network` does not know; the message lists the closest."""
 
 
 class WeightsError(RuntimeError):
@@ -670,7 +675,7 @@ def _network_name(name: str) -> str:
     if key not in NETWORK_TITLES:
         close = difflib.get_close_matches(key, list(NETWORK_TITLES), 3, 0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(
+        raise UnknownNetworkError(
             f"Unknown network {name!r}.{hint} See napari_activations.list_networks(), or "
             "pass your own torch.nn.Module."
         )
@@ -702,8 +707,12 @@ def torchvision_architecture(name: str) -> Architecture:
     with _ARCH_LOCK:
         arch = _ARCH_CACHE.get(name)
         if arch is None:
-            with torch.device("meta"):
-                model = get_model(name, weights=None, **_builder_kwargs(name, True))
+            try:
+                with torch.device("meta"):
+                    model = get_model(name, weights=None, **_builder_kwargs(name, True))
+            except NotImplementedError:  # a builder that computes with tensors (RegNet)
+                with torch.random.fork_rng(devices=[]):
+                    model = get_model(name, weights=None, **_builder_kwargs(name, True))
             crop = _tv_weights_enum(name).DEFAULT.transforms.keywords.get("crop_size", 224)
             arch = GraphArchitecture(model, name, NETWORK_TITLES[name], input_size=int(crop))
             _ARCH_CACHE[name] = arch

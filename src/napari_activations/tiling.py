@@ -21,7 +21,9 @@ of the mean of a local *context layer* over the image (SqueezeNet: :data:`CONTEX
 networks: the layer their global average pool reads, see
 :meth:`~napari_activations.architecture.Architecture.context_layer`): a tiled run computes that
 layer tile by tile and pools the stitched map (:func:`forward_layer`, :func:`global_pool`).
-A global layer without such a context layer is never tiled.
+A global layer without such a context layer is never tiled, and neither is a layer gated by
+squeeze-and-excitation (MobileNet v3, EfficientNet, RegNetY: ``global_context``): its gates are
+means over the whole image, which no tile sees.
 
 Every network's layers carry their own geometry (stride, offset, receptive field and
 ``tile_unit``, the multiple of input pixels a tile starts at), so one plan serves them all.
@@ -131,9 +133,25 @@ def forward_layer(info: LayerInfo, tiled: bool = True) -> LayerInfo:
 
 def can_tile(info: LayerInfo) -> bool:
     """Whether ``info`` can be computed in tiles (local layers, and global layers whose
-    network says which local layer they pool)."""
+    network says which local layer they pool).
+
+    Not a layer without a single grid, and not one that depends on the whole image through a
+    gate (squeeze-and-excitation, ``global_context``): a tile would compute its gates from
+    the tile alone, so tiles would not equal the whole image's pass.
+    """
     geo = forward_layer(info)
-    return geo.aligned and not geo.is_global
+    return geo.aligned and not geo.is_global and not geo.global_context
+
+
+def _why_not_tiled(geo: LayerInfo) -> str:
+    if not geo.aligned:
+        return "it has no single grid"
+    if geo.global_context:
+        return (
+            "it depends on the whole image through squeeze-and-excitation gates, which a "
+            "tile cannot compute"
+        )
+    return "a global layer"
 
 
 def global_pool(context: Any, info: LayerInfo, model: Any = None) -> Any:
@@ -184,10 +202,9 @@ def choose_tile(
     if estimate_forward_bytes(height, width, per_pixel) <= limit:
         return None
     geo = forward_layer(info, tiled=True)
-    if geo.is_global or not geo.aligned:
+    if not can_tile(info):
         raise MemoryError(
-            f"Layer {info.name!r} cannot be computed in tiles ("
-            f"{'it has no single grid' if not geo.aligned else 'a global layer'}), and one "
+            f"Layer {info.name!r} cannot be computed in tiles ({_why_not_tiled(geo)}), and one "
             "forward pass would need about "
             f"{estimate_forward_bytes(height, width, per_pixel) / 2**30:.1f} GiB, more than "
             f"the memory budget of {limit / 2**20:.0f} MiB. Raise the budget "
@@ -241,7 +258,9 @@ def plan_axis(n: int, info: LayerInfo, tile: int) -> list[AxisTile]:
         lo = O + S * a0 - halo
         x0 = max(0, int(math.floor(lo / unit)) * unit)
         hi = O + S * (a1 - 1) + halo + 1
-        x1 = min(n, int(math.ceil(hi)))
+        # a whole number of units: a network that needs sides divisible by its depth's
+        # stride (a U-Net's skip connections) runs on every tile as on the whole image
+        x1 = min(n, x0 + int(math.ceil((hi - x0) / unit)) * unit)
         tiles.append(AxisTile(x0, x1, a0, a1, a0 - int(round(x0 / S))))
     return tiles
 

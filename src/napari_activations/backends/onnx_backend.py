@@ -157,7 +157,7 @@ def _export(net: Network, info: LayerInfo) -> bytes:
     import torch
 
     side = max(minimum_input_size(info), 64)
-    x = torch.zeros((1, net.in_channels) + _taken(net, side, side + 8), dtype=torch.float32)
+    x = torch.zeros((1, net.in_channels) + _runs_on(net, info, side, side + 8), dtype=torch.float32)
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
@@ -216,6 +216,18 @@ def _session(model: bytes) -> Any:
         ) from exc
 
 
+def _runs_on(net: Network, info: LayerInfo, h: int, w: int) -> tuple[int, int]:
+    """:func:`_taken`'s size, or, where the network still does not run on it (a U-Net's skip
+    connections need sides divisible by its depth's stride, declared or not), the next
+    multiples of that stride that differ from each other."""
+    h, w = _taken(net, h, w)
+    if net.arch.output_size(info, h, w)[0] > 0:
+        return h, w
+    unit = max((row.tile_unit for row in net.layers if row.stride), default=1)
+    h = -(-h // unit) * unit
+    return h, max(-(-w // unit) * unit, h + unit)
+
+
 def _check_against_torch(session: Any, net: Network, info: LayerInfo) -> None:
     """Raise :class:`ExportError` unless the session matches torch on two odd-sized inputs."""
     import torch
@@ -227,7 +239,10 @@ def _check_against_torch(session: Any, net: Network, info: LayerInfo) -> None:
     c = net.in_channels
     mean = np.reshape(net.mean, (1, c, 1, 1))
     std = np.reshape(net.std, (1, c, 1, 1))
-    for h, w in (_taken(net, base + 7, base + 18), _taken(net, base + 32, base + 3)):
+    for h, w in (
+        _runs_on(net, info, base + 7, base + 18),
+        _runs_on(net, info, base + 32, base + 3),
+    ):
         x = rng.random((1, c, h, w), dtype=np.float32)  # intensities in [0, 1]
         normalised = ((x - mean) / std).astype(np.float32)
         try:
