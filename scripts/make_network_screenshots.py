@@ -42,14 +42,14 @@ def main() -> int:
     nets = [na.load_network(name, weights, device="cpu") for name, weights, *_ in SHOWN]
     OUT.mkdir(parents=True, exist_ok=True)
     viewer = napari.Viewer(title="napari-activations")
-    viewer.window.resize(1100, 900)
+    viewer.window.resize(760, 820)
     (face,) = viewer.open_sample("napari-activations", "face")
     dock, widget = viewer.window.add_plugin_dock_widget(
         "napari-activations", "SqueezeNet activations"
     )
     caption = viewer.canvas.overlays.text
-    caption.position = "top_left"
-    caption.font_size = 12
+    caption.position = "top_center"
+    caption.font_size = 11
     caption.color = "white"
     panels = []
     for net, (_, _, layer, weights) in zip(nets, SHOWN, strict=True):
@@ -64,15 +64,20 @@ def main() -> int:
         shown.opacity = 0.75
         info = net.find_layer(layer)
         caption.text = (
-            f"{net.title}: {layer} (stride {info.stride}, receptive field "
-            f"{info.receptive_field}), {weights}"
+            f"{net.title}: {layer}\nstride {info.stride}, receptive field "
+            f"{info.receptive_field}\n{weights}"
         )
         caption.visible = True
+        dock.hide()  # the whole window for the canvas
         settle()
         viewer.reset_view()
         settle()
         image = viewer.screenshot(canvas_only=True, flash=False)[..., :3]
-        panels.append(image)
+        # the image's columns (the canvas around it is black), a margin either side
+        columns = np.flatnonzero(image[image.shape[0] // 2].max(axis=-1) > 0)
+        lo, hi = max(0, columns[0] - 12), min(image.shape[1], columns[-1] + 13)
+        panels.append(image[:, lo:hi])
+        dock.show()
     height = min(p.shape[0] for p in panels)
     scaled = [
         (skimage.transform.resize(p, (height, round(p.shape[1] * height / p.shape[0]))) * 255)
