@@ -684,7 +684,8 @@ def _level_data(source: Image, level: int | None) -> tuple[Any, int | None, tupl
 
 
 class ChannelsAsRGB:
-    """Lazy ``(..., H, W, 3)`` float32 view of up to three single-channel arrays as R, G, B.
+    """Lazy ``(..., H, W, n)`` float32 view of single-channel arrays as the network's input
+    channels: R, G, B (``n = 3``, the default) or a network's ``n`` channels.
 
     Each array is scaled to 0..1 by its own ``(low, high)`` (clipped; NaN as low), as napari
     shows each channel layer with its own contrast limits; a missing blue (or green and blue)
@@ -693,11 +694,17 @@ class ChannelsAsRGB:
 
     dtype = np.dtype(np.float32)
 
-    def __init__(self, arrays: Sequence[Any], ranges: Sequence[tuple[float, float] | None]):
+    def __init__(
+        self,
+        arrays: Sequence[Any],
+        ranges: Sequence[tuple[float, float] | None],
+        channels: int = 3,
+    ):
         self.arrays = list(arrays)  # R, G, B; None: that colour is zero
         self.ranges = [None if r is None else (float(r[0]), float(r[1])) for r in ranges]
+        self.channels = max(int(channels), len(self.arrays))
         present = next(a for a in self.arrays if a is not None)
-        self.shape = tuple(int(n) for n in present.shape) + (3,)
+        self.shape = tuple(int(n) for n in present.shape) + (self.channels,)
         self.ndim = len(self.shape)
 
     def __array__(self, dtype=None, copy=None):
@@ -716,7 +723,7 @@ class ChannelsAsRGB:
             v = np.asarray(array[key], dtype=np.float32)
             v = (v - np.float32(low)) * np.float32(1.0 / (high - low) if high > low else 0.0)
             if out is None:
-                out = np.zeros(v.shape + (3,), dtype=np.float32)
+                out = np.zeros(v.shape + (self.channels,), dtype=np.float32)
             out[..., i] = np.clip(np.nan_to_num(v, nan=0.0), 0.0, 1.0)
         return out
 
@@ -724,10 +731,17 @@ class ChannelsAsRGB:
 _PLACEMENT = ("scale", "translate", "rotate", "shear", "affine")
 
 
-def check_channel_layers(layers: Sequence[Image]) -> None:
-    """Refuse channel layers that cannot be the network's R, G, B; the message says why."""
+def check_channel_layers(layers: Sequence[Image], in_channels: int = 3) -> None:
+    """Refuse channel layers that cannot be the network's R, G, B (or, for a network with
+    ``in_channels`` other than 3, its input channels); the message says why."""
     names = [layer.name for layer in layers]
-    if not 1 <= len(layers) <= 3:
+    if in_channels != 3 and len(layers) != in_channels:
+        raise LayerInputError(
+            f"The network takes {in_channels} input channel{'s' if in_channels != 1 else ''}: "
+            f"choose one image layer, or {in_channels} single-channel layers as its channels, "
+            f"in order; got {len(layers)}: {', '.join(map(repr, names))}."
+        )
+    if in_channels == 3 and not 1 <= len(layers) <= 3:
         raise LayerInputError(
             f"Choose one image layer, or two or three as the network's R, G "
             f"and B; got {len(layers)}: {', '.join(map(repr, names))}."
@@ -874,18 +888,24 @@ def compute_for_image_layer(
     source_ranges: tuple[tuple[float, float], ...] = ()
     colours = ""
     warnings_found = []
+    in_channels = (network.arch if network is not None else architecture_of(info)).in_channels
+    channel_axis = None
     if len(present) > 1:
-        check_channel_layers(present)
+        check_channel_layers(present, in_channels)
         names = tuple(s.name for s in present)
-        colours = "".join(c for c, s in zip("RGB", sources, strict=False) if s is not None)
+        if in_channels == 3:
+            colours = "".join(c for c, s in zip("RGB", sources, strict=False) if s is not None)
         source_ranges = tuple(tuple(float(v) for v in s.contrast_limits) for s in present)
         for s, limits in zip(present, source_ranges, strict=False):
             warnings_found.append(exposure_warning(s.name, s.data, limits))
         data = ChannelsAsRGB(
             [None if s is None else s.data for s in sources],
             [None if s is None else tuple(float(v) for v in s.contrast_limits) for s in sources],
+            in_channels,
         )
         intensity_range, rgb, name = (0.0, 1.0), True, " + ".join(names)
+        if in_channels != 3:  # the network's n channels, last
+            rgb, channel_axis = None, -1
         chosen, factors = None, None
     else:
         only = present[0]
@@ -908,6 +928,7 @@ def compute_for_image_layer(
         rgb=rgb,
         backend=backend,
         precision=precision,
+        channel_axis=channel_axis,
     )
     ranges = ChannelRanges(aligned, include_border)
     ranges.plane((0,) * len(ranges.lead_shape))  # computed already (or, for dask, now)
