@@ -261,6 +261,20 @@ def test_a_network_from_the_console_shows_in_the_menus(qtbot, viewer, widget):
     assert widget.weights_choice.weights is None  # loading it again needs no download
 
 
+def test_run_starts_once_the_menu_shows_the_network_while_its_reading_job_winds_down(
+    qtbot, viewer, image, widget, monkeypatch
+):
+    # The menu is filled by the reading job's result, before that job counts as finished:
+    # Run pressed in between said "still being read" (and the cancel test below raced it).
+    choose(qtbot, widget, "resnet18")
+    monkeypatch.setattr(type(widget.network_choice), "busy", property(lambda self: True))
+    widget.set_network_layer("conv1")
+    widget.run()
+    assert widget.worker is not None
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
+    assert "Face: conv1 (ResNet-18)" in [layer.name for layer in viewer.layers]
+
+
 def test_cancel_with_resnet18_adds_nothing(qtbot, viewer, image, widget, notifications):
     choose(qtbot, widget, "resnet18")
     widget.set_network_layer("layer4.1.relu_1")

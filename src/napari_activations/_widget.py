@@ -215,7 +215,7 @@ class ActivationsWidget(RunOutcome, QWidget):
             )
             return
         info, sources = self.selected_layer(), self.selected_sources()
-        if info is None or self.network_choice.busy:
+        if info is None or not self.network_choice.shows(self.layer_combo.arch):
             show_error("The network is still being read: press Run again in a moment.")
             return
         network = self.weights_choice.network

@@ -437,10 +437,8 @@ class GraphArchitecture(Architecture):
 
     @property
     def bytes_per_pixel(self) -> int:
-        """Peak working memory of a forward pass, bytes per input pixel (what tiling plans
-        with): the most bytes of activations alive at once in this network's graph (from a
-        pass on the meta device at 256x256), times :data:`MEMORY_OVERHEAD`, the ratio measured
-        for SqueezeNet between its real peak and this count."""
+        """Peak bytes per input pixel of a forward pass (what tiling plans with): the most
+        bytes alive at once in the graph (meta pass, 256x256) times :data:`MEMORY_OVERHEAD`."""
         value = self.__dict__.get("_bytes_per_pixel")
         if value is None:
             from .tiling import FORWARD_BYTES_PER_PIXEL

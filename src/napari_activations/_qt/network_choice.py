@@ -124,6 +124,15 @@ class NetworkChoice(QObject):
         self.state_button.setVisible(user)
         self.state_button.setEnabled(self.user_network is not None)
 
+    def shows(self, arch: Any) -> bool:
+        """Whether ``arch`` (what the layer menu shows) is the chosen network's: what Run
+        may use, even while a job that read it is still winding down."""
+        if arch is None:
+            return False
+        if self.name == USER_MODEL:
+            return self.user_network is not None and arch is self.user_network.arch
+        return arch.name == self.name
+
     @property
     def busy(self) -> bool:
         """True while a network's layers or the user's model are being read."""
