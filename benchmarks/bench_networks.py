@@ -164,35 +164,41 @@ import numpy as np
 import napari_activations as na
 name, layer, backend, side = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 net = na.load_network(name, None, device="cpu")
+if layer == "-":  # the last local layer
+    layer = [r.name for r in net.layers if r.aligned and not r.is_global][-1]
 image = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
-na.activations(net, image[:64, :64], layer, backend=backend)  # prepare, load libraries
+na.activations(net, image[:128, :128], layer, backend=backend)  # prepare, load libraries
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 out = na.activations(net, image, layer, backend=backend, memory_budget="64GiB")
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"per_pixel": (peak - base) / side**2, "estimate": net.arch.bytes_per_pixel
-                  if hasattr(net.arch, "bytes_per_pixel") else None}))
+print(json.dumps({"per_pixel": (peak - base) / side**2, "layer": layer,
+                  "estimate": getattr(net.arch, "bytes_per_pixel", 160)}))
 """
 
 
-def bytes_per_pixel(side: int = 1024) -> str:
+def bytes_per_pixel(side: int = 1024, names: list[str] | None = None) -> str:
     """Measured peak working memory of one untiled forward pass, per input pixel, against the
     estimate tiling plans with (each run in a fresh process: ``ru_maxrss`` rise over the
-    preparation, image and result included)."""
+    preparation, image and result included). This process loads no network: Linux keeps a
+    parent's ``ru_maxrss`` in its children, which would hide their own peaks."""
     lines = [
         "| network | layer | backend | measured, bytes/px | estimate, bytes/px |",
         "|---|---|---|---:|---:|",
     ]
-    for name, layers in NETWORKS.items():
+    chosen = {n: NETWORKS[n][-1] for n in NETWORKS} if names is None else {}
+    for name in names or []:
+        chosen[name] = "-"  # the child finds the last local layer
+    for name, last in chosen.items():
         for backend in ("torch", "onnxruntime"):
             out = subprocess.run(
-                [sys.executable, "-c", _BYTES_CHILD, name, layers[-1], backend, str(side)],
+                [sys.executable, "-c", _BYTES_CHILD, name, last, backend, str(side)],
                 capture_output=True,
                 text=True,
                 check=True,
             )
             r = json.loads(out.stdout.strip().splitlines()[-1])
             lines.append(
-                f"| {name} | `{layers[-1]}` | {backend} | {r['per_pixel']:.0f} | {r['estimate']} |"
+                f"| {name} | `{r['layer']}` | {backend} | {r['per_pixel']:.0f} | {r['estimate']} |"
             )
             print(lines[-1], flush=True)
     return "\n".join(lines)
@@ -218,11 +224,21 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--size", type=int, default=1024, help="image side (default 1024)")
+    parser.add_argument(
+        "--bytes-all",
+        action="store_true",
+        help="only measure bytes per pixel, for every network of list_networks()",
+    )
     args = parser.parse_args()
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.bytes_all:
+        import napari_activations as na
+
+        print(bytes_per_pixel(args.size, na.list_networks()))
+        return
     print(f"torch threads: {torch.get_num_threads()}, image {args.size}x{args.size} RGB uint8")
     print(speed(args.repeats, args.size))
     if not args.skip_memory:

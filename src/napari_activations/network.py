@@ -654,6 +654,27 @@ NETWORK_TITLES: dict[str, str] = {
 """The networks :func:`load_network` knows by name (torchvision's builder names), with their
 names for people. SqueezeNet v1.1 first: the default."""
 
+MEASURED_BYTES_PER_PIXEL: dict[str, int] = {
+    "squeezenet1_1": 160,
+    "alexnet": 50,
+    "vgg16": 850,
+    "resnet18": 155,
+    "resnet50": 275,
+    "googlenet": 170,
+    "inception_v3": 220,
+    "mobilenet_v2": 260,
+    "mobilenet_v3_large": 225,
+    "mobilenet_v3_small": 95,
+    "efficientnet_b0": 305,
+    "densenet121": 295,
+    "convnext_tiny": 430,
+    "regnet_y_400mf": 180,
+}
+"""Peak working memory of one untiled forward pass to each network's last local layer, bytes
+per input pixel, what tiling plans with: the larger of torch's and ONNX Runtime's, measured on
+1024x1024 RGB (``benchmarks/bench_networks.py --bytes-all``, ``ru_maxrss`` in a fresh process),
+plus 10 %."""
+
 _ALIASES = {"squeezenet": "squeezenet1_1", "squeezenet1.1": "squeezenet1_1"}
 _INCEPTIONS = ("googlenet", "inception_v3")
 _ARCH_CACHE: dict[str, Architecture] = {}
@@ -715,6 +736,7 @@ def torchvision_architecture(name: str) -> Architecture:
                     model = get_model(name, weights=None, **_builder_kwargs(name, True))
             crop = _tv_weights_enum(name).DEFAULT.transforms.keywords.get("crop_size", 224)
             arch = GraphArchitecture(model, name, NETWORK_TITLES[name], input_size=int(crop))
+            arch.__dict__["_bytes_per_pixel"] = MEASURED_BYTES_PER_PIXEL[name]
             _ARCH_CACHE[name] = arch
     return arch
 
