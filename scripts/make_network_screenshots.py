@@ -8,14 +8,13 @@ ones are a download). Needs a display; run it under Xvfb:
     xvfb-run -a -s "-screen 0 1600x1200x24" .venv/bin/python scripts/make_network_screenshots.py
 """
 
-import time
 from pathlib import Path
 
 import napari
 import numpy as np
 import skimage.io
 import skimage.transform
-from qtpy.QtWidgets import QApplication
+from make_screenshots import settle  # the same waiting for the worker and the drawing
 
 import napari_activations as na
 
@@ -27,15 +26,6 @@ SHOWN = [
     ("resnet18", None, "layer2.1.relu_1", "RANDOM weights"),
     ("convnext_tiny", None, "features.3.2.add", "RANDOM weights"),
 ]
-
-
-def settle(widget=None) -> None:
-    while widget is not None and widget.busy:
-        QApplication.processEvents()
-        time.sleep(0.01)
-    for _ in range(10):
-        QApplication.processEvents()
-        time.sleep(0.02)
 
 
 def main() -> int:
