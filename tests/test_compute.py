@@ -214,6 +214,25 @@ def test_input_is_never_modified(random_net, rgb):
         np.testing.assert_array_equal(image, before)
 
 
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_uint8_layouts_give_the_same_activations(random_net, rgb, backend):
+    """Read-only, flipped (negative strides), sliced and channels-first-in-memory uint8
+    images go through the same conversion as a plain C-contiguous copy, without warnings."""
+    import warnings
+
+    read_only = rgb.copy()
+    read_only.flags.writeable = False
+    flipped = rgb[::-1, ::-1]
+    planar = np.ascontiguousarray(rgb.transpose(2, 0, 1)).transpose(1, 2, 0)  # (H, W, 3) view
+    wide = np.concatenate([rgb, rgb], axis=1)[:, ::2]  # strided columns
+    for image in (read_only, flipped, planar, wide):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = na.activations(random_net, image, "conv1", backend=backend)
+        want = na.activations(random_net, np.ascontiguousarray(image), "conv1", backend=backend)
+        np.testing.assert_array_equal(got, want)
+
+
 # --- pre-ReLU values and exactness ------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 import threading
+import warnings
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -325,11 +326,14 @@ def plane_tensor(
     net: Network,
     size: tuple[int, int],
     normalise: bool = True,
+    torch_threads: bool = False,
 ) -> torch.Tensor:
     """One (H, W[, C]) plane -> normalised (1, 3, h, w) float32 tensor on the net's device.
 
     ``normalise=False`` stops at the intensities in [0, 1], for a runner whose network does
     ImageNet's normalisation itself (folded into its first convolution: one pass less here).
+    ``torch_threads=True`` (the torch backend) converts uint8 images with torch's thread pool,
+    which runs the network's first convolution right after.
 
     The result is a contiguous NCHW tensor (the convolutions' fast memory layout), never a
     view of the input, which is not written to. Without resizing on the CPU it is this
@@ -340,11 +344,13 @@ def plane_tensor(
     models) gets the plane's raw values through it instead, with its statistics: pass it
     whole planes, not tiles.
 
-    The scaling runs in numpy, single-threaded: a few memory-bound passes that gain little
-    from threads, while each multi-threaded torch operation before a convolution wakes
-    torch's thread pool and costs the convolution more than the operation itself saves (on
-    two cores, uint8 conversion in torch made conv1 at 512x512 1.6x slower). For uint8 the
-    conversion, the /255 scaling and the ImageNet normalisation are one multiply and one add.
+    For uint8 the conversion, the /255 scaling and the normalisation are one multiply and one
+    add. Before ONNX Runtime they run in numpy, single-threaded: torch's pool would still spin
+    on both cores when ONNX Runtime's own threads start (a 1024x1024 first layer of MobileNet
+    v3 ran 1.3 to 2.3x slower). Before torch's own convolution, on its awake pool, torch's
+    transposing copy is 1.1 to 1.3x faster for the whole call than numpy's strided multiply
+    (MobileNet v3 ``features.1.add`` and ConvNeXt-Tiny ``features.0`` at 1024x1024, two
+    threads; ``benchmarks/bench_networks.py``).
     """
     import torch.nn.functional as F
 
@@ -369,6 +375,14 @@ def plane_tensor(
     std = np.array(net.std, dtype=np.float64).reshape(c, 1, 1)
     if bounds is None and not normalise:  # uint8 by 255
         np.multiply(src, np.float32(1.0 / 255.0), out=out)
+    elif bounds is None and torch_threads and min(src.strides) >= 0:  # as below, on torch's pool
+        import torch
+
+        with warnings.catch_warnings():  # napari's data may be read-only: it is only read
+            warnings.simplefilter("ignore", UserWarning)
+            x[0].copy_(torch.from_numpy(src))
+        x[0].mul_(torch.from_numpy((1.0 / (255.0 * std)).astype(np.float32)))
+        x[0].add_(torch.from_numpy((-mean / std).astype(np.float32)))
     elif bounds is None:  # uint8 by 255: x = v / (255 std) - mean / std
         np.multiply(src, (1.0 / (255.0 * std)).astype(np.float32), out=out)
         out += (-mean / std).astype(np.float32)
@@ -479,6 +493,7 @@ class _Request:
         self.forward_passes += 1
         plane = self.image[idx] if idx else self.image
         normalise = self.runner().normalised_input
+        torch_threads = self.runner().backend == "torch"
         # resize once (or preprocess with the whole plane's statistics), then cut tiles out
         if self.size != self.hw or self.net.preprocess is not None:
             resized: list = []
@@ -493,6 +508,7 @@ class _Request:
                             self.net,
                             self.size,
                             normalise=normalise,
+                            torch_threads=torch_threads,
                         )
                     )
                 return resized[0][..., y0:y1, x0:x1]
@@ -506,6 +522,7 @@ class _Request:
                     self.net,
                     (y1 - y0, x1 - x0),
                     normalise=normalise,
+                    torch_threads=torch_threads,
                 )
 
         def run(x: torch.Tensor, info: LayerInfo) -> Generator[None, None, np.ndarray]:
@@ -696,7 +713,13 @@ def _tile_task(
     runner = backends.prepare(net, net.find_layer(layer), backend, precision)
     with torch.inference_mode():
         x = plane_tensor(
-            region, colour, bounds, net, tuple(region.shape[:2]), normalise=runner.normalised_input
+            region,
+            colour,
+            bounds,
+            net,
+            tuple(region.shape[:2]),
+            normalise=runner.normalised_input,
+            torch_threads=runner.backend == "torch",
         )
         out = drain(runner.run(x, release_memory=True))[0]
         return np.ascontiguousarray(out[:, crop[0], crop[1]])
@@ -1056,7 +1079,7 @@ def classify(
         )
     size = (net.arch.input_size, net.arch.input_size)
     with torch.inference_mode():
-        x = plane_tensor(image, colour, bounds, net, size)
+        x = plane_tensor(image, colour, bounds, net, size, torch_threads=True)
         if net.arch.name == "squeezenet1_1":
             prob = drain(torch_backend.forward(net.model, x, net.find_layer("prob")))
             prob = prob[0, :, 0, 0].cpu()
