@@ -9,6 +9,8 @@ import pytest
 import torch
 
 import napari_activations as na
+from napari_activations import alignment, compute
+from napari_activations.alignment import align
 from napari_activations.layers import LAYERS, find_layer, output_size
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -469,9 +471,11 @@ def test_stack_slices_equal_slices_of_the_full_array(random_net, key):
     np.testing.assert_allclose(A[key], full[key], rtol=1e-5, atol=1e-6 * np.abs(full).max())
 
 
-def test_lazy_stack_keeps_the_last_four_planes_looked_at(random_net):
-    """Planes are computed when read; the four most recently read are kept (docs/scale.md),
-    so going back and forth between neighbours costs nothing, and memory stays bounded."""
+def test_lazy_stack_keeps_the_last_four_planes_looked_at(random_net, monkeypatch):
+    """Planes are computed when read; where the stack does not fit in the cache, the four most
+    recently read are kept (docs/scale.md), so going back and forth between neighbours costs
+    nothing, and memory stays bounded."""
+    monkeypatch.setattr(compute, "STACK_CACHE_BYTES", 0)  # room for no more than the four
     stack = np.random.default_rng(5).integers(0, 256, (6, 24, 28), dtype=np.uint8)
     A = na.activations(random_net, stack, "conv1", resize=True)
     native = A.native
@@ -489,6 +493,30 @@ def test_lazy_stack_keeps_the_last_four_planes_looked_at(random_net):
     assert [read(5), read(2)] == [0, 0]  # 2 is now the most recent
     assert read(0) == 1  # evicts the least recently read: 3
     assert [read(2), read(4), read(3)] == [0, 0, 1]
+
+
+def test_a_volume_of_one_channel_resizes_that_channel_once_per_plane(random_net, monkeypatch):
+    """napari's 3D view reads one channel of every plane on each channel move: once each
+    plane was computed, a move runs no forward pass (a stack that fits in the cache keeps
+    every plane) and resizes that one channel of each plane, once."""
+    stack = np.random.default_rng(6).integers(0, 256, (6, 24, 28), dtype=np.uint8)
+    A = na.activations(random_net, stack, "conv1", resize=True)
+    native = A.native
+    want = np.asarray(A)  # every plane, computed once
+    assert native.forward_passes == 6
+    resized = []
+
+    def counting_align(source, *args, **kwargs):
+        resized.append(source.shape)
+        return align(source, *args, **kwargs)
+
+    monkeypatch.setattr(alignment, "align", counting_align)
+    for c in (5, 17, 40):
+        np.testing.assert_allclose(A[:, c], want[:, c], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(A[:, c : c + 1], want[:, c : c + 1], rtol=1e-5, atol=1e-6)
+    assert native.forward_passes == 6
+    h, w = native.shape[-2:]
+    assert resized == [(6, h, w), (6, 1, h, w)] * 3
 
 
 def test_out_of_range_index_is_an_index_error(random_net, rgb):

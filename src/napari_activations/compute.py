@@ -617,22 +617,33 @@ def _make_request(
     return _Request(net, image, info, lead, hw, colour, size, bounds, tile, backend, precision)
 
 
+STACK_CACHE_BYTES = 256 * 2**20
+"""Native planes a lazy stack keeps, in bytes (at least :class:`LazyNative`'s
+``cache_planes`` planes): napari's 3D view reads every plane of a stack on each channel move,
+and a (60, 256, 256) stack's fire5-concat planes (60 x 256 x 31 x 31 float32, 59 MiB) all fit,
+so a move computes no forward pass."""
+
+
 class LazyNative:
     """``(..., C, h, w)`` activations of a stack, each plane computed when first read.
 
     Used under :class:`AlignedActivations` for stacks: the first plane shows without
-    computing the rest. The last ``cache_planes`` planes are kept. ``forward_passes`` counts
-    the forward passes run so far.
+    computing the rest. The most recently read planes are kept: as many as fit in
+    ``cache_bytes`` (default :data:`STACK_CACHE_BYTES`), and at least ``cache_planes``.
+    ``forward_passes`` counts the forward passes run so far.
     """
 
     dtype = np.dtype(np.float32)
 
-    def __init__(self, request: _Request, cache_planes: int = 4):
+    def __init__(self, request: _Request, cache_planes: int = 4, cache_bytes: int | None = None):
         self._req = request
         self._cache: dict[tuple[int, ...], np.ndarray] = {}
-        self._cache_planes = max(1, int(cache_planes))
         self.shape = request.native_shape
         self.ndim = len(self.shape)
+        plane_bytes = max(1, math.prod(self.shape[-3:]) * self.dtype.itemsize)
+        n_planes = math.prod(self.shape[:-3])
+        fit = int(STACK_CACHE_BYTES if cache_bytes is None else cache_bytes) // plane_bytes
+        self._cache_planes = min(max(1, int(cache_planes), fit), max(1, n_planes))
 
     @property
     def forward_passes(self) -> int:
@@ -678,19 +689,26 @@ class LazyNative:
         kept = tuple(
             np.size(r) for r, k in zip(ranges, lead_key, strict=False) if isinstance(k, slice)
         )
+        rest = key[n_lead:]
+        # Basic indices select within each plane before the planes are stacked: a 3D view's
+        # one channel of every plane copies that channel only, not every plane's C channels.
+        per_plane = all(isinstance(k, (int, np.integer, slice)) for k in rest)
         planes = [
-            self.plane(tuple(int(i) for i in idx))
+            self.plane(tuple(int(i) for i in idx))[rest if per_plane else ()]
             for idx in itertools.product(*(np.atleast_1d(r) for r in ranges))
         ]
+        if per_plane:
+            inner = np.broadcast_to(np.empty((), np.bool_), self.shape[-3:])[rest].shape
+            if not planes:
+                return np.empty(kept + inner, dtype=np.float32)
+            return np.stack(planes).reshape(kept + inner)
         stacked = (
             np.stack(planes).reshape(kept + self.shape[-3:])
             if planes  # none: empty
             else np.empty(kept + self.shape[-3:], dtype=np.float32)
         )
-        if len(key) <= n_lead:
-            return stacked
         # The rest of the key indexes (C, h, w), after the lead axes that slices kept.
-        return stacked[(slice(None),) * len(kept) + key[n_lead:]]
+        return stacked[(slice(None),) * len(kept) + rest]
 
 
 def _tile_task(
@@ -856,7 +874,7 @@ def iter_activations(
     yield from _prepare(req)
     if resize and (lead or _is_dask(req.image)):
         lazy = LazyNative(req)
-        _check_memory(req, min(lazy._cache_planes, int(np.prod(lead))), memory_budget)
+        _check_memory(req, lazy._cache_planes, memory_budget)
         if lead:  # compute the first plane now, the rest when they are looked at
             first = (0,) * len(lead)
             steps = req.plane_steps()
