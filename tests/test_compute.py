@@ -517,6 +517,10 @@ def test_a_volume_of_one_channel_resizes_that_channel_once_per_plane(random_net,
     assert native.forward_passes == 6
     h, w = native.shape[-2:]
     assert resized == [(6, h, w), (6, 1, h, w)] * 3
+    every = np.asarray(native)
+    for key in [(slice(None), 3), (slice(1, None), 3, slice(2, 5)), (4, -1), (slice(2, 2), 3)]:
+        assert np.array_equal(native[key], every[key]) and native[key].shape == every[key].shape
+    assert np.array_equal(native[:, [1, 2], 0], every[:, [1, 2], 0])
 
 
 def test_out_of_range_index_is_an_index_error(random_net, rgb):
