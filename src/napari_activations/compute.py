@@ -378,8 +378,9 @@ def plane_tensor(
 ) -> torch.Tensor:
     """One (H, W[, C]) plane -> normalised (1, 3, h, w) float32 tensor on the net's device.
 
-    ``normalise=False`` stops at the intensities in [0, 1], for a runner whose network does
-    ImageNet's normalisation itself (folded into its first convolution: one pass less here).
+    ``normalise=False`` stops at intensities in [0, 255] (a uint8 image as it is), for a
+    runner whose network does the scaling and normalisation itself (folded into its first
+    convolution: the conversion to float32 is all that is left here).
     ``torch_threads=True`` (the torch backend) converts uint8 images with torch's thread pool,
     which runs the network's first convolution right after. ``held``: a list in which the
     caller keeps one input buffer across calls (the tiles of one plane, which are over the
@@ -424,12 +425,12 @@ def plane_tensor(
     out = x.numpy()[0]
     mean = np.array(net.mean, dtype=np.float64).reshape(c, 1, 1)
     std = np.array(net.std, dtype=np.float64).reshape(c, 1, 1)
-    if bounds is None and not normalise:  # uint8 by 255
+    if bounds is None and not normalise:  # uint8 as it is: the runner scales it
 
-        def scale(rows: slice) -> None:
-            np.multiply(src[:, rows], np.float32(1.0 / 255.0), out=out[:, rows])
+        def convert(rows: slice) -> None:
+            np.copyto(out[:, rows], src[:, rows], casting="unsafe")
 
-        _in_row_bands(scale, out.shape[-2], out.size)
+        _in_row_bands(convert, out.shape[-2], out.size)
     elif bounds is None and torch_threads and min(src.strides) >= 0:  # as below, on torch's pool
         import torch
 
@@ -459,6 +460,8 @@ def plane_tensor(
         if normalise:
             out -= mean.astype(np.float32)
             out /= std.astype(np.float32)
+        else:  # the runner's scale, that of uint8 images
+            out *= np.float32(255.0)
     x = x.to(net.device)
     if tuple(x.shape[-2:]) != tuple(size):
         shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
