@@ -938,8 +938,14 @@ def iter_activations(
         return _dask_activations(req)
     yield from _prepare(req)
     if resize and (lead or _is_dask(req.image)):
-        lazy = LazyNative(req)
-        _check_memory(req, lazy._cache_planes, memory_budget)
+        # keep what fits in a quarter of the free memory (up to STACK_CACHE_BYTES); refuse
+        # only what cannot hold the four planes a stack needs at least
+        free = _available_memory()
+        lazy = LazyNative(
+            req,
+            cache_bytes=STACK_CACHE_BYTES if free is None else min(STACK_CACHE_BYTES, free // 4),
+        )
+        _check_memory(req, min(lazy._cache_planes, 4), memory_budget)
         if lead:  # compute the first plane now, the rest when they are looked at
             first = (0,) * len(lead)
             steps = req.plane_steps()
