@@ -127,12 +127,14 @@ def _on_integer_grid(
 
 
 _CHUNK_BYTES = 1 << 20
-""":func:`align_periodic` resamples its channels in groups whose column pass takes about this
-many bytes, so that the row pass reads it from the cache."""
+""":func:`align_periodic` works through its channels in pieces (a group of channels, or a band
+of one channel's rows) whose column buffer takes about this many bytes, so that it stays in
+the cache while the row pass reads it."""
 
 _PHASE_COLUMNS_MAX_STRIDE = 4
 """Up to this stride, :func:`align_periodic`'s column pass writes one strided phase at a time;
-from the next on, one broadcast over all S phases (``benchmarks/bench_resize.py --kernels``)."""
+from the next on, one broadcast over all S phases (measured about equal at stride 8, the
+phases twice as fast at stride 2 and the broadcast twice as fast at 16)."""
 
 
 def _axis_blocks(n_act: int, n_img: int, S: int, O: int) -> tuple[int, int, np.ndarray]:
@@ -156,11 +158,10 @@ def _take_runs(a, r_index: np.ndarray, c_index: np.ndarray, out) -> None:
     are runs of consecutive pixels clipped to the array (as :func:`_axis_blocks` makes them):
     one slice copied, and its edge rows and columns repeated, with no gather and no
     allocation."""
-    h, w = a.shape[-2:]
     r0, r1 = int(r_index[0]), int(r_index[-1]) + 1
     c0, c1 = int(c_index[0]), int(c_index[-1]) + 1
-    top = int((r_index == 0).sum()) - (r0 == 0)
-    left = int((c_index == 0).sum()) - (c0 == 0)
+    top = int((r_index == r0).sum()) - 1  # leading repeats; the trailing ones fill the rest
+    left = int((c_index == c0).sum()) - 1
     bottom, right = top + r1 - r0, left + c1 - c0
     core = out[:, top:bottom, left:right]
     core.copy_(a[:, r0:r1, c0:c1])
@@ -175,14 +176,13 @@ def align_periodic(native: np.ndarray, info: LayerInfo, HW: tuple[int, int]) -> 
 
     With unit input scale, integer stride S and integer offset O, image pixel
     ``y = O + S*j + p`` (``0 <= p < S``) is ``a[j] + (a[j+1] - a[j]) * p / S``: the same S
-    weights in every run of S pixels, ``p = 0`` being a copy of ``a[j]``. Edges are held by
-    repeating the edge pixels (:func:`_axis_blocks`). Channels go in groups of about
-    ``_CHUNK_BYTES``: first the columns of the group's (padded) rows, S phases into a small
-    buffer; then the image rows as one broadcast ``addcmul`` per run of whole blocks, written
-    straight into the C-contiguous ``(..., H, W)`` float32 result. The result is the only
-    full-size allocation, and is written once; numpy allocates it (transparent huge pages
-    where the system offers them, so fewer first-touch page faults than torch's allocator).
-    Runs on torch's intra-op threads, as many as the caller set.
+    weights in every run of S pixels, ``p = 0`` being an exact copy of ``a[j]``. Edges are
+    held by repeating the edge pixels (:func:`_axis_blocks`). The work goes in pieces of
+    about ``_CHUNK_BYTES`` (a group of channels, or a band of one channel's rows): first the
+    columns of the piece's padded rows, S phases into a small buffer; then the image rows as
+    one broadcast ``lerp`` per run of whole blocks, written straight into the C-contiguous
+    ``(..., H, W)`` float32 result, the only full-size allocation, written once. Runs on
+    torch's intra-op threads, as many as the caller set.
     """
     import torch
 
@@ -191,41 +191,57 @@ def align_periodic(native: np.ndarray, info: LayerInfo, HW: tuple[int, int]) -> 
     S, O = int(info.stride), int(info.offset)
     r_start, r_blocks, r_index = _axis_blocks(h, H, S, O)
     c_start, c_blocks, c_index = _axis_blocks(w, W, S, O)
-    src = np.ascontiguousarray(native, dtype=np.float32).reshape(-1, h, w)
+    src = torch.from_numpy(np.ascontiguousarray(native, dtype=np.float32).reshape(-1, h, w))
     n = src.shape[0]
-    t_out = torch.empty((n, H, W))
-    R = r_blocks + 1  # padded rows: each block reads its row and the next
-    k = max(1, min(n, _CHUNK_BYTES // (4 * R * c_blocks * S)))
+    out = torch.empty((n, H, W))
+    rows_fit = max(2, _CHUNK_BYTES // (4 * c_blocks * S))  # padded rows in one piece
+    if rows_fit > r_blocks:  # whole channels, several at a time
+        k, band = max(1, min(n, rows_fit // (r_blocks + 1))), r_blocks
+    else:  # bands of one channel's rows; a band of j blocks reads j + 1 padded rows
+        k, band = 1, rows_fit - 1
     weights = torch.arange(S, dtype=torch.float32) / S
-    padded = torch.empty((k, R, c_blocks + 1))
-    cols = torch.empty((k, R, c_blocks, S))
-    t_src = torch.from_numpy(src)
+    padded = torch.empty((k, band + 1, c_blocks + 1))
+    cols = torch.empty((k, band + 1, c_blocks, S))
     with torch.inference_mode():
         for c in range(0, n, k):
             m = min(k, n - c)
-            _take_runs(t_src[c : c + m], r_index, c_index, padded[:m])
-            a, b = padded[:m, :, :-1], padded[:m, :, 1:]
-            if S <= _PHASE_COLUMNS_MAX_STRIDE:
-                cols[:m, ..., 0].copy_(a)
-                for p in range(1, S):
-                    torch.lerp(a, b, p / S, out=cols[:m, ..., p])
-            else:
-                torch.lerp(a[..., None], b[..., None], weights, out=cols[:m])
-            rows = cols[:m].view(m, R, c_blocks * S)[:, :, c_start : c_start + W]
-            block = t_out[c : c + m]
-            y = 0
-            while y < H:  # a partial first run, the whole runs, a partial last run
-                j, p = divmod(y + r_start, S)
-                n_rows = min(S - p, H - y) if p or H - y < S else (H - y) // S * S
-                runs = (p + n_rows + S - 1) // S
-                torch.lerp(
-                    rows[:, j : j + runs, None],
-                    rows[:, j + 1 : j + 1 + runs, None],
-                    weights[p : p + min(S, n_rows), None],
-                    out=block[:, y : y + n_rows].view(m, runs, -1, W),
-                )
-                y += n_rows
-    return t_out.numpy().reshape(native.shape[:-2] + (H, W))
+            for j0 in range(0, r_blocks, band):
+                j1 = min(r_blocks, j0 + band)
+                g = padded[:m, : j1 - j0 + 1]
+                _take_runs(src[c : c + m], r_index[j0 : j1 + 1], c_index, g)
+                a, b = g[..., :-1], g[..., 1:]
+                col = cols[:m, : j1 - j0 + 1]
+                if S <= _PHASE_COLUMNS_MAX_STRIDE:
+                    col[..., 0].copy_(a)
+                    for p in range(1, S):
+                        torch.lerp(a, b, p / S, out=col[..., p])
+                else:
+                    torch.lerp(a[..., None], b[..., None], weights, out=col)
+                rows = col.reshape(m, j1 - j0 + 1, c_blocks * S)[:, :, c_start : c_start + W]
+                _row_pass(rows, weights, out[c : c + m], S, r_start, j0, j1)
+    return out.numpy().reshape(native.shape[:-2] + (H, W))
+
+
+def _row_pass(rows, weights, out, S: int, start: int, j0: int, j1: int) -> None:
+    """The image rows of padded blocks ``j0`` to ``j1`` (exclusive) into ``out``
+    (``(m, H, W)``), from ``rows`` (``(m, j1 - j0 + 1, W)``, padded row ``j0`` first): a
+    partial first run of S rows, the whole runs as one broadcast ``lerp``, a partial last
+    run."""
+    import torch
+
+    m, H, W = out.shape
+    y, end = max(0, S * j0 - start), min(H, S * j1 - start)
+    while y < end:
+        j, p = divmod(y + start, S)
+        n_rows = min(S - p, end - y) if p or end - y < S else (end - y) // S * S
+        runs = (p + n_rows + S - 1) // S
+        torch.lerp(
+            rows[:, j - j0 : j - j0 + runs, None],
+            rows[:, j - j0 + 1 : j - j0 + 1 + runs, None],
+            weights[p : p + min(S, n_rows), None],
+            out=out[:, y : y + n_rows].view(m, runs, -1, W),
+        )
+        y += n_rows
 
 
 class AlignedActivations:
