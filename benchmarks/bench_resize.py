@@ -19,7 +19,8 @@ and after. Run from the repository root::
 
 ``--kernels`` times only the resize of a random native ``(C, h, w)`` stack of each layer:
 ours (``alignment.align_periodic``) against the peers' plain ``F.interpolate``, and the floor
-of writing a fresh ``(C, H, W)`` float32 array once (``np.empty`` then ``fill``).
+of writing a fresh ``(C, H, W)`` float32 array once (``torch.empty`` then ``fill_``: the same
+allocator as both, so the same first-touch page faults).
 
 Not part of the test suite.
 """
@@ -150,7 +151,7 @@ def kernels(args: argparse.Namespace) -> None:
             "peer": lambda: F.interpolate(
                 torch.from_numpy(native)[None], size=(n, n), mode="bilinear"
             )[0].numpy(),
-            "floor": lambda: np.empty((channels, n, n), dtype=np.float32).fill(0),
+            "floor": lambda: torch.empty((channels, n, n)).fill_(0),
         }
         times = {k: [] for k in funcs}
         for _ in range(args.repeats):

@@ -165,10 +165,14 @@ def _take_runs(a, r_index: np.ndarray, c_index: np.ndarray, out) -> None:
     bottom, right = top + r1 - r0, left + c1 - c0
     core = out[:, top:bottom, left:right]
     core.copy_(a[:, r0:r1, c0:c1])
-    out[:, top:bottom, :left].copy_(core[:, :, :1])
-    out[:, top:bottom, right:].copy_(core[:, :, -1:])
-    out[:, :top].copy_(out[:, top : top + 1])
-    out[:, bottom:].copy_(out[:, bottom - 1 : bottom])
+    if left:
+        out[:, top:bottom, :left].copy_(core[:, :, :1])
+    if right < out.shape[2]:
+        out[:, top:bottom, right:].copy_(core[:, :, -1:])
+    if top:
+        out[:, :top].copy_(out[:, top : top + 1])
+    if bottom < out.shape[1]:
+        out[:, bottom:].copy_(out[:, bottom - 1 : bottom])
 
 
 def align_periodic(native: np.ndarray, info: LayerInfo, HW: tuple[int, int]) -> np.ndarray:
