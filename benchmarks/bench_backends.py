@@ -8,7 +8,7 @@ fire9-concat, times (wall clock, medians of interleaved repeats, all in one proc
   a ``(C, h, w)`` float32 numpy array out;
 - ``ort``: a plain ONNX Runtime session (CPU, the same thread count) of the same truncated
   network (the file our export produced, whose conv1 has ImageNet's normalisation folded in)
-  on an already prepared ``(1, 3, H, W)`` float32 array of intensities in [0, 1];
+  on an already prepared ``(1, 3, H, W)`` float32 array of the intensities in [0, 255];
 - ``openvino``: OpenVINO's ``convert_model`` of that ONNX file, compiled for the CPU, on the
   same array (skipped where ``openvino`` is not installed);
 - ``torch``: torchvision's modules truncated at the layer, NCHW, the old floor.
@@ -127,9 +127,10 @@ def main() -> None:
         prepare_rows.append((layer, time.perf_counter() - t))
     for n in args.sizes:
         image = rng.integers(0, 256, (n, n, 3), dtype=np.uint8)
-        # The export takes intensities in [0, 1] (normalisation folded into conv1); torch's
-        # modules take the normalised image.
-        x01 = np.ascontiguousarray(image.transpose(2, 0, 1)[None] / 255.0, dtype=np.float32)
+        # The export takes the intensities in [0, 255] (scaling and normalisation folded into
+        # conv1); torch's modules take the normalised image.
+        x255 = np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)
+        x01 = x255 / np.float32(255)
         x = ((x01 - np.reshape(net.mean, (1, 3, 1, 1))) / np.reshape(net.std, (1, 3, 1, 1))).astype(
             np.float32
         )
@@ -142,7 +143,7 @@ def main() -> None:
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             funcs = {
                 "ours": lambda: na.activations(net, image, layer, backend="onnxruntime"),
-                "ort": lambda: session.run(None, {"input": x01})[0],
+                "ort": lambda: session.run(None, {"input": x255})[0],
             }
             if ov is not None:
                 core = ov.Core()
@@ -151,7 +152,7 @@ def main() -> None:
                     "CPU",
                     {"INFERENCE_NUM_THREADS": args.threads, "INFERENCE_PRECISION_HINT": "f32"},
                 )
-                funcs["openvino"] = lambda: compiled(x01)[0]
+                funcs["openvino"] = lambda: compiled(x255)[0]
             k = int(info.module.split(".")[1]) + 1
             model = net.model.features[:k]
             tx = torch.from_numpy(x)

@@ -9,6 +9,8 @@ import pytest
 import torch
 
 import napari_activations as na
+from napari_activations import alignment, compute
+from napari_activations.alignment import align
 from napari_activations.layers import LAYERS, find_layer, output_size
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -231,6 +233,67 @@ def test_uint8_layouts_give_the_same_activations(random_net, rgb, backend):
             got = na.activations(random_net, image, "conv1", backend=backend)
         want = na.activations(random_net, np.ascontiguousarray(image), "conv1", backend=backend)
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+@pytest.mark.parametrize("network", ["squeezenet", "user model"])
+@pytest.mark.parametrize("height", [37, 72])
+def test_uint8_conversion_in_row_bands_equals_one_band(
+    random_net, rgb, monkeypatch, backend, network, height
+):
+    """Big planes are converted in bands of rows on several threads (before ONNX Runtime);
+    forced on for small images here, including fewer rows than threads, the results are the
+    one-band results exactly, for SqueezeNet (normalisation folded into conv1) and for a
+    network that takes normalised input."""
+    from _models import SmallCNN
+
+    from napari_activations import compute
+
+    torch.manual_seed(0)
+    net = random_net if network == "squeezenet" else na.load_network(SmallCNN().eval())
+    layer = "conv1" if network == "squeezenet" else "conv2"
+    image = rgb[:height]
+    calls = []
+    real = compute._in_row_bands
+
+    def counting(convert, rows, values):
+        calls.append(rows)
+        real(convert, rows, values)
+
+    monkeypatch.setattr(compute, "_in_row_bands", counting)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        monkeypatch.setattr(compute, "_BANDS_MIN_VALUES", 1 << 40)
+        one = na.activations(net, image, layer, backend=backend)
+        monkeypatch.setattr(compute, "_BANDS_MIN_VALUES", 1)
+        bands = na.activations(net, image, layer, backend=backend)
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(bands, one)
+    assert calls == ([] if backend == "torch" else [image.shape[0]] * 2)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 10])
+def test_row_bands_cover_every_row_once(monkeypatch, rows):
+    """Fewer rows than threads, or as many: every row converted exactly once."""
+    from napari_activations import compute
+
+    monkeypatch.setattr(compute, "_BANDS_MIN_VALUES", 1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    seen = np.zeros(rows, dtype=int)
+    lock = __import__("threading").Lock()
+
+    def convert(band: slice) -> None:
+        with lock:
+            seen[band] += 1
+
+    try:
+        compute._in_row_bands(convert, rows, 10**6)
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(seen, 1)
 
 
 # --- pre-ReLU values and exactness ------------------------------------------------------
@@ -469,9 +532,11 @@ def test_stack_slices_equal_slices_of_the_full_array(random_net, key):
     np.testing.assert_allclose(A[key], full[key], rtol=1e-5, atol=1e-6 * np.abs(full).max())
 
 
-def test_lazy_stack_keeps_the_last_four_planes_looked_at(random_net):
-    """Planes are computed when read; the four most recently read are kept (docs/scale.md),
-    so going back and forth between neighbours costs nothing, and memory stays bounded."""
+def test_lazy_stack_keeps_the_last_four_planes_looked_at(random_net, monkeypatch):
+    """Planes are computed when read; where the stack does not fit in the cache, the four most
+    recently read are kept (docs/scale.md), so going back and forth between neighbours costs
+    nothing, and memory stays bounded."""
+    monkeypatch.setattr(compute, "STACK_CACHE_BYTES", 0)  # room for no more than the four
     stack = np.random.default_rng(5).integers(0, 256, (6, 24, 28), dtype=np.uint8)
     A = na.activations(random_net, stack, "conv1", resize=True)
     native = A.native
@@ -489,6 +554,34 @@ def test_lazy_stack_keeps_the_last_four_planes_looked_at(random_net):
     assert [read(5), read(2)] == [0, 0]  # 2 is now the most recent
     assert read(0) == 1  # evicts the least recently read: 3
     assert [read(2), read(4), read(3)] == [0, 0, 1]
+
+
+def test_a_volume_of_one_channel_resizes_that_channel_once_per_plane(random_net, monkeypatch):
+    """napari's 3D view reads one channel of every plane on each channel move: once each
+    plane was computed, a move runs no forward pass (a stack that fits in the cache keeps
+    every plane) and resizes that one channel of each plane, once."""
+    stack = np.random.default_rng(6).integers(0, 256, (6, 24, 28), dtype=np.uint8)
+    A = na.activations(random_net, stack, "conv1", resize=True)
+    native = A.native
+    want = np.asarray(A)  # every plane, computed once
+    assert native.forward_passes == 6
+    resized = []
+
+    def counting_align(source, *args, **kwargs):
+        resized.append(source.shape)
+        return align(source, *args, **kwargs)
+
+    monkeypatch.setattr(alignment, "align", counting_align)
+    for c in (5, 17, 40):
+        np.testing.assert_allclose(A[:, c], want[:, c], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(A[:, c : c + 1], want[:, c : c + 1], rtol=1e-5, atol=1e-6)
+    assert native.forward_passes == 6
+    h, w = native.shape[-2:]
+    assert resized == [(6, h, w), (6, 1, h, w)] * 3
+    every = np.asarray(native)
+    for key in [(slice(None), 3), (slice(1, None), 3, slice(2, 5)), (4, -1), (slice(2, 2), 3)]:
+        assert np.array_equal(native[key], every[key]) and native[key].shape == every[key].shape
+    assert np.array_equal(native[:, [1, 2], 0], every[:, [1, 2], 0])
 
 
 def test_out_of_range_index_is_an_index_error(random_net, rgb):

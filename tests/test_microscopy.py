@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import napari_activations as na
+from napari_activations import alignment
 from napari_activations._napari_layers import (
     METADATA_KEY,
     ChannelRanges,
@@ -233,6 +234,40 @@ def test_stack_contrast_in_the_viewer(make_napari_viewer, random_net, mode):
     # Only what was sampled or shown (a sampled plane is computed again when shown: the
     # cache keeps planes on screen, not samples), never all 20.
     assert lazy.forward_passes <= len(sampled | {on_screen}) + 3
+
+
+@pytest.mark.gui
+def test_a_channel_move_in_3d_runs_no_forward_pass(make_napari_viewer, random_net, monkeypatch):
+    """napari's 3D view reads one channel of every plane: once the stack has been seen, a
+    channel move resizes that channel of each plane once and runs no network; in 2D a move
+    stays one plane's one channel."""
+    viewer = make_napari_viewer()
+    image = viewer.add_image(_stack(planes=6, size=32), name="Cells", contrast_limits=(0, 1))
+    layer = show_activations(viewer, image, "relu_conv1", network=random_net)
+    stack, lazy = layer.data.stack, layer.data.stack.native
+    whole = np.asarray(stack)  # computes (and keeps) every plane
+    passes = lazy.forward_passes
+    resized = []
+    align = alignment.align
+
+    def counting_align(source, *args, **kwargs):
+        resized.append(source.shape)
+        return align(source, *args, **kwargs)
+
+    monkeypatch.setattr(alignment, "align", counting_align)
+    h, w = lazy.shape[-2:]
+    viewer.dims.ndisplay = 3
+    for channel in (3, 11, 7):
+        resized.clear()
+        viewer.dims.set_current_step(0, channel)
+        assert resized == [(6, 1, h, w)]
+        shown = np.asarray(layer._slice.image.raw)
+        np.testing.assert_allclose(shown, whole[:, channel], rtol=1e-5, atol=1e-6)
+    viewer.dims.ndisplay = 2
+    resized.clear()
+    viewer.dims.set_current_step(0, 12)
+    assert resized == [(1, 1, h, w)]  # one plane, one channel
+    assert lazy.forward_passes == passes
 
 
 @pytest.mark.gui

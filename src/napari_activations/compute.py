@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import threading
 import warnings
 from collections.abc import Callable, Generator
@@ -319,6 +320,52 @@ def _input_buffer(shape: tuple[int, ...]) -> torch.Tensor:
     return buffer
 
 
+_BANDS_MIN_VALUES = 1 << 19
+"""Planes from this many input values up are converted by several threads (1024x1024 RGB)."""
+_band_pool: Any = None
+_band_pool_lock = threading.Lock()
+
+
+def _in_row_bands(convert: Callable[[slice], None], rows: int, values: int) -> None:
+    """``convert(rows)`` over bands of rows, as many bands as torch has threads (one on this
+    thread, the others on a small pool of plain threads, which numpy releases the GIL for).
+
+    The conversion of a uint8 image before ONNX Runtime is memory-bound, and two bands ran
+    in 1.7 ms against 3.1 ms for one at 1024x1024 RGB on two cores (cold caches). Plain
+    threads, not torch's pool: those would still be spinning when ONNX Runtime's start.
+    """
+    global _band_pool
+    import torch
+
+    n = min(torch.get_num_threads(), os.cpu_count() or 1, rows)
+    if n < 2 or values < _BANDS_MIN_VALUES:
+        convert(slice(0, rows))
+        return
+    if _band_pool is None or _band_pool._max_workers < n - 1:
+        with _band_pool_lock:
+            if _band_pool is None or _band_pool._max_workers < n - 1:
+                from concurrent.futures import ThreadPoolExecutor
+
+                _band_pool = ThreadPoolExecutor(n - 1, thread_name_prefix="na-convert")
+    edges = [rows * k // n for k in range(n + 1)]
+    futures = [_band_pool.submit(convert, slice(edges[k], edges[k + 1])) for k in range(1, n)]
+    convert(slice(edges[0], edges[1]))
+    for future in futures:
+        future.result()
+
+
+def _held_buffer(held: list, shape: tuple[int, ...]) -> torch.Tensor:
+    """A float32 CPU tensor of ``shape`` in ``held[0]``'s memory, grown when too small."""
+    import torch
+
+    n = math.prod(shape)
+    if not held or held[0].numel() < n:
+        held.clear()
+        with torch.inference_mode(False):
+            held.append(torch.empty(n, dtype=torch.float32))
+    return held[0][:n].view(shape)
+
+
 def plane_tensor(
     plane: Any,
     colour: bool,
@@ -327,13 +374,17 @@ def plane_tensor(
     size: tuple[int, int],
     normalise: bool = True,
     torch_threads: bool = False,
+    held: list | None = None,
 ) -> torch.Tensor:
     """One (H, W[, C]) plane -> normalised (1, 3, h, w) float32 tensor on the net's device.
 
-    ``normalise=False`` stops at the intensities in [0, 1], for a runner whose network does
-    ImageNet's normalisation itself (folded into its first convolution: one pass less here).
+    ``normalise=False`` stops at intensities in [0, 255] (a uint8 image as it is), for a
+    runner whose network does the scaling and normalisation itself (folded into its first
+    convolution: the conversion to float32 is all that is left here).
     ``torch_threads=True`` (the torch backend) converts uint8 images with torch's thread pool,
-    which runs the network's first convolution right after.
+    which runs the network's first convolution right after. ``held``: a list in which the
+    caller keeps one input buffer across calls (the tiles of one plane, which are over the
+    size :func:`_input_buffer` keeps: a fresh 80 MiB tile costs 20,000 page faults).
 
     The result is a contiguous NCHW tensor (the convolutions' fast memory layout), never a
     view of the input, which is not written to. Without resizing on the CPU it is this
@@ -345,12 +396,12 @@ def plane_tensor(
     whole planes, not tiles.
 
     For uint8 the conversion, the /255 scaling and the normalisation are one multiply and one
-    add. Before ONNX Runtime they run in numpy, single-threaded: torch's pool would still spin
-    on both cores when ONNX Runtime's own threads start (a 1024x1024 first layer of MobileNet
-    v3 ran 1.3 to 2.3x slower). Before torch's own convolution, on its awake pool, torch's
-    transposing copy is 1.1 to 1.3x faster for the whole call than numpy's strided multiply
-    (MobileNet v3 ``features.1.add`` and ConvNeXt-Tiny ``features.0`` at 1024x1024, two
-    threads; ``benchmarks/bench_networks.py``).
+    add. Before ONNX Runtime they run in numpy, in bands of rows on plain threads
+    (:func:`_in_row_bands`): torch's pool would still spin on both cores when ONNX Runtime's
+    own threads start (a 1024x1024 first layer of MobileNet v3 ran 1.3 to 2.3x slower).
+    Before torch's own convolution, on its awake pool, torch's transposing copy made the
+    whole call 1.1 to 1.3x faster than numpy's strided multiply (MobileNet v3
+    ``features.1.add`` and ConvNeXt-Tiny ``features.0`` at 1024x1024, two threads).
     """
     import torch.nn.functional as F
 
@@ -369,12 +420,17 @@ def plane_tensor(
         )
     if net.preprocess is not None:
         return _preprocessed(src, net, size)
-    x = _input_buffer((1, c) + src.shape[-2:])
+    shape = (1, c) + src.shape[-2:]
+    x = _input_buffer(shape) if held is None else _held_buffer(held, shape)
     out = x.numpy()[0]
     mean = np.array(net.mean, dtype=np.float64).reshape(c, 1, 1)
     std = np.array(net.std, dtype=np.float64).reshape(c, 1, 1)
-    if bounds is None and not normalise:  # uint8 by 255
-        np.multiply(src, np.float32(1.0 / 255.0), out=out)
+    if bounds is None and not normalise:  # uint8 as it is: the runner scales it
+
+        def convert(rows: slice) -> None:
+            np.copyto(out[:, rows], src[:, rows], casting="unsafe")
+
+        _in_row_bands(convert, out.shape[-2], out.size)
     elif bounds is None and torch_threads and min(src.strides) >= 0:  # as below, on torch's pool
         import torch
 
@@ -384,8 +440,13 @@ def plane_tensor(
         x[0].mul_(torch.from_numpy((1.0 / (255.0 * std)).astype(np.float32)))
         x[0].add_(torch.from_numpy((-mean / std).astype(np.float32)))
     elif bounds is None:  # uint8 by 255: x = v / (255 std) - mean / std
-        np.multiply(src, (1.0 / (255.0 * std)).astype(np.float32), out=out)
-        out += (-mean / std).astype(np.float32)
+        a, b = (1.0 / (255.0 * std)).astype(np.float32), (-mean / std).astype(np.float32)
+
+        def normalise_rows(rows: slice) -> None:
+            np.multiply(src[:, rows], a, out=out[:, rows])
+            out[:, rows] += b
+
+        _in_row_bands(normalise_rows, out.shape[-2], out.size)
     else:
         low, high = bounds
         inv = 1.0 / (high - low) if high > low else 0.0
@@ -399,6 +460,8 @@ def plane_tensor(
         if normalise:
             out -= mean.astype(np.float32)
             out /= std.astype(np.float32)
+        else:  # the runner's scale, that of uint8 images
+            out *= np.float32(255.0)
     x = x.to(net.device)
     if tuple(x.shape[-2:]) != tuple(size):
         shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
@@ -513,6 +576,7 @@ class _Request:
                     )
                 return resized[0][..., y0:y1, x0:x1]
         else:
+            held: list | None = [] if self.tile is not None else None
 
             def region(y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
                 return plane_tensor(
@@ -523,6 +587,7 @@ class _Request:
                     (y1 - y0, x1 - x0),
                     normalise=normalise,
                     torch_threads=torch_threads,
+                    held=held,
                 )
 
         def run(x: torch.Tensor, info: LayerInfo) -> Generator[None, None, np.ndarray]:
@@ -617,22 +682,33 @@ def _make_request(
     return _Request(net, image, info, lead, hw, colour, size, bounds, tile, backend, precision)
 
 
+STACK_CACHE_BYTES = 256 * 2**20
+"""Native planes a lazy stack keeps, in bytes (at least :class:`LazyNative`'s
+``cache_planes`` planes): napari's 3D view reads every plane of a stack on each channel move,
+and a (60, 256, 256) stack's fire5-concat planes (60 x 256 x 31 x 31 float32, 59 MiB) all fit,
+so a move computes no forward pass."""
+
+
 class LazyNative:
     """``(..., C, h, w)`` activations of a stack, each plane computed when first read.
 
     Used under :class:`AlignedActivations` for stacks: the first plane shows without
-    computing the rest. The last ``cache_planes`` planes are kept. ``forward_passes`` counts
-    the forward passes run so far.
+    computing the rest. The most recently read planes are kept: as many as fit in
+    ``cache_bytes`` (default :data:`STACK_CACHE_BYTES`), and at least ``cache_planes``.
+    ``forward_passes`` counts the forward passes run so far.
     """
 
     dtype = np.dtype(np.float32)
 
-    def __init__(self, request: _Request, cache_planes: int = 4):
+    def __init__(self, request: _Request, cache_planes: int = 4, cache_bytes: int | None = None):
         self._req = request
         self._cache: dict[tuple[int, ...], np.ndarray] = {}
-        self._cache_planes = max(1, int(cache_planes))
         self.shape = request.native_shape
         self.ndim = len(self.shape)
+        plane_bytes = max(1, math.prod(self.shape[-3:]) * self.dtype.itemsize)
+        n_planes = math.prod(self.shape[:-3])
+        fit = int(STACK_CACHE_BYTES if cache_bytes is None else cache_bytes) // plane_bytes
+        self._cache_planes = min(max(1, int(cache_planes), fit), max(1, n_planes))
 
     @property
     def forward_passes(self) -> int:
@@ -678,19 +754,26 @@ class LazyNative:
         kept = tuple(
             np.size(r) for r, k in zip(ranges, lead_key, strict=False) if isinstance(k, slice)
         )
+        rest = key[n_lead:]
+        # Basic indices select within each plane before the planes are stacked: a 3D view's
+        # one channel of every plane copies that channel only, not every plane's C channels.
+        per_plane = all(isinstance(k, (int, np.integer, slice)) for k in rest)
         planes = [
-            self.plane(tuple(int(i) for i in idx))
+            self.plane(tuple(int(i) for i in idx))[rest if per_plane else ()]
             for idx in itertools.product(*(np.atleast_1d(r) for r in ranges))
         ]
+        if per_plane:
+            inner = np.broadcast_to(np.empty((), np.bool_), self.shape[-3:])[rest].shape
+            if not planes:
+                return np.empty(kept + inner, dtype=np.float32)
+            return np.stack(planes).reshape(kept + inner)
         stacked = (
             np.stack(planes).reshape(kept + self.shape[-3:])
             if planes  # none: empty
             else np.empty(kept + self.shape[-3:], dtype=np.float32)
         )
-        if len(key) <= n_lead:
-            return stacked
         # The rest of the key indexes (C, h, w), after the lead axes that slices kept.
-        return stacked[(slice(None),) * len(kept) + key[n_lead:]]
+        return stacked[(slice(None),) * len(kept) + rest]
 
 
 def _tile_task(
@@ -856,7 +939,7 @@ def iter_activations(
     yield from _prepare(req)
     if resize and (lead or _is_dask(req.image)):
         lazy = LazyNative(req)
-        _check_memory(req, min(lazy._cache_planes, int(np.prod(lead))), memory_budget)
+        _check_memory(req, lazy._cache_planes, memory_budget)
         if lead:  # compute the first plane now, the rest when they are looked at
             first = (0,) * len(lead)
             steps = req.plane_steps()

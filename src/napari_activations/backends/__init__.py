@@ -79,7 +79,7 @@ class Runner(Protocol):
     activations as a numpy array, yielding between steps (where cancel can stop it);
     ``release_memory`` (the tiles of a big image) gives working memory back after the run. The
     input is ImageNet-normalised where ``normalised_input`` is true, else intensities in
-    [0, 1] (the runner's network normalises them itself).
+    [0, 255] (the runner's network scales and normalises them itself).
     """
 
     backend: str

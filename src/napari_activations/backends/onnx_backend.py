@@ -2,9 +2,10 @@
 
 For each network layer, the network up to that layer is exported to ONNX with the layer as
 the graph's only output and dynamic height and width, so one export serves every image and
-tile size. The export takes intensities in [0, 1]: ImageNet's normalisation is folded into
-conv1's weights and bias (the same arithmetic up to rounding, since conv1 has no padding),
-which spares the input two passes over memory. A requested output is a graph output, so ONNX
+tile size. SqueezeNet's export takes the uint8 intensities as they are, in [0, 255]: the
+/255 scaling and ImageNet's normalisation are folded into conv1's weights and bias (the same
+arithmetic up to rounding, since conv1 has no padding), which leaves the input one plain
+conversion to float32. A requested output is a graph output, so ONNX
 Runtime's Conv+ReLU fusion can never hide a pre-ReLU layer; the ReLU layers themselves are
 computed here as ``max(pre, 0)`` from their pre-ReLU layer's export, which makes
 ``relu(pre) == post`` exact.
@@ -47,7 +48,7 @@ OPSET = 17
 TOLERANCE = 1e-5
 """Largest accepted difference from torch, as a fraction of the layer's largest magnitude."""
 
-_FORMAT = 3  # bump when the exported graph changes for the same inputs
+_FORMAT = 4  # bump when the exported graph changes for the same inputs
 
 
 class ExportError(RuntimeError):
@@ -66,7 +67,7 @@ def cache_dir() -> Path:
 
 
 def _folds_normalisation(net: Network) -> bool:
-    """Whether the export takes intensities in [0, 1] (SqueezeNet: folded into conv1)."""
+    """Whether the export takes intensities in [0, 255] (SqueezeNet: folded into conv1)."""
     return net.arch is SQUEEZENET
 
 
@@ -137,9 +138,10 @@ class _Truncated:
             mean = torch.tensor(net.mean, dtype=torch.float64).view(1, 3, 1, 1)
             std = torch.tensor(net.std, dtype=torch.float64).view(1, 3, 1, 1)
             w = conv1.weight.double()
-            # conv(w, (x - mean) / std) + b == conv(w / std, x) + b - sum(w * mean / std)
+            # conv(w, (v / 255 - mean) / std) + b
+            #   == conv(w / (255 std), v) + b - sum(w * mean / std)
             conv1.bias.copy_((conv1.bias.double() - (w * mean / std).sum((1, 2, 3))).float())
-            conv1.weight.copy_((w / std).float())
+            conv1.weight.copy_((w / (255.0 * std)).float())
 
         class Truncated(torch.nn.Module):
             def __init__(self) -> None:
@@ -255,7 +257,7 @@ def _check_against_torch(session: Any, net: Network, info: LayerInfo) -> None:
                 f"the network does not run on a {h}x{w} input to check the export: "
                 f"{_first_line(exc)}"
             ) from exc
-        feed = x if _folds_normalisation(net) else normalised
+        feed = (x * np.float32(255)) if _folds_normalisation(net) else normalised
         try:
             got = session.run(None, {"input": feed})[0]
         except Exception as exc:
@@ -371,7 +373,8 @@ class OnnxRunner:
         self.info = info
         self.relu = relu
         self.source = source  # "cache" or "export"
-        # SqueezeNet's export normalises in conv1; other networks take normalised input
+        # SqueezeNet's export scales and normalises in conv1 (input in [0, 255]); other
+        # networks take normalised input
         self.normalised_input = normalised_input
 
     @classmethod
