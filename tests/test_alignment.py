@@ -73,7 +73,7 @@ def test_edges_are_held(layer):
 
 @pytest.mark.parametrize("layer", [*STRIDE_CLASSES, "fire9-concat"])
 def test_whole_planes_equal_the_pixel_by_pixel_gather(layer):
-    """The whole-plane kernels (2D for small strides, separable for large) give the gather's
+    """The whole-plane kernel (``align_periodic``) gives the gather's
     numbers, on an image whose far edges end between activation pixels."""
     info = find_layer(layer)
     h, w = output_size(info, H, W)

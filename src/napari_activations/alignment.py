@@ -104,7 +104,7 @@ def align(
         shape = (H if rows is None else len(rows), W if cols is None else len(cols))
         return np.empty(native.shape[:-2] + shape, dtype=np.float32)
     if rows is None and cols is None and _on_integer_grid(info, (h, w), (H, W), scale):
-        return _align_whole(np.asarray(native, dtype=np.float32), info, (H, W))
+        return align_periodic(native, info, (H, W))
     rm = axis_map(H, h, info, scale[0], rows)
     cm = axis_map(W, w, info, scale[1], cols)
     out = _interp(np.asarray(native, dtype=np.float32), rm, native.ndim - 2)
@@ -126,15 +126,19 @@ def _on_integer_grid(
     )
 
 
-_SEPARABLE_MIN_STRIDE = 8
-"""From this stride on, :func:`_align_whole` interpolates in two separable passes: measured
-about 0.75x the time of :func:`align_2d` for fire9-concat's whole 1024x1024 stack, but about
-twice its time for conv1's (stride 2), where the 2D kernel stays (``benchmarks/bench_resize.py
---kernels``)."""
+_CHUNK_BYTES = 1 << 20
+""":func:`align_periodic` works through its channels in pieces (a group of channels, or a band
+of one channel's rows) whose column buffer takes about this many bytes, so that it stays in
+the cache while the row pass reads it."""
+
+_PHASE_COLUMNS_MAX_STRIDE = 4
+"""Up to this stride, :func:`align_periodic`'s column pass writes one strided phase at a time;
+from the next on, one broadcast over all S phases (measured about equal at stride 8, the
+phases twice as fast at stride 2 and the broadcast twice as fast at 16)."""
 
 
-def _axis_blocks(n_act: int, n_img: int, info: LayerInfo) -> tuple[int, int, np.ndarray]:
-    """One axis of :func:`align_separable`: ``(start, blocks, index)``.
+def _axis_blocks(n_act: int, n_img: int, S: int, O: int) -> tuple[int, int, np.ndarray]:
+    """One axis of :func:`align_periodic`: ``(start, blocks, index)``.
 
     Image pixel ``y`` lies ``(y + start) % S`` pixels past padded activation pixel
     ``j = (y + start) // S``, the padded activations being ``native[index]``: the activations
@@ -142,7 +146,6 @@ def _axis_blocks(n_act: int, n_img: int, info: LayerInfo) -> tuple[int, int, np.
     behind. ``blocks`` runs of S image pixels cover the image; ``index`` has ``blocks + 1``
     entries, since each run interpolates from pixel ``j`` towards pixel ``j + 1``.
     """
-    S, O = info.stride, int(info.offset)
     top = math.ceil(O / S)
     start = S * top - O
     blocks = (start + n_img - 1) // S + 1
@@ -150,71 +153,99 @@ def _axis_blocks(n_act: int, n_img: int, info: LayerInfo) -> tuple[int, int, np.
     return start, blocks, index
 
 
-def align_separable(native: np.ndarray, info: LayerInfo, HW: tuple[int, int]) -> np.ndarray:
-    """:func:`_align_whole` for large strides: columns, then rows, each pass written once.
+def _take_runs(a, r_index: np.ndarray, c_index: np.ndarray, out) -> None:
+    """``out[:] = a[:, r_index][:, :, c_index]`` for a ``(n, h, w)`` tensor and indices that
+    are runs of consecutive pixels clipped to the array (as :func:`_axis_blocks` makes them):
+    one slice copied, and its edge rows and columns repeated, with no gather and no
+    allocation."""
+    r0, r1 = int(r_index[0]), int(r_index[-1]) + 1
+    c0, c1 = int(c_index[0]), int(c_index[-1]) + 1
+    top = int((r_index == r0).sum()) - 1  # leading repeats; the trailing ones fill the rest
+    left = int((c_index == c0).sum()) - 1
+    bottom, right = top + r1 - r0, left + c1 - c0
+    core = out[:, top:bottom, left:right]
+    core.copy_(a[:, r0:r1, c0:c1])
+    if left:
+        out[:, top:bottom, :left].copy_(core[:, :, :1])
+    if right < out.shape[2]:
+        out[:, top:bottom, right:].copy_(core[:, :, -1:])
+    if top:
+        out[:, :top].copy_(out[:, top : top + 1])
+    if bottom < out.shape[1]:
+        out[:, bottom:].copy_(out[:, bottom - 1 : bottom])
 
-    Columns by ``F.interpolate``'s 1D linear kernel on the small native rows; rows as one
-    broadcast ``addcmul`` (pixel ``p`` of a run is ``a[j] + (a[j+1] - a[j]) * p / S``) into
-    a contiguous ``(n, blocks, S, W)`` array. The result is a view of that array (no copy).
+
+def align_periodic(native: np.ndarray, info: LayerInfo, HW: tuple[int, int]) -> np.ndarray:
+    """:func:`align` of whole planes on an integer grid, by the weights' period S.
+
+    With unit input scale, integer stride S and integer offset O, image pixel
+    ``y = O + S*j + p`` (``0 <= p < S``) is ``a[j] + (a[j+1] - a[j]) * p / S``: the same S
+    weights in every run of S pixels, ``p = 0`` being an exact copy of ``a[j]``. Edges are
+    held by repeating the edge pixels (:func:`_axis_blocks`). The work goes in pieces of
+    about ``_CHUNK_BYTES`` (a group of channels, or a band of one channel's rows): first the
+    columns of the piece's padded rows, S phases into a small buffer; then the image rows as
+    one broadcast ``lerp`` per run of whole blocks, written straight into the C-contiguous
+    ``(..., H, W)`` float32 result, the only full-size allocation, written once. Runs on
+    torch's intra-op threads, as many as the caller set.
     """
     import torch
-    import torch.nn.functional as F
 
     h, w = native.shape[-2:]
     H, W = HW
-    S = info.stride
-    r_start, r_blocks, r_index = _axis_blocks(h, H, info)
-    c_start, c_blocks, c_index = _axis_blocks(w, W, info)
-    a = torch.from_numpy(np.ascontiguousarray(native, dtype=np.float32).reshape(-1, h, w))
-    n = a.shape[0]
-    weights = (torch.arange(S, dtype=torch.float32) / S)[:, None]
+    S, O = int(info.stride), int(info.offset)
+    r_start, r_blocks, r_index = _axis_blocks(h, H, S, O)
+    c_start, c_blocks, c_index = _axis_blocks(w, W, S, O)
+    src = torch.from_numpy(np.ascontiguousarray(native, dtype=np.float32).reshape(-1, h, w))
+    n = src.shape[0]
+    out = torch.empty((n, H, W))
+    rows_fit = max(2, _CHUNK_BYTES // (4 * c_blocks * S))  # padded rows in one piece
+    if rows_fit > r_blocks:  # whole channels, several at a time
+        k, band = max(1, min(n, rows_fit // (r_blocks + 1))), r_blocks
+    else:  # bands of one channel's rows; a band of j blocks reads j + 1 padded rows
+        k, band = 1, rows_fit - 1
+    weights = torch.arange(S, dtype=torch.float32) / S
+    padded = torch.empty((k, band + 1, c_blocks + 1))
+    cols = torch.empty((k, band + 1, c_blocks, S))
     with torch.inference_mode():
-        a = a[:, :, torch.from_numpy(c_index)].reshape(n * h, 1, c_blocks + 1)
-        cols = F.interpolate(a, size=(c_blocks * S + 1,), mode="linear", align_corners=True)
-        a = cols.view(n, h, -1)[:, :, c_start : c_start + W][:, torch.from_numpy(r_index)]
-        rows = torch.empty((n, r_blocks, S, W))
-        torch.addcmul(a[:, :-1, None], a[:, 1:, None] - a[:, :-1, None], weights, out=rows)
-    out = rows.numpy().reshape(n, r_blocks * S, W)[:, r_start : r_start + H]
-    return out.reshape(native.shape[:-2] + (H, W))
+        for c in range(0, n, k):
+            m = min(k, n - c)
+            for j0 in range(0, r_blocks, band):
+                j1 = min(r_blocks, j0 + band)
+                g = padded[:m, : j1 - j0 + 1]
+                _take_runs(src[c : c + m], r_index[j0 : j1 + 1], c_index, g)
+                a, b = g[..., :-1], g[..., 1:]
+                col = cols[:m, : j1 - j0 + 1]
+                if S <= _PHASE_COLUMNS_MAX_STRIDE:
+                    col[..., 0].copy_(a)
+                    for p in range(1, S):
+                        torch.lerp(a, b, p / S, out=col[..., p])
+                else:
+                    torch.lerp(a[..., None], b[..., None], weights, out=col)
+                rows = col.reshape(m, j1 - j0 + 1, c_blocks * S)[:, :, c_start : c_start + W]
+                _row_pass(rows, weights, out[c : c + m], S, r_start, j0, j1)
+    return out.numpy().reshape(native.shape[:-2] + (H, W))
 
 
-def _align_whole(native: np.ndarray, info: LayerInfo, HW: tuple[int, int]) -> np.ndarray:
-    """:func:`align` of whole planes: :func:`align_separable` from stride
-    ``_SEPARABLE_MIN_STRIDE`` on, else :func:`align_2d`."""
-    if info.stride >= _SEPARABLE_MIN_STRIDE:
-        return align_separable(native, info, HW)
-    return align_2d(native, info, HW)
-
-
-def align_2d(native: np.ndarray, info: LayerInfo, HW: tuple[int, int]) -> np.ndarray:
-    """:func:`align` of whole planes with PyTorch's multi-threaded 2D bilinear kernel.
-
-    With unit input scale, activation pixel ``i`` sits on input pixel ``O + S*i``. Pad the
-    activations by repeating their edge pixels (edges held), upsample corner-aligned by exactly
-    S, and the image grid is a window of the result starting ``S*p - O`` pixels in: the same
-    interpolation as the gather in :func:`align`, many times faster for whole stacks. The
-    result is a strided view of that one allocation (no copy).
-    """
+def _row_pass(rows, weights, out, S: int, start: int, j0: int, j1: int) -> None:
+    """The image rows of padded blocks ``j0`` to ``j1`` (exclusive) into ``out``
+    (``(m, H, W)``), from ``rows`` (``(m, j1 - j0 + 1, W)``, padded row ``j0`` first): a
+    partial first run of S rows, the whole runs as one broadcast ``lerp``, a partial last
+    run."""
     import torch
-    import torch.nn.functional as F
 
-    h, w = native.shape[-2:]
-    H, W = HW
-    S, O = info.stride, int(info.offset)
-    top = math.ceil(O / S)
-    start = S * top - O
-
-    def bottom(n_act: int, n_img: int) -> int:
-        return max(0, math.ceil((start + n_img - 1) / S) - (n_act + top - 1))
-
-    pb, pr = bottom(h, H), bottom(w, W)
-    a = torch.from_numpy(np.ascontiguousarray(native.reshape(-1, h, w)))[None]
-    with torch.inference_mode():
-        a = F.pad(a, (top, pr, top, pb), mode="replicate")
-        size = ((a.shape[-2] - 1) * S + 1, (a.shape[-1] - 1) * S + 1)
-        up = F.interpolate(a, size=size, mode="bilinear", align_corners=True)
-    out = up[0, :, start : start + H, start : start + W].numpy()
-    return out.reshape(native.shape[:-2] + (H, W))
+    m, H, W = out.shape
+    y, end = max(0, S * j0 - start), min(H, S * j1 - start)
+    while y < end:
+        j, p = divmod(y + start, S)
+        n_rows = min(S - p, end - y) if p or end - y < S else (end - y) // S * S
+        runs = (p + n_rows + S - 1) // S
+        torch.lerp(
+            rows[:, j - j0 : j - j0 + runs, None],
+            rows[:, j - j0 + 1 : j - j0 + 1 + runs, None],
+            weights[p : p + min(S, n_rows), None],
+            out=out[:, y : y + n_rows].view(m, runs, -1, W),
+        )
+        y += n_rows
 
 
 class AlignedActivations:
