@@ -235,67 +235,6 @@ def test_uint8_layouts_give_the_same_activations(random_net, rgb, backend):
         np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
-@pytest.mark.parametrize("network", ["squeezenet", "user model"])
-@pytest.mark.parametrize("height", [37, 72])
-def test_uint8_conversion_in_row_bands_equals_one_band(
-    random_net, rgb, monkeypatch, backend, network, height
-):
-    """Big planes are converted in bands of rows on several threads (before ONNX Runtime);
-    forced on for small images here, including fewer rows than threads, the results are the
-    one-band results exactly, for SqueezeNet (normalisation folded into conv1) and for a
-    network that takes normalised input."""
-    from _models import SmallCNN
-
-    from napari_activations import compute
-
-    torch.manual_seed(0)
-    net = random_net if network == "squeezenet" else na.load_network(SmallCNN().eval())
-    layer = "conv1" if network == "squeezenet" else "conv2"
-    image = rgb[:height]
-    calls = []
-    real = compute._in_row_bands
-
-    def counting(convert, rows, values):
-        calls.append(rows)
-        real(convert, rows, values)
-
-    monkeypatch.setattr(compute, "_in_row_bands", counting)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(3)
-    try:
-        monkeypatch.setattr(compute, "_BANDS_MIN_VALUES", 1 << 40)
-        one = na.activations(net, image, layer, backend=backend)
-        monkeypatch.setattr(compute, "_BANDS_MIN_VALUES", 1)
-        bands = na.activations(net, image, layer, backend=backend)
-    finally:
-        torch.set_num_threads(threads)
-    np.testing.assert_array_equal(bands, one)
-    assert calls == ([] if backend == "torch" else [image.shape[0]] * 2)
-
-
-@pytest.mark.parametrize("rows", [1, 2, 3, 10])
-def test_row_bands_cover_every_row_once(monkeypatch, rows):
-    """Fewer rows than threads, or as many: every row converted exactly once."""
-    from napari_activations import compute
-
-    monkeypatch.setattr(compute, "_BANDS_MIN_VALUES", 1)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(3)
-    seen = np.zeros(rows, dtype=int)
-    lock = __import__("threading").Lock()
-
-    def convert(band: slice) -> None:
-        with lock:
-            seen[band] += 1
-
-    try:
-        compute._in_row_bands(convert, rows, 10**6)
-    finally:
-        torch.set_num_threads(threads)
-    np.testing.assert_array_equal(seen, 1)
-
-
 # --- pre-ReLU values and exactness ------------------------------------------------------
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import threading
 import warnings
 from collections.abc import Callable, Generator
@@ -320,40 +319,6 @@ def _input_buffer(shape: tuple[int, ...]) -> torch.Tensor:
     return buffer
 
 
-_BANDS_MIN_VALUES = 1 << 19
-"""Planes from this many input values up are converted by several threads (1024x1024 RGB)."""
-_band_pool: Any = None
-_band_pool_lock = threading.Lock()
-
-
-def _in_row_bands(convert: Callable[[slice], None], rows: int, values: int) -> None:
-    """``convert(rows)`` over bands of rows, as many bands as torch has threads (one on this
-    thread, the others on a small pool of plain threads, which numpy releases the GIL for).
-
-    The conversion of a uint8 image before ONNX Runtime is memory-bound, and two bands ran
-    in 1.7 ms against 3.1 ms for one at 1024x1024 RGB on two cores (cold caches). Plain
-    threads, not torch's pool: those would still be spinning when ONNX Runtime's start.
-    """
-    global _band_pool
-    import torch
-
-    n = min(torch.get_num_threads(), os.cpu_count() or 1, rows)
-    if n < 2 or values < _BANDS_MIN_VALUES:
-        convert(slice(0, rows))
-        return
-    if _band_pool is None or _band_pool._max_workers < n - 1:
-        with _band_pool_lock:
-            if _band_pool is None or _band_pool._max_workers < n - 1:
-                from concurrent.futures import ThreadPoolExecutor
-
-                _band_pool = ThreadPoolExecutor(n - 1, thread_name_prefix="na-convert")
-    edges = [rows * k // n for k in range(n + 1)]
-    futures = [_band_pool.submit(convert, slice(edges[k], edges[k + 1])) for k in range(1, n)]
-    convert(slice(edges[0], edges[1]))
-    for future in futures:
-        future.result()
-
-
 def _held_buffer(held: list, shape: tuple[int, ...]) -> torch.Tensor:
     """A float32 CPU tensor of ``shape`` in ``held[0]``'s memory, grown when too small."""
     import torch
@@ -396,9 +361,11 @@ def plane_tensor(
     whole planes, not tiles.
 
     For uint8 the conversion, the /255 scaling and the normalisation are one multiply and one
-    add. Before ONNX Runtime they run in numpy, in bands of rows on plain threads
-    (:func:`_in_row_bands`): torch's pool would still spin on both cores when ONNX Runtime's
-    own threads start (a 1024x1024 first layer of MobileNet v3 ran 1.3 to 2.3x slower).
+    add. Before ONNX Runtime they run in numpy on this thread: torch's pool would still spin
+    on both cores when ONNX Runtime's own threads start (a 1024x1024 first layer of MobileNet
+    v3 ran 1.3 to 2.3x slower), and two bands of rows on plain threads were slower too (1.27
+    against 0.79 of the bare session for that layer, 1.33 against 1.12 for ConvNeXt-Tiny's
+    ``features.0``, in one interleaved run).
     Before torch's own convolution, on its awake pool, torch's transposing copy made the
     whole call 1.1 to 1.3x faster than numpy's strided multiply (MobileNet v3
     ``features.1.add`` and ConvNeXt-Tiny ``features.0`` at 1024x1024, two threads).
@@ -426,11 +393,7 @@ def plane_tensor(
     mean = np.array(net.mean, dtype=np.float64).reshape(c, 1, 1)
     std = np.array(net.std, dtype=np.float64).reshape(c, 1, 1)
     if bounds is None and not normalise:  # uint8 as it is: the runner scales it
-
-        def convert(rows: slice) -> None:
-            np.copyto(out[:, rows], src[:, rows], casting="unsafe")
-
-        _in_row_bands(convert, out.shape[-2], out.size)
+        np.copyto(out, src, casting="unsafe")
     elif bounds is None and torch_threads and min(src.strides) >= 0:  # as below, on torch's pool
         import torch
 
@@ -440,13 +403,8 @@ def plane_tensor(
         x[0].mul_(torch.from_numpy((1.0 / (255.0 * std)).astype(np.float32)))
         x[0].add_(torch.from_numpy((-mean / std).astype(np.float32)))
     elif bounds is None:  # uint8 by 255: x = v / (255 std) - mean / std
-        a, b = (1.0 / (255.0 * std)).astype(np.float32), (-mean / std).astype(np.float32)
-
-        def normalise_rows(rows: slice) -> None:
-            np.multiply(src[:, rows], a, out=out[:, rows])
-            out[:, rows] += b
-
-        _in_row_bands(normalise_rows, out.shape[-2], out.size)
+        np.multiply(src, (1.0 / (255.0 * std)).astype(np.float32), out=out)
+        out += (-mean / std).astype(np.float32)
     else:
         low, high = bounds
         inv = 1.0 / (high - low) if high > low else 0.0
