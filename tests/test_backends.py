@@ -282,6 +282,27 @@ def test_each_thread_count_gets_its_own_session(random_net):
     assert one is not two
 
 
+def test_a_much_larger_input_gets_a_fresh_session(fresh_cache):
+    """A session first run on small inputs ran large ones up to 1.75x slower: a runner loads
+    a fresh session from the cache for inputs over GROWTH times its largest so far; same
+    numbers either way."""
+    from napari_activations.backends import onnx_backend
+
+    net = fresh_net()
+    rng = np.random.default_rng(4)
+    small = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    larger = rng.integers(0, 256, (70, 80, 3), dtype=np.uint8)  # 3.5x: the same session
+    large = rng.integers(0, 256, (130, 140, 3), dtype=np.uint8)  # 3.25x the larger: same
+    big = rng.integers(0, 256, (300, 310, 3), dtype=np.uint8)  # 5.1x the large: fresh
+    runner = backends.prepare(net, net.find_layer("fire3-concat"), "onnxruntime")
+    assert runner.sessions_loaded == 1
+    for image, loaded in ((small, 1), (larger, 1), (large, 1), (small, 1), (big, 2), (big, 2)):
+        got = na.activations(net, image, "fire3-concat", backend="onnxruntime")
+        assert runner.sessions_loaded == loaded
+        want = na.activations(net, image, "fire3-concat", backend="torch")
+        np.testing.assert_allclose(got, want, atol=onnx_backend.TOLERANCE * np.abs(want).max())
+
+
 # --- GPUs --------------------------------------------------------------------------------------
 
 
@@ -310,6 +331,8 @@ def test_tiles_give_onnx_runtime_memory_back_and_untiled_runs_keep_it():
     # The arena kept the peak of every tile shape: 3.2 GiB for ResNet-50 in 1 GiB tiles.
     image = np.random.default_rng(3).integers(0, 256, (120, 130, 3), dtype=np.uint8)
     runner = backends.prepare(net, net.find_layer("conv1"), "onnxruntime")
+    # runs on this size keep this session (no fresh one for a larger input: see below)
+    runner._largest = max(runner._largest, image.shape[0] * image.shape[1])
     seen = []
     session = runner.session
 
