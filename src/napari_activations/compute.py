@@ -361,7 +361,8 @@ def plane_tensor(
     whole planes, not tiles.
 
     For uint8 the conversion, the /255 scaling and the normalisation are one multiply and one
-    add. Before ONNX Runtime they run in numpy on this thread: torch's pool would still spin
+    add (a plain cast where the runner folds them into its first convolution). Before ONNX
+    Runtime they run in numpy on this thread: torch's pool would still spin
     on both cores when ONNX Runtime's own threads start (a 1024x1024 first layer of MobileNet
     v3 ran 1.3 to 2.3x slower), and two bands of rows on plain threads were slower too (1.27
     against 0.79 of the bare session for that layer, 1.33 against 1.12 for ConvNeXt-Tiny's
@@ -513,8 +514,8 @@ class _Request:
 
         self.forward_passes += 1
         plane = self.image[idx] if idx else self.image
-        normalise = self.runner().normalised_input
-        torch_threads = self.runner().backend == "torch"
+        runner = self.runner()
+        normalise, torch_threads = runner.normalised_input, runner.backend == "torch"
         # resize once (or preprocess with the whole plane's statistics), then cut tiles out
         if self.size != self.hw or self.net.preprocess is not None:
             resized: list = []
